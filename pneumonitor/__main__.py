@@ -1,0 +1,5 @@
+import sys
+
+from pneumonitor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+"""Shared test fixtures. Tests that need ``../shared/data`` skip with a reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PNEUMONITOR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set PNEUMONITOR_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dicom_samples(shared_data: Path) -> list[Path]:
+    folder = shared_data / "cxr-dicom-samples"
+    files = sorted(folder.glob("*.dcm"))
+    if len(files) != 5:
+        pytest.skip(f"expected the 5 CR/DX samples in {folder}, found {len(files)}")
+    return files
