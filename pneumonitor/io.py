@@ -1,0 +1,343 @@
+"""Reading chest radiographs: DICOM CR/DX, PNG/JPEG (8/16-bit, gray or RGB) and 2-D NIfTI.
+
+Every reader returns a :class:`Radiograph` whose ``pixels`` are a float32 array of shape ``(H, W)`` (rows, columns),
+values in ``[0, 1]``, in MONOCHROME2 polarity (air and lung fields dark, bone bright), exactly as a reader looks at
+the film. Inputs that are not usable frontal chest radiographs raise :class:`UnsupportedInput` with a reason meant
+for the user; callers turn it into a "skipped" row.
+
+DICOM pixel pipeline (PS3.3 C.11): stored values -> Modality LUT (Rescale Slope/Intercept or LUT) -> VOI LUT
+(or Window Center/Width; the first window when several are given) -> MONOCHROME1 inversion -> min-max to [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Radiograph",
+    "UnsupportedInput",
+    "read_radiograph",
+    "read_dicom_radiograph",
+    "read_bitmap_radiograph",
+    "read_nifti_radiograph",
+    "find_inputs",
+    "MIN_IMAGE_SIDE",
+    "RADIOGRAPH_MODALITIES",
+    "LATERAL_VIEW_POSITIONS",
+]
+
+#: Images whose shorter side is below this many pixels are refused: the networks see 224-448 px and CLAHE tiles.
+MIN_IMAGE_SIDE = 64
+#: DICOM modalities accepted as projection radiographs.
+RADIOGRAPH_MODALITIES = ("CR", "DX")
+#: ViewPosition values (PS3.3 C.8.11.5.1.1, plus common vendor spellings) that mean a lateral projection.
+LATERAL_VIEW_POSITIONS = ("LL", "RL", "LLD", "RLD", "LAT", "LATERAL", "LLAT", "RLAT", "XTABLE LAT")
+
+BITMAP_SUFFIXES = (".png", ".jpg", ".jpeg")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom", "")
+
+#: DICOM attributes kept for writers (SEG/SR) and monitoring, by output key.
+IDENTITY_ATTRIBUTES = {
+    "patient_id": "PatientID",
+    "patient_name": "PatientName",
+    "patient_birth_date": "PatientBirthDate",
+    "patient_sex": "PatientSex",
+    "patient_age": "PatientAge",
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "sop_class_uid": "SOPClassUID",
+    "study_id": "StudyID",
+    "accession_number": "AccessionNumber",
+    "study_date": "StudyDate",
+    "study_time": "StudyTime",
+    "modality": "Modality",
+    "view_position": "ViewPosition",
+    "body_part_examined": "BodyPartExamined",
+    "manufacturer": "Manufacturer",
+}
+
+
+class UnsupportedInput(ValueError):
+    """The input cannot be analysed; ``str(exc)`` is the reason shown to the user."""
+
+
+@dataclass
+class Radiograph:
+    """A frontal chest radiograph ready for preprocessing.
+
+    Attributes:
+        pixels: float32 ``(H, W)`` in ``[0, 1]``, MONOCHROME2 (higher = more attenuation = brighter).
+        source: the file it was read from.
+        meta: identity and acquisition attributes (see ``IDENTITY_ATTRIBUTES``) plus ``acquisition_datetime``
+            (ISO 8601 string or ``""``), ``pixel_spacing`` (``(row_mm, col_mm)`` or ``None``), ``photometric``,
+            ``bits_stored`` and ``format`` (``dicom``/``png``/``jpeg``/``nifti``). Missing values are ``""``.
+        dataset: the pydicom ``Dataset`` (pixel data dropped) for DICOM input, so writers can copy patient/study
+            modules; ``None`` otherwise.
+    """
+
+    pixels: np.ndarray
+    source: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    dataset: Any = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.pixels.shape)  # type: ignore[return-value]
+
+
+def _scale_to_unit(array: np.ndarray, what: str) -> np.ndarray:
+    """Min-max scale to float32 [0, 1]; refuse NaN/inf and constant images (they carry no anatomy)."""
+    array = np.asarray(array, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise UnsupportedInput(f"{what} contains NaN or infinite pixel values")
+    low, high = float(array.min()), float(array.max())
+    if high <= low:
+        raise UnsupportedInput(f"{what} is constant (all pixels {low:g}): no image content")
+    return ((array - low) / (high - low)).astype(np.float32)
+
+
+def _check_size(shape: tuple[int, ...], what: str) -> None:
+    if len(shape) != 2:
+        raise UnsupportedInput(f"{what} has shape {shape}; a single 2-D radiograph is expected")
+    if min(shape) < MIN_IMAGE_SIDE:
+        raise UnsupportedInput(f"{what} is too small ({shape[0]}x{shape[1]} px; at least {MIN_IMAGE_SIDE} px per side)")
+
+
+def _dicom_datetime(ds: Any) -> str:
+    """Best acquisition time as ISO 8601: AcquisitionDateTime, else Acquisition/Content/Study/Series Date+Time."""
+    from pydicom.valuerep import DT
+
+    value = str(ds.get("AcquisitionDateTime", "") or "").strip()
+    if value:
+        try:
+            return DT(value).isoformat()
+        except ValueError:
+            logger.debug("unparsable AcquisitionDateTime %r", value)
+    for date_key, time_key in (
+        ("AcquisitionDate", "AcquisitionTime"),
+        ("ContentDate", "ContentTime"),
+        ("SeriesDate", "SeriesTime"),
+        ("StudyDate", "StudyTime"),
+    ):
+        date = str(ds.get(date_key, "") or "").strip()
+        if len(date) == 8 and date.isdigit():
+            time = str(ds.get(time_key, "") or "").strip().split(".")[0]
+            time = (time + "000000")[:6] if time.isdigit() else "000000"
+            return f"{date[:4]}-{date[4:6]}-{date[6:8]}T{time[:2]}:{time[2:4]}:{time[4:6]}"
+    return ""
+
+
+def _dicom_pixel_spacing(ds: Any) -> tuple[float, float] | None:
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        if value is not None and len(value) == 2:
+            try:
+                return float(value[0]), float(value[1])
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def read_dicom_radiograph(path: str | Path) -> Radiograph:
+    """Read a CR/DX DICOM file into a :class:`Radiograph`.
+
+    Raises:
+        UnsupportedInput: unreadable or truncated file, not an image, wrong modality, lateral view, multi-frame,
+            too small, pixel data that cannot be decoded (the reason names the transfer syntax).
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    path = Path(path)
+    what = f"DICOM file {path.name}"
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as exc:
+        raise UnsupportedInput(f"{path.name} is not a DICOM file ({exc})") from exc
+    except Exception as exc:  # pydicom raises many types on truncated/garbled files
+        raise UnsupportedInput(f"{path.name} could not be read as DICOM ({type(exc).__name__}: {exc})") from exc
+
+    modality = str(ds.get("Modality", "") or "").upper()
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        kind = str(getattr(ds.get("SOPClassUID", ""), "name", "") or ds.get("SOPClassUID", "unknown"))
+        raise UnsupportedInput(f"{what} has no pixel data (SOP class {kind}, modality {modality or 'unknown'})")
+    if modality not in RADIOGRAPH_MODALITIES:
+        raise UnsupportedInput(
+            f"{what} has modality {modality or 'missing'}; only chest radiographs ({'/'.join(RADIOGRAPH_MODALITIES)}) "
+            "are analysed"
+        )
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if view in LATERAL_VIEW_POSITIONS or view.startswith("LAT"):
+        raise UnsupportedInput(f"{what} is a lateral view (ViewPosition {view}); only frontal PA/AP views are analysed")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise UnsupportedInput(f"{what} has {frames} frames; a single-frame radiograph is expected")
+    _check_size((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)), what)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedInput(f"{what} has PhotometricInterpretation {photometric or 'missing'}; grayscale expected")
+
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
+        name = getattr(syntax, "name", syntax)
+        raise UnsupportedInput(f"{what}: pixel data could not be decoded (transfer syntax {name}): {exc}") from exc
+    _check_size(stored.shape, what)
+
+    values = apply_modality_lut(stored, ds)
+    # apply_voi_lut uses the VOI LUT Sequence when present, else the first Window Center/Width; else a no-op.
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        values = apply_voi_lut(values, ds, index=0)
+    pixels = _scale_to_unit(values, what)
+    if photometric == "MONOCHROME1":
+        pixels = 1.0 - pixels  # MONOCHROME1: minimum value displays white; bring it to MONOCHROME2.
+
+    meta: dict[str, Any] = {key: str(ds.get(tag, "") or "") for key, tag in IDENTITY_ATTRIBUTES.items()}
+    meta.update(
+        acquisition_datetime=_dicom_datetime(ds),
+        pixel_spacing=_dicom_pixel_spacing(ds),
+        photometric=photometric,
+        bits_stored=int(ds.get("BitsStored", 0) or 0),
+        format="dicom",
+    )
+    meta["view_position"] = view
+    meta["modality"] = modality
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    return Radiograph(pixels=pixels, source=path, meta=meta, dataset=header)
+
+
+def read_bitmap_radiograph(path: str | Path) -> Radiograph:
+    """Read a PNG/JPEG radiograph: 8-bit divided by 255, 16-bit min-max scaled, RGB/RGBA converted to luminance.
+
+    A 16-bit PNG rarely uses its full range (10-14 bit detectors), hence min-max instead of /65535.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    what = f"image {path.name}"
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                img = img.convert("L")  # ITU-R 601-2 luma
+                mode = "L"
+            array = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UnsupportedInput(f"{path.name} could not be read as an image ({exc})") from exc
+    _check_size(array.shape, what)
+    if mode in ("L", "1"):
+        pixels = array.astype(np.float32) / (1.0 if mode == "1" else 255.0)
+        if float(pixels.max()) <= float(pixels.min()):
+            raise UnsupportedInput(f"{what} is constant: no image content")
+    else:  # "I;16", "I", "F": high bit depth
+        pixels = _scale_to_unit(array, what)
+    suffix = path.suffix.lower()
+    meta: dict[str, Any] = {key: "" for key in IDENTITY_ATTRIBUTES}
+    meta.update(
+        acquisition_datetime="",
+        pixel_spacing=None,
+        photometric="MONOCHROME2",
+        bits_stored=16 if array.dtype == np.uint16 else 8,
+        format="png" if suffix == ".png" else "jpeg",
+    )
+    return Radiograph(pixels=pixels.astype(np.float32), source=path, meta=meta)
+
+
+def read_nifti_radiograph(path: str | Path) -> Radiograph:
+    """Read a 2-D NIfTI radiograph (a 3-D file with one slice is accepted), assumed MONOCHROME2.
+
+    The array is taken as SimpleITK returns it, ``(rows, columns)`` = ``(y, x)``; the NIfTI spacing becomes
+    ``pixel_spacing``.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    what = f"NIfTI file {path.name}"
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise UnsupportedInput(f"{path.name} could not be read as NIfTI ({str(exc).strip().splitlines()[-1]})") from exc
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UnsupportedInput(f"{what} has {image.GetNumberOfComponentsPerPixel()} components; grayscale expected")
+    array = sitk.GetArrayFromImage(image)
+    spacing = image.GetSpacing()
+    if array.ndim == 3 and 1 in array.shape:
+        array = np.squeeze(array)
+    _check_size(array.shape, what)
+    meta: dict[str, Any] = {key: "" for key in IDENTITY_ATTRIBUTES}
+    meta.update(
+        acquisition_datetime="",
+        pixel_spacing=(float(spacing[1]), float(spacing[0])),
+        photometric="MONOCHROME2",
+        bits_stored=int(array.dtype.itemsize * 8),
+        format="nifti",
+    )
+    return Radiograph(pixels=_scale_to_unit(array, what), source=path, meta=meta)
+
+
+def _is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def read_radiograph(path: str | Path) -> Radiograph:
+    """Read any supported radiograph, dispatching on the file content (DICOM preamble) and suffix.
+
+    Raises:
+        UnsupportedInput: with the reason the file is skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnsupportedInput(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise UnsupportedInput(f"{path.name} is empty (0 bytes)")
+    if _is_nifti(path):
+        return read_nifti_radiograph(path)
+    if path.suffix.lower() in BITMAP_SUFFIXES:
+        return read_bitmap_radiograph(path)
+    return read_dicom_radiograph(path)
+
+
+def _looks_like_input(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in BITMAP_SUFFIXES or suffix in (".dcm", ".dicom") or _is_nifti(path):
+        return True
+    if suffix == "":  # PACS exports often have no suffix: accept files with the DICM magic
+        try:
+            with path.open("rb") as handle:
+                handle.seek(128)
+                return handle.read(4) == b"DICM"
+        except OSError:
+            return False
+    return False
+
+
+def find_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into the sorted list of candidate radiograph files.
+
+    Files named explicitly are always kept (so that unsupported ones are reported, not silently dropped);
+    inside folders only files that look like images (by suffix or DICM magic) are taken. Duplicates removed.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and _looks_like_input(p))
+        else:
+            found.append(path)
+    unique: dict[Path, None] = {}
+    for path in found:
+        unique.setdefault(path.resolve() if path.exists() else path.absolute(), None)
+    return list(unique)

@@ -1,0 +1,32 @@
+"""MONAI transforms of pneumonitor: loading, the paper's intensity preprocessing and the per-network presets.
+
+Training-only transforms (localization targets, LSNet-Aug augmentations) live in their own modules of this package.
+"""
+
+from pneumonitor.transforms.intensity import (
+    CLAHE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CLAHEd,
+    ImageNetNormalize,
+    ImageNetNormalized,
+)
+from pneumonitor.transforms.io import LoadMask, LoadMaskd, LoadRadiograph, LoadRadiographd
+from pneumonitor.transforms.presets import dlnet_preprocess, dlnet_preprocessd, lsnet_preprocess, lsnet_preprocessd
+
+__all__ = [
+    "CLAHE",
+    "CLAHEd",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageNetNormalize",
+    "ImageNetNormalized",
+    "LoadMask",
+    "LoadMaskd",
+    "LoadRadiograph",
+    "LoadRadiographd",
+    "dlnet_preprocess",
+    "dlnet_preprocessd",
+    "lsnet_preprocess",
+    "lsnet_preprocessd",
+]

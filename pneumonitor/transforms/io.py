@@ -1,0 +1,95 @@
+"""Loading transforms: radiographs through :mod:`pneumonitor.io` and mask images, both as ``(1, H, W)``.
+
+Images and masks are both returned row-major ``(rows, columns)`` so that they stay aligned; MONAI's PIL reader would
+transpose bitmaps, which is why masks are not read with ``LoadImage`` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+
+from pneumonitor.io import read_radiograph
+
+__all__ = ["LoadRadiograph", "LoadRadiographd", "LoadMask", "LoadMaskd"]
+
+
+class LoadRadiograph(Transform):
+    """Path -> ``MetaTensor`` ``(1, H, W)`` float32 in [0, 1], MONOCHROME2.
+
+    The meta dict holds the radiograph's identity attributes (``pneumonitor.io.IDENTITY_ATTRIBUTES``),
+    ``filename_or_obj``, ``spatial_shape`` and ``pixel_spacing`` (mm or None).
+    Raises ``pneumonitor.io.UnsupportedInput`` for unusable inputs.
+    """
+
+    def __call__(self, path: str | Path) -> MetaTensor:
+        radiograph = read_radiograph(path)
+        meta = {k: v for k, v in radiograph.meta.items() if v is not None}
+        meta.update(filename_or_obj=str(radiograph.source), spatial_shape=np.asarray(radiograph.shape))
+        return MetaTensor(torch.from_numpy(radiograph.pixels[None]), meta=meta)
+
+
+class LoadRadiographd(MapTransform):
+    """Dictionary version of :class:`LoadRadiograph`."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadRadiograph()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
+
+
+class LoadMask(Transform):
+    """Mask image path -> ``MetaTensor`` ``(1, H, W)`` float32 with values 0/1 and, optionally, ``ignore_label``.
+
+    Args:
+        threshold: 8-bit values above it are foreground (masks here are 0/255).
+        ignore_value: an 8-bit value meaning "unknown" (the V7 lung masks use 127), mapped to ``ignore_label``.
+        ignore_label: the value ignored pixels get in the output (losses and metrics exclude it).
+    """
+
+    def __init__(self, threshold: int = 127, ignore_value: int | None = None, ignore_label: float = -1.0) -> None:
+        self.threshold = threshold
+        self.ignore_value = ignore_value
+        self.ignore_label = float(ignore_label)
+
+    def __call__(self, path: str | Path) -> MetaTensor:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("L"))
+        mask = (array > self.threshold).astype(np.float32)
+        if self.ignore_value is not None:
+            mask[array == self.ignore_value] = self.ignore_label
+        return MetaTensor(torch.from_numpy(mask[None]), meta={"filename_or_obj": str(path)})
+
+
+class LoadMaskd(MapTransform):
+    """Dictionary version of :class:`LoadMask`."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        threshold: int = 127,
+        ignore_value: int | None = None,
+        ignore_label: float = -1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadMask(threshold=threshold, ignore_value=ignore_value, ignore_label=ignore_label)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
