@@ -1,0 +1,149 @@
+"""``pneumonitor datasets <name> ...``: convert a public dataset into MONAI datalist JSON + a summary.
+
+Every converter writes into ``--out``: ``datalist.json`` (``training``/``validation``/``test``), ``summary.json``
+(counts per split, label and source; also printed as a table), ``excluded.json`` (each left-out image and why) and,
+where lung masks exist, ``lsnet_datalist.json`` (``image``, ``label`` = lung mask path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from error
+    if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"fractions must be 3 non-negative numbers summing to 1, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _sizes(text: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated integers, got {text!r}") from error
+    if len(values) != 3 or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected three non-negative integers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "datasets",
+        help="convert public chest X-ray datasets into MONAI datalists",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    names = parser.add_subparsers(dest="dataset", metavar="DATASET")
+
+    def common(sub: argparse.ArgumentParser, fractions: str | None = "0.8,0.1,0.1") -> None:
+        sub.add_argument("--out", required=True, type=Path, help="output folder")
+        sub.add_argument("--seed", type=int, default=0, help="seed of the patient-level split (default 0)")
+        if fractions is not None:
+            sub.add_argument("--fractions", type=_fractions, default=_fractions(fractions),
+                             help=f"training,validation,test fractions of patients (default {fractions})")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar or table")
+
+    rsna = names.add_parser("rsna", help="RSNA Pneumonia Detection Challenge (Kaggle layout), adults, balanced split")
+    rsna.add_argument("--labels", required=True, type=Path, help="stage_2_train_labels.csv")
+    rsna.add_argument("--class-info", type=Path, help="stage_2_detailed_class_info.csv (optional)")
+    rsna.add_argument("--dicom-dir", required=True, type=Path, help="folder of <patientId>.dcm (stage_2_train_images)")
+    rsna.add_argument("--sizes", type=_sizes, default=(9004, 1126, 1124),
+                      help="training,validation,test sizes, half positive each (default the paper's 9004,1126,1124)")
+    rsna.add_argument("--min-age", type=float, default=18.0, help="adults: PatientAge >= this (years, default 18)")
+    common(rsna, fractions=None)
+
+    covid = names.add_parser("covid-collection", help="COVID-19 Image Data Collection with all its annotations")
+    covid.add_argument("--root", type=Path, default=DEFAULT_DATA_ROOT / "covid-chestxray-dataset")
+    covid.add_argument("--closing-radius", type=int, default=5, help="box merging radius in pixels (default 5)")
+    common(covid, "0.7,0.15,0.15")
+
+    pediatric = names.add_parser("pediatric", help="pediatric normal / pneumonia set")
+    pediatric.add_argument("--root", type=Path, default=DEFAULT_DATA_ROOT / "pediatric-pneumonia")
+    common(pediatric)
+
+    jsrt = names.add_parser("jsrt", help="JSRT + SCR lung masks (negatives; lung segmentation)")
+    jsrt.add_argument("--root", type=Path, default=DEFAULT_DATA_ROOT / "jsrt-scr")
+    common(jsrt)
+
+    covidx = names.add_parser("covidx-severity", help="COVIDx-S scored images (Actualmed, Figure 1)")
+    covidx.add_argument("--root", type=Path, default=DEFAULT_DATA_ROOT / "covidx-severity-extra")
+    common(covidx, "0,0,1")
+
+    mix = names.add_parser("mix", help="the training mix for DLNet and LSNet (all local datasets)")
+    mix.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding the datasets")
+    mix.add_argument("--closing-radius", type=int, default=5, help="box merging radius in pixels (default 5)")
+    mix.add_argument("--include", default="covid-collection,pediatric,jsrt",
+                     help="comma-separated datasets (default covid-collection,pediatric,jsrt)")
+    common(mix)
+    parser.set_defaults(func=run, _parser=parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pneumonitor.datasets.datalist import print_summary, write_conversion
+
+    if not getattr(args, "dataset", None):
+        args._parser.print_help()
+        return 2
+    progress = not args.quiet
+    lsnet_items: list = []
+    info = {"dataset": args.dataset, "seed": args.seed}
+    try:
+        if args.dataset == "rsna":
+            from pneumonitor.datasets.rsna import convert_rsna
+
+            items, excluded = convert_rsna(args.labels, args.dicom_dir, args.class_info, seed=args.seed,
+                                           sizes=args.sizes, min_age=args.min_age, progress=progress)
+            info.update(dataset_dir=str(args.dicom_dir.resolve()), sizes=list(args.sizes), min_age=args.min_age)
+        elif args.dataset == "covid-collection":
+            from pneumonitor.datasets.covid_collection import convert_covid_collection
+
+            items, lsnet_items, excluded = convert_covid_collection(
+                args.root, args.out, seed=args.seed, fractions=args.fractions,
+                closing_radius=args.closing_radius, progress=progress)
+            info.update(dataset_dir=str(args.root.resolve()), closing_radius=args.closing_radius)
+        elif args.dataset == "pediatric":
+            from pneumonitor.datasets.pediatric import convert_pediatric
+
+            items, excluded = convert_pediatric(args.root, seed=args.seed, fractions=args.fractions)
+            info.update(dataset_dir=str(args.root.resolve()))
+        elif args.dataset == "jsrt":
+            from pneumonitor.datasets.jsrt import convert_jsrt
+
+            items, lsnet_items, excluded = convert_jsrt(args.root, args.out, seed=args.seed,
+                                                        fractions=args.fractions, progress=progress)
+            info.update(dataset_dir=str(args.root.resolve()))
+        elif args.dataset == "covidx-severity":
+            from pneumonitor.datasets.covidx_severity import convert_covidx_severity
+
+            items, excluded = convert_covidx_severity(args.root, seed=args.seed, fractions=args.fractions)
+            info.update(dataset_dir=str(args.root.resolve()))
+        else:
+            from pneumonitor.datasets.mix import build_training_mix
+
+            include = [name.strip() for name in args.include.split(",") if name.strip()]
+            items, lsnet_items, excluded = build_training_mix(
+                args.data_root, args.out, seed=args.seed, fractions=args.fractions,
+                closing_radius=args.closing_radius, include=include, progress=progress)
+            info.update(dataset_dir=str(args.data_root.resolve()), include=include, closing_radius=args.closing_radius)
+        if "fractions" in args:
+            info["fractions"] = list(args.fractions)
+    except ValueError as error:
+        LOGGER.error("%s", error)
+        return 1
+    if not items:
+        LOGGER.error("no usable images found; nothing written (%d excluded)", len(excluded))
+        return 1
+    summary = write_conversion(args.out, items, lsnet_items, excluded, info)
+    if not args.quiet:
+        print(print_summary(summary, args.dataset))
+        print(f"\nwrote {args.out.resolve()}/datalist.json" + (" and lsnet_datalist.json" if lsnet_items else ""))
+    return 0
