@@ -20,7 +20,7 @@ from pneumonitor.monitoring.studies import TIME_OFFSET  # noqa: E402
 RIGHT_COLOR = "tab:blue"
 LEFT_COLOR = "tab:orange"
 TOTAL_COLOR = "black"
-REFERENCE_COLOR = "tab:green"
+REFERENCE_STYLES = (("tab:green", "D"), ("tab:purple", "^"), ("tab:brown", "v"), ("tab:cyan", "P"))
 CHANGE_MARKS = {"worse": ("▲ worse", "tab:red"), "improved": ("▼ improved", "tab:green")}
 
 
@@ -96,11 +96,14 @@ def plot_profile(
     ax_score.plot(day, timeline["score_left"].to_numpy(dtype=float), "o", color=LEFT_COLOR, ms=4, label="left (0-4)")
     total = timeline["score_total"].to_numpy(dtype=float)
     ax_score.plot(day, total, "s-", color=TOTAL_COLOR, lw=2.2, ms=6, label="total (0-8)")
-    for column in reference_columns:
-        values = np.asarray(timeline[column].to_numpy(), dtype=float) if column in timeline else np.array([])
+    for index, column in enumerate(reference_columns):
+        if column not in timeline:
+            continue
+        values = np.asarray(timeline[column].to_numpy(), dtype=float)
         known = np.isfinite(values)
+        color, marker = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
         if known.any():
-            ax_score.plot(day[known], values[known], "D--", color=REFERENCE_COLOR, ms=5, lw=1.4, label=column)
+            ax_score.plot(day[known], values[known], f"{marker}--", color=color, ms=5, lw=1.2, label=column)
     for x, y, change in zip(day, total, timeline["change"], strict=True):
         if change in CHANGE_MARKS:
             text, color = CHANGE_MARKS[change]
@@ -115,7 +118,7 @@ def plot_profile(
     ax_prob.axhline(classification_threshold, color="tab:red", ls="--", lw=1)
     ax_prob.text(day.min(), classification_threshold / 2, f" negative (< {classification_threshold:g}): ratio 0",
                  va="center", fontsize=8, color="0.35")
-    ax_prob.plot(day, timeline["probability"].to_numpy(dtype=float), "o-", color="tab:purple", ms=4)
+    ax_prob.plot(day, timeline["probability"].to_numpy(dtype=float), "o-", color="0.3", ms=4)
     ax_prob.set_ylim(0, 1)
     ax_prob.set_ylabel("probability")
     ax_prob.set_xlabel(day_axis_label(profile))

@@ -178,7 +178,7 @@ class MetadataColumns:
         image: column naming the image file (path or file name; matched by :func:`image_key`).
         patient: patient identifier column.
         time: acquisition time column: day offsets (numbers) or dates/date-times.
-        time_kind: ``auto`` (numbers if at least 90 % of the non-empty values are numbers, else dates),
+        time_kind: ``auto`` (day offsets if at least half of the non-empty values are numbers, else dates),
             ``offset`` or ``datetime``.
         extra: further columns to carry into the timelines (e.g. an expert score to compare with).
     """
@@ -242,7 +242,7 @@ def read_study_metadata(path: Path, columns: MetadataColumns = MetadataColumns()
     if time_kind == "auto":
         non_empty = raw_times[raw_times != ""]
         numeric = non_empty.map(lambda v: parse_offset(v) is not None)
-        time_kind = TIME_OFFSET if len(non_empty) == 0 or numeric.mean() >= 0.9 else TIME_DATETIME
+        time_kind = TIME_OFFSET if len(non_empty) == 0 or numeric.mean() >= 0.5 else TIME_DATETIME
     parse = parse_offset if time_kind == TIME_OFFSET else parse_datetime
 
     by_key: dict[str, dict[str, object]] = {}
