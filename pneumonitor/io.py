@@ -258,28 +258,30 @@ def read_bitmap_radiograph(path: str | Path) -> Radiograph:
 def read_nifti_radiograph(path: str | Path) -> Radiograph:
     """Read a 2-D NIfTI radiograph (a 3-D file with one slice is accepted), assumed MONOCHROME2.
 
-    The array is taken as SimpleITK returns it, ``(rows, columns)`` = ``(y, x)``; the NIfTI spacing becomes
-    ``pixel_spacing``.
+    Read with nibabel (SimpleITK silently turns NaN voxels into 0, which would hide corrupt data). The NIfTI
+    ``(i, j)`` axes are ``(x, y)``; the array is transposed to ``(rows, columns) = (y, x)``, the orientation
+    SimpleITK/ITK would give, and the voxel sizes become ``pixel_spacing``.
     """
-    import SimpleITK as sitk
+    import nibabel
 
     path = Path(path)
     what = f"NIfTI file {path.name}"
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise UnsupportedInput(f"{path.name} could not be read as NIfTI ({str(exc).strip().splitlines()[-1]})") from exc
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise UnsupportedInput(f"{what} has {image.GetNumberOfComponentsPerPixel()} components; grayscale expected")
-    array = sitk.GetArrayFromImage(image)
-    spacing = image.GetSpacing()
-    if array.ndim == 3 and 1 in array.shape:
-        array = np.squeeze(array)
+        image = nibabel.load(str(path))
+        array = np.asarray(image.dataobj)
+    except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors... on corrupt files
+        raise UnsupportedInput(f"{path.name} could not be read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    zooms = tuple(float(z) for z in image.header.get_zooms())
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype.names is not None or array.ndim != 2:
+        raise UnsupportedInput(f"{what} has shape {array.shape}; a single-channel 2-D radiograph is expected")
+    array = array.T
     _check_size(array.shape, what)
     meta: dict[str, Any] = {key: "" for key in IDENTITY_ATTRIBUTES}
     meta.update(
         acquisition_datetime="",
-        pixel_spacing=(float(spacing[1]), float(spacing[0])),
+        pixel_spacing=(zooms[1], zooms[0]) if len(zooms) >= 2 else None,
         photometric="MONOCHROME2",
         bits_stored=int(array.dtype.itemsize * 8),
         format="nifti",

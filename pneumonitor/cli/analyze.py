@@ -1,0 +1,84 @@
+"""``pneumonitor analyze INPUT... --out DIR``: detection, lung masks and per-lung severity for each radiograph."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger("pneumonitor.analyze")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD
+
+    parser = subparsers.add_parser(
+        "analyze",
+        help="analyze chest radiographs (DICOM CR/DX, PNG, JPEG, NIfTI): probability, lung masks, severity 0-8",
+        description="Analyze frontal chest radiographs. Writes DIR/results.csv, DIR/results.json, masks/ and overlays/.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--dlnet", type=Path, help="DLNet bundle folder or .pt checkpoint (default: bundles/dlnet)")
+    parser.add_argument("--lsnet", type=Path, help="LSNet bundle folder or .pt checkpoint (default: bundles/lsnet)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument(
+        "--classification-threshold",
+        type=float,
+        default=CLASSIFICATION_THRESHOLD,
+        help=f"probability below which an image is negative (default {CLASSIFICATION_THRESHOLD}, the paper's)",
+    )
+    parser.add_argument(
+        "--heatmap-threshold",
+        type=float,
+        default=HEATMAP_THRESHOLD,
+        help=f"heatmap value at or above which a lung pixel is pneumonia (default {HEATMAP_THRESHOLD}, the paper's)",
+    )
+    parser.add_argument("--lung-threshold", type=float, default=0.5, help="LSNet probability threshold (default 0.5)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pneumonitor.io import find_inputs
+    from pneumonitor.networks import WeightsNotFound
+    from pneumonitor.pipeline import AnalysisSettings, Analyzer, result_row, write_image_outputs, write_results
+
+    if args.batch_size < 1:
+        logger.error("--batch-size must be at least 1")
+        return 2
+    for name in ("classification_threshold", "heatmap_threshold", "lung_threshold"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            logger.error("--%s must be in [0, 1]", name.replace("_", "-"))
+            return 2
+    paths = find_inputs(args.inputs)
+    if not paths:
+        logger.error("no input images found in %s", ", ".join(args.inputs))
+        return 2
+    settings = AnalysisSettings(
+        classification_threshold=args.classification_threshold,
+        heatmap_threshold=args.heatmap_threshold,
+        lung_threshold=args.lung_threshold,
+    )
+    try:
+        analyzer = Analyzer.from_locations(args.dlnet, args.lsnet, device=args.device, settings=settings)
+    except (WeightsNotFound, ValueError, RuntimeError) as exc:
+        logger.error("%s", exc)
+        return 2
+
+    out_dir: Path = args.out
+    rows = []
+    for result in analyzer.analyze(paths, batch_size=args.batch_size, progress=not args.no_progress):
+        files = write_image_outputs(result, out_dir) if result.status == "ok" else None
+        if result.status != "ok":
+            logger.warning("skipped %s: %s", result.source, result.reason)
+        rows.append(result_row(result, files))
+    csv_path, _ = write_results(rows, out_dir, analyzer.describe())
+    ok = [r for r in rows if r["status"] == "ok"]
+    positives = sum(int(r["positive"]) for r in ok)
+    print(
+        f"analyzed {len(rows)} image(s): {len(ok)} ok ({positives} positive), {len(rows) - len(ok)} skipped "
+        f"-> {csv_path}"
+    )
+    return 0

@@ -1,0 +1,220 @@
+"""Severity: the Pneumonia Ratio per lung and the 0-8 score (Amer et al. 2020, Sec. IV-B, Fig. 6, Sec. V-C).
+
+All masks are ``(H, W)`` arrays in image (row, column) order of a frontal PA/AP view, where the patient's right lung
+is on the IMAGE LEFT. Ratios are percentages in [0, 100].
+
+Score bins per lung (the paper: 0 none, 1 < 25 %, 2 25-50 %, 3 50-75 %, 4 > 75 %), made exact here with
+half-open intervals: 0 iff the ratio is 0; 1 for (0, 25); 2 for [25, 50); 3 for [50, 75); 4 for [75, 100].
+The total score is the sum of both lungs (0-8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "CLASSIFICATION_THRESHOLD",
+    "HEATMAP_THRESHOLD",
+    "SCORE_BIN_EDGES",
+    "RIGHT_LUNG_VALUE",
+    "LEFT_LUNG_VALUE",
+    "SeverityResult",
+    "InsufficientLungs",
+    "split_lungs",
+    "pneumonia_ratio",
+    "lung_score",
+    "assess_severity",
+    "lung_label_image",
+]
+
+#: DLNet probability below which an image is negative (paper: ROC point nearest (0, 1)).
+CLASSIFICATION_THRESHOLD = 0.62
+#: heatmap value at or above which a pixel is pneumonia (paper: best localization mAP).
+HEATMAP_THRESHOLD = 0.8
+#: lower edges (percent) of scores 2, 3, 4; score 1 is any ratio above 0 below the first edge.
+SCORE_BIN_EDGES = (25.0, 50.0, 75.0)
+#: values of the written lung-mask PNGs
+RIGHT_LUNG_VALUE = 255
+LEFT_LUNG_VALUE = 128
+
+#: a split-off piece smaller than this fraction of the larger lung is treated as segmentation noise.
+MIN_LUNG_FRACTION = 0.05
+
+
+class InsufficientLungs(ValueError):
+    """The lung mask does not contain a right and a left lung; the message says what was found."""
+
+
+@dataclass
+class SeverityResult:
+    """Severity of one image. Masks are ``(H, W)`` bool; ratios in percent; scores 0-4 per lung, 0-8 total."""
+
+    probability: float
+    positive: bool
+    ratio_total: float
+    ratio_right: float
+    ratio_left: float
+    score_right: int
+    score_left: int
+    score_total: int
+    pneumonia_mask: np.ndarray = field(repr=False)
+    right_lung: np.ndarray = field(repr=False)
+    left_lung: np.ndarray = field(repr=False)
+
+    def as_row(self) -> dict[str, float | int]:
+        """The scalar fields, ratios rounded to 0.01 %."""
+        return {
+            "pneumonia_probability": round(float(self.probability), 6),
+            "positive": int(self.positive),
+            "ratio_total": round(self.ratio_total, 2),
+            "ratio_right": round(self.ratio_right, 2),
+            "ratio_left": round(self.ratio_left, 2),
+            "score_right": self.score_right,
+            "score_left": self.score_left,
+            "score_total": self.score_total,
+        }
+
+
+def _split_merged_component(component: np.ndarray) -> np.ndarray:
+    """Cut a component that spans both sides along the column of least lung in the central third (mediastinum).
+
+    Returns a label image with 1 = image-left part, 2 = image-right part.
+    """
+    width = component.shape[1]
+    columns = component.sum(axis=0)
+    start, stop = width // 3, max(width // 3 + 1, (2 * width) // 3)
+    cut = start + int(np.argmin(columns[start:stop]))
+    labels = np.zeros(component.shape, dtype=np.int32)
+    labels[:, :cut][component[:, :cut]] = 1
+    labels[:, cut:][component[:, cut:]] = 2
+    return labels
+
+
+def split_lungs(lung_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split a binary lung mask into the patient's right (image left) and left (image right) lung.
+
+    Each lung is the largest connected component (8-connectivity) whose centroid lies on its side of the image
+    midline. A component that straddles the midline with a substantial part on each side (lungs merged by a
+    segmentation bridge) is first cut at the column of least lung area in the central third. Smaller components
+    (noise, stray pixels) are dropped.
+
+    Args:
+        lung_mask: ``(H, W)``, nonzero = lung.
+    Returns:
+        ``(right_lung, left_lung)``, ``(H, W)`` bool each; either may be empty when no lung is on that side.
+    """
+    mask = np.asarray(lung_mask) > 0
+    if mask.ndim != 2:
+        raise ValueError(f"lung_mask must be 2-D, got shape {mask.shape}")
+    height, width = mask.shape
+    midline = width / 2.0
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    pieces: list[np.ndarray] = []
+    for index in range(1, count + 1):
+        component = labels == index
+        left_part = int(component[:, : int(midline)].sum())
+        right_part = int(component.sum()) - left_part
+        if min(left_part, right_part) > MIN_LUNG_FRACTION * max(left_part, right_part, 1):
+            halves = _split_merged_component(component)
+            pieces.extend([halves == 1, halves == 2])
+        else:
+            pieces.append(component)
+    right = np.zeros_like(mask)
+    left = np.zeros_like(mask)
+    for piece in pieces:
+        area = int(piece.sum())
+        if area == 0:
+            continue
+        centroid_col = float(np.nonzero(piece)[1].mean())
+        if centroid_col < midline:
+            if area > right.sum():
+                right = piece
+        elif area > left.sum():
+            left = piece
+    return right.astype(bool), left.astype(bool)
+
+
+def pneumonia_ratio(pneumonia_mask: np.ndarray, lung_mask: np.ndarray) -> float:
+    """``100 * area(pneumonia within lungs) / area(lungs)`` in percent; NaN when the lung mask is empty."""
+    lungs = np.asarray(lung_mask) > 0
+    lung_area = int(lungs.sum())
+    if lung_area == 0:
+        return math.nan
+    involved = int(np.logical_and(np.asarray(pneumonia_mask) > 0, lungs).sum())
+    return 100.0 * involved / lung_area
+
+
+def lung_score(ratio: float) -> int:
+    """Per-lung score 0-4 from a ratio in percent (bins in the module docstring).
+
+    Raises:
+        ValueError: NaN or a ratio outside [0, 100].
+    """
+    if ratio is None or math.isnan(ratio) or ratio < 0 or ratio > 100 + 1e-9:
+        raise ValueError(f"ratio must be a percentage in [0, 100], got {ratio}")
+    if ratio == 0:
+        return 0
+    return 1 + sum(ratio >= edge for edge in SCORE_BIN_EDGES)
+
+
+def assess_severity(
+    probability: float,
+    heatmap: np.ndarray,
+    lung_mask: np.ndarray,
+    classification_threshold: float = CLASSIFICATION_THRESHOLD,
+    heatmap_threshold: float = HEATMAP_THRESHOLD,
+) -> SeverityResult:
+    """The paper's severity assessment of one image.
+
+    Negative images (``probability < classification_threshold``) get an empty pneumonia mask, ratios 0 and scores 0.
+    Otherwise pneumonia = ``heatmap >= heatmap_threshold`` within the lungs.
+
+    Args:
+        probability: DLNet's pneumonia probability.
+        heatmap: ``(H, W)`` localization heatmap at the lung mask's size.
+        lung_mask: ``(H, W)`` binary lung mask (both lungs).
+    Raises:
+        InsufficientLungs: no right or no left lung in ``lung_mask``.
+        ValueError: mismatched shapes or a NaN probability/heatmap.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.shape != np.shape(lung_mask):
+        raise ValueError(f"heatmap {heatmap.shape} and lung mask {np.shape(lung_mask)} differ in shape")
+    if not math.isfinite(float(probability)) or not np.all(np.isfinite(heatmap)):
+        raise ValueError("probability or heatmap contains NaN/inf")
+    right, left = split_lungs(lung_mask)
+    missing = [name for name, lung in (("right", right), ("left", left)) if not lung.any()]
+    if missing:
+        found = "no lung" if len(missing) == 2 else f"no {missing[0]} lung"
+        raise InsufficientLungs(f"lung segmentation found {found}; severity needs both lungs")
+    lungs = right | left
+    positive = float(probability) >= classification_threshold
+    pneumonia = (heatmap >= heatmap_threshold) & lungs if positive else np.zeros_like(lungs)
+    ratio_right = pneumonia_ratio(pneumonia, right)
+    ratio_left = pneumonia_ratio(pneumonia, left)
+    score_right, score_left = lung_score(ratio_right), lung_score(ratio_left)
+    return SeverityResult(
+        probability=float(probability),
+        positive=positive,
+        ratio_total=pneumonia_ratio(pneumonia, lungs),
+        ratio_right=ratio_right,
+        ratio_left=ratio_left,
+        score_right=score_right,
+        score_left=score_left,
+        score_total=score_right + score_left,
+        pneumonia_mask=pneumonia,
+        right_lung=right,
+        left_lung=left,
+    )
+
+
+def lung_label_image(right_lung: np.ndarray, left_lung: np.ndarray) -> np.ndarray:
+    """8-bit ``(H, W)`` label image: 0 background, ``RIGHT_LUNG_VALUE``, ``LEFT_LUNG_VALUE``."""
+    labels = np.zeros(np.shape(right_lung), dtype=np.uint8)
+    labels[np.asarray(right_lung, dtype=bool)] = RIGHT_LUNG_VALUE
+    labels[np.asarray(left_lung, dtype=bool)] = LEFT_LUNG_VALUE
+    return labels
