@@ -1,0 +1,264 @@
+"""Evaluation outputs: ``metrics.json``, Markdown tables shaped like the paper's Tables II-IV, PNG figures
+(ROC, mAP vs heatmap threshold, severity scatter with regression line and identity, 9x9 confusion matrix) and a
+per-image CSV. Everything is written to temporary names and renamed, so a failed run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pneumonitor.datasets.datalist import write_json_atomic, write_text_atomic
+from pneumonitor.evaluation.classification import Estimate
+from pneumonitor.evaluation.severity_agreement import N_SCORES
+
+
+def _estimate(block: dict[str, Any]) -> str:
+    return Estimate(block["value"], block["low"], block["high"]).format()
+
+
+def _mean_sd(block: dict[str, Any] | None) -> str:
+    if not block or not block.get("n"):
+        return "n/a"
+    return f"{block['mean']:.2f} ± {block['sd']:.2f}"
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def table_classification(metrics: Sequence[dict[str, Any]]) -> str:
+    """Table II: one row per dataset; AUC, Sens, Spec, ACC, PPV with 95 % CI, threshold, n."""
+    lines = ["| Dataset | AUC [95% CI] | Sens [95% CI] | Spec [95% CI] | ACC [95% CI] | PPV [95% CI] | threshold | n (pos) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for block in metrics:
+        cls = block.get("classification")
+        if not cls or "auc" not in cls:
+            continue
+        lines.append(
+            f"| {block['name']} | {_estimate(cls['auc'])} | {_estimate(cls['sensitivity'])} | "
+            f"{_estimate(cls['specificity'])} | {_estimate(cls['accuracy'])} | {_estimate(cls['ppv'])} | "
+            f"{cls['threshold']:.2f} | {cls['n']} ({cls['n_positive']}) |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def table_segmentation(metrics: Sequence[dict[str, Any]]) -> str:
+    """Table III: Dice and Jaccard (mean ± sd) of lung masks, plus pneumonia masks when present."""
+    lines = ["| Model / dataset | masks | Dice | Jaccard | n |", "|---|---|---|---|---|"]
+    for block in metrics:
+        for key, label in (("lung_segmentation", "lungs"), ("pneumonia_segmentation", "pneumonia")):
+            seg = block.get(key)
+            if seg:
+                lines.append(f"| {block['name']} | {label} | {_mean_sd(seg['dice'])} | {_mean_sd(seg['jaccard'])} | "
+                             f"{seg['dice']['n']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def table_severity(metrics: Sequence[dict[str, Any]]) -> str:
+    """Table IV: Pearson r (p), R^2, MAE of predicted vs reference 0-8 scores; per-lung involvement MAE."""
+    lines = ["| Method | r | p | R² | MAE | n | involvement MAE right / left (%) |", "|---|---|---|---|---|---|---|"]
+    for block in metrics:
+        sev = block.get("severity")
+        if not sev:
+            continue
+        total = sev["total"]
+        per_lung = " / ".join(_number(sev.get(f"involvement_{side}", {}).get("mae_percent"), 1) for side in ("right", "left"))
+        p = total["p_value"]
+        p_text = "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+        lines.append(f"| {block['name']} | {_number(total['pearson_r'])} | {p_text} | {_number(total['r2'])} | "
+                     f"{_number(total['mae'])} | {total['n']} | {per_lung} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def table_localization(metrics: Sequence[dict[str, Any]]) -> str:
+    """mAP at each heatmap threshold (Fig. 8a as a table)."""
+    blocks = [b for b in metrics if b.get("localization")]
+    if not blocks:
+        return ""
+    thresholds = blocks[0]["localization"]["sweep"]["threshold"]
+    lines = ["| Dataset | " + " | ".join(f"t={t:.2f}" for t in thresholds) + " | best |",
+             "|---|" + "---|" * (len(thresholds) + 1)]
+    for block in blocks:
+        loc = block["localization"]
+        best = f"{_number(loc['best_map'])} @ {loc['best_threshold']}" if loc["best_map"] is not None else "n/a"
+        lines.append(f"| {block['name']} | " + " | ".join(_number(v) for v in loc["sweep"]["map"]) + f" | {best} |")
+    return "\n".join(lines)
+
+
+def markdown_report(metrics: Sequence[dict[str, Any]]) -> str:
+    """All tables, with the conventions that matter to read them."""
+    parts = ["# Evaluation", ""]
+    sections = (
+        ("Classification (Table II)", table_classification(metrics),
+         "CIs: percentile bootstrap over images. Threshold: given, or the ROC point nearest (0,1)."),
+        ("Localization: RSNA mAP vs heatmap threshold (Fig. 8a)", table_localization(metrics),
+         "Per image TP/(TP+FP+FN) over IoU 0.40-0.75 (step 0.05), mean over images; images with no true and no "
+         "predicted box are skipped (RSNA convention) unless --empty-policy one."),
+        ("Segmentation (Table III)", table_segmentation(metrics),
+         "Dice/Jaccard mean ± sd over images; an empty reference scores 1 with an empty prediction, else 0."),
+        ("Severity (Table IV, Fig. 10)", table_severity(metrics),
+         "R² = 1 - SS_res/SS_tot of the prediction as an estimate of the reference score."),
+    )
+    for title, table, note in sections:
+        if table:
+            parts += [f"## {title}", "", table, "", f"_{note}_", ""]
+    return "\n".join(parts)
+
+
+def _save_figure(figure: Any, path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_roc(metrics: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """ROC curves of all datasets with AUC and the operating point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = [b for b in metrics if b.get("classification", {}).get("fpr")]
+    if not blocks:
+        return None
+    figure, axes = plt.subplots(figsize=(5, 5))
+    for block in blocks:
+        cls = block["classification"]
+        line, = axes.plot(cls["fpr"], cls["tpr"], label=f"{block['name']} (AUC {cls['auc']['value']:.2f})")
+        axes.plot(1 - cls["specificity"]["value"], cls["sensitivity"]["value"], "o", color=line.get_color())
+    axes.plot([0, 1], [0, 1], ":", color="gray")
+    axes.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), title="ROC")
+    axes.legend(loc="lower right")
+    try:
+        return _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def plot_map_sweep(metrics: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """mAP against the heatmap threshold (Fig. 8a)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = [b for b in metrics if b.get("localization")]
+    if not blocks:
+        return None
+    figure, axes = plt.subplots(figsize=(5, 4))
+    for block in blocks:
+        sweep = block["localization"]["sweep"]
+        axes.plot(sweep["threshold"], sweep["map"], "o-", label=block["name"])
+    axes.set(xlabel="heatmap threshold", ylabel="mAP (RSNA, IoU 0.40-0.75)", title="mAP vs heatmap threshold")
+    axes.legend()
+    try:
+        return _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def plot_severity_scatter(predicted: Sequence[float], reference: Sequence[float], stats: dict[str, Any],
+                          path: Path, title: str = "") -> Path | None:
+    """Predicted vs reference 0-8 scores with the least-squares line and the identity (Fig. 10)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not len(predicted):
+        return None
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.scatter(reference, predicted, s=18, alpha=0.7)
+    grid = np.linspace(0, 8, 2)
+    axes.plot(grid, grid, ":", color="gray", label="identity")
+    if math.isfinite(stats.get("slope", float("nan"))) and stats["slope"] != 0:
+        # the fit is reference = slope * predicted + intercept; draw it in these axes (x = reference)
+        axes.plot(grid, (grid - stats["intercept"]) / stats["slope"], "-", color="C3",
+                  label=f"fit (r = {stats['pearson_r']:.2f}, R² = {stats['r2']:.2f})")
+    axes.set(xlabel="reference score (0-8)", ylabel="predicted score (0-8)", xlim=(-0.3, 8.3), ylim=(-0.3, 8.3),
+             title=title or "Severity")
+    axes.legend(loc="upper left")
+    try:
+        return _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], path: Path, title: str = "") -> Path:
+    """9x9 confusion matrix of reference (rows) vs predicted (columns) total scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix)
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    image = axes.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            axes.text(j, i, str(count), ha="center", va="center",
+                      color="white" if count > matrix.max() / 2 else "black", fontsize=8)
+    axes.set(xticks=range(N_SCORES), yticks=range(N_SCORES), xlabel="predicted score", ylabel="reference score",
+             title=title or "Severity confusion matrix")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    try:
+        return _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower() or "dataset"
+
+
+def write_report(out_dir: str | Path, evaluations: Sequence[Any], settings: dict[str, Any]) -> dict[str, Path]:
+    """Write metrics.json, tables.md, per_image.csv and the figures; returns name -> path of what was written."""
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = [evaluation.metrics for evaluation in evaluations]
+    written: dict[str, Path] = {}
+    figures = {"roc": plot_roc(metrics, out_dir / "roc.png"),
+               "map_vs_threshold": plot_map_sweep(metrics, out_dir / "map_vs_threshold.png")}
+    for evaluation in evaluations:
+        severity = evaluation.metrics.get("severity")
+        if severity:
+            slug = _slug(evaluation.name) if len(evaluations) > 1 else ""
+            suffix = f"_{slug}" if slug else ""
+            predicted, reference = evaluation.severity_pairs
+            figures[f"severity_scatter{suffix}"] = plot_severity_scatter(
+                predicted, reference, severity["total"], out_dir / f"severity_scatter{suffix}.png", evaluation.name)
+            figures[f"severity_confusion{suffix}"] = plot_confusion(
+                severity["confusion_matrix"], out_dir / f"severity_confusion{suffix}.png", evaluation.name)
+    written.update({k: v for k, v in figures.items() if v is not None})
+    rows = [{"dataset": e.name, **row} for e in evaluations for row in e.per_image]
+    if rows:
+        fd, tmp = tempfile.mkstemp(prefix=".per_image.", suffix=".csv", dir=out_dir)
+        os.close(fd)
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+        os.replace(tmp, out_dir / "per_image.csv")
+        written["per_image"] = out_dir / "per_image.csv"
+    written["tables"] = write_text_atomic(out_dir / "tables.md", markdown_report(metrics))
+    payload = {"settings": settings, "datasets": metrics,
+               "figures": {k: v.name for k, v in written.items() if v.suffix == ".png"}}
+    written["metrics"] = write_json_atomic(out_dir / "metrics.json", payload)
+    return written
+
+
+__all__ = ["markdown_report", "plot_confusion", "plot_map_sweep", "plot_roc", "plot_severity_scatter",
+           "table_classification", "table_localization", "table_segmentation", "table_severity", "write_report"]

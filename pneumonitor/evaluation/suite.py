@@ -1,0 +1,175 @@
+"""Every metric of the paper's Sec. V for one (results, reference) pair, as far as the reference allows.
+
+Tasks run when the reference has what they need:
+* classification (Table II): reference ``label`` + ``pneumonia_probability``;
+* localization (Fig. 8a): reference ``boxes`` + result ``heatmap``; boxes of images that analyze called negative
+  (``positive == 0``) are not predicted (``gate_by_classification``), as the system reports no region for them;
+* lung segmentation (Table III): reference ``lung_mask`` + result ``lung_mask`` (nonzero = lung);
+* pneumonia segmentation: reference ``mask`` + result ``pneumonia_mask``;
+* severity (Fig. 10, Table IV): reference ``severity`` (0-8) + ``score_total``; per lung: reference
+  ``involvement_right/left`` (percent, mask-derived) vs ``ratio_right/left`` and ``severity_right/left`` vs
+  ``score_right/left``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pneumonitor.datasets.images import image_size, read_gray
+from pneumonitor.evaluation.classification import evaluate_classification
+from pneumonitor.evaluation.localization import HEATMAP_THRESHOLDS, heatmap_threshold_sweep
+from pneumonitor.evaluation.matching import MatchedSet
+from pneumonitor.evaluation.segmentation import mean_sd, overlap
+from pneumonitor.evaluation.severity_agreement import agreement, confusion_matrix
+
+
+@dataclass
+class EvaluationSettings:
+    """Options of one evaluation."""
+
+    threshold: float | None = None  # classification operating point; None = nearest (0,1)
+    n_bootstrap: int = 1000
+    seed: int = 0
+    heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS
+    empty_policy: str = "skip"
+    gate_by_classification: bool = True
+    tasks: Sequence[str] = ("classification", "localization", "lung_segmentation", "pneumonia_segmentation", "severity")
+
+
+@dataclass
+class Evaluation:
+    """Metrics (JSON-ready), per-image rows and the arrays the figures need."""
+
+    name: str
+    metrics: dict[str, Any]
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    severity_pairs: tuple[list[float], list[float]] = ((), ())  # type: ignore[assignment]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _reference_shape(item: dict[str, Any]) -> tuple[int, int] | None:
+    if item.get("rows") and item.get("columns"):
+        return int(item["rows"]), int(item["columns"])
+    try:
+        return image_size(item["image"])
+    except Exception:  # DICOM or missing file: sizes are assumed equal
+        return None
+
+
+def _scale_boxes(boxes: list[list[float]], source: tuple[int, int] | None, target: tuple[int, int]) -> list[list[float]]:
+    if source is None or source == target:
+        return boxes
+    sy, sx = target[0] / source[0], target[1] / source[1]
+    return [[x0 * sx, y0 * sy, x1 * sx, y1 * sy] for x0, y0, x1, y1 in boxes]
+
+
+def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSettings) -> Evaluation:
+    """Compute all applicable metrics for one matched set."""
+    from tqdm import tqdm
+
+    metrics: dict[str, Any] = {
+        "name": name,
+        "matched": len(matched.pairs),
+        "unmatched_reference": len(matched.unmatched_reference),
+        "skipped_by_analyze": len(matched.skipped_by_analyze),
+    }
+    per_image: list[dict[str, Any]] = []
+    for item, row in matched.pairs:
+        per_image.append({"image": item["image"], "result_image": row["image"]})
+
+    tasks = set(settings.tasks)
+    # classification
+    cls = [(item["label"], row["pneumonia_probability"]) for item, row in matched.pairs
+           if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
+    if "classification" in tasks and cls and len({label for label, _ in cls}) == 2:
+        labels, scores = zip(*cls)
+        result = evaluate_classification(labels, scores, settings.threshold, settings.n_bootstrap, settings.seed)
+        metrics["classification"] = result.to_dict()
+    elif "classification" in tasks and cls:
+        metrics["classification"] = {"skipped": "the reference holds a single class: no ROC"}
+
+    # segmentation (lungs, pneumonia) and localization need per-image files
+    lung_scores, pneumonia_scores = [], []
+    heatmaps: list[np.ndarray | None] = []
+    truths: list[list[list[float]]] = []
+    for index, (item, row) in enumerate(tqdm(matched.pairs, desc=f"{name}: masks", unit="img", leave=False)):
+        record = per_image[index]
+        if "lung_segmentation" in tasks and item.get("lung_mask"):
+            pred_path = matched.result_path(row, "lung_mask")
+            if pred_path is not None and pred_path.is_file():
+                reference = read_gray(item["lung_mask"])
+                ignore_value = item.get("lung_mask_ignore_value")
+                ignore = reference == int(ignore_value) if ignore_value is not None else None
+                dice, jaccard = overlap(read_gray(pred_path), reference, ignore)
+                lung_scores.append((dice, jaccard))
+                record.update(lung_dice=dice, lung_jaccard=jaccard)
+        if "pneumonia_segmentation" in tasks and item.get("mask"):
+            pred_path = matched.result_path(row, "pneumonia_mask")
+            if pred_path is not None and pred_path.is_file():
+                dice, jaccard = overlap(read_gray(pred_path), read_gray(item["mask"]))
+                pneumonia_scores.append((dice, jaccard))
+                record.update(pneumonia_dice=dice, pneumonia_jaccard=jaccard)
+        if "localization" in tasks and isinstance(item.get("boxes"), list):
+            heat_path = matched.result_path(row, "heatmap")
+            if heat_path is None or not heat_path.is_file():
+                continue
+            heatmap = read_gray(heat_path).astype(np.float32) / 255.0
+            boxes = _scale_boxes(item["boxes"], _reference_shape(item), heatmap.shape)
+            called_negative = settings.gate_by_classification and row.get("positive") == 0
+            heatmaps.append(None if called_negative else heatmap)
+            truths.append(boxes)
+    for key, scores in (("lung_segmentation", lung_scores), ("pneumonia_segmentation", pneumonia_scores)):
+        if scores:
+            metrics[key] = {"dice": vars(mean_sd([s[0] for s in scores])),
+                            "jaccard": vars(mean_sd([s[1] for s in scores]))}
+    if heatmaps:
+        sweep = heatmap_threshold_sweep(heatmaps, truths, settings.heatmap_thresholds, empty_policy=settings.empty_policy)
+        finite = [i for i, v in enumerate(sweep["map"]) if math.isfinite(v)]
+        best = max(finite, key=lambda i: sweep["map"][i]) if finite else None
+        metrics["localization"] = {
+            "images": len(heatmaps),
+            "empty_policy": settings.empty_policy,
+            "gate_by_classification": settings.gate_by_classification,
+            "sweep": sweep,
+            "best_threshold": sweep["threshold"][best] if best is not None else None,
+            "best_map": sweep["map"][best] if best is not None else None,
+        }
+
+    # severity
+    pred_total, ref_total = [], []
+    if "severity" in tasks:
+        for index, (item, row) in enumerate(matched.pairs):
+            if _finite(item.get("severity")) and _finite(row.get("score_total")):
+                pred_total.append(row["score_total"])
+                ref_total.append(float(item["severity"]))
+                per_image[index].update(severity_reference=float(item["severity"]), severity_predicted=row["score_total"])
+        if pred_total:
+            block: dict[str, Any] = {
+                "total": agreement(pred_total, ref_total).to_dict(),
+                "confusion_matrix": confusion_matrix(pred_total, ref_total).tolist(),
+            }
+            for side in ("right", "left"):
+                ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in matched.pairs
+                          if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
+                scores = [(row[f"score_{side}"], item[f"severity_{side}"]) for item, row in matched.pairs
+                          if _finite(item.get(f"severity_{side}")) and _finite(row.get(f"score_{side}"))]
+                if ratios:
+                    pred, ref = np.asarray(ratios).T
+                    block[f"involvement_{side}"] = {"n": len(ratios), "mae_percent": float(np.mean(np.abs(pred - ref))),
+                                                    "agreement": agreement(pred, ref).to_dict()}
+                if scores:
+                    pred, ref = np.asarray(scores).T
+                    block[f"score_{side}"] = agreement(pred, ref).to_dict()
+            metrics["severity"] = block
+    return Evaluation(name=name, metrics=metrics, per_image=per_image, severity_pairs=(pred_total, ref_total))
+
+
+__all__ = ["Evaluation", "EvaluationSettings", "evaluate_matched"]
