@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run_analyze(series, out / "analyze", args.dlnet, args.lsnet)
     columns = MetadataColumns(image="stored_file", patient="patientid", time="offset_days", extra=REFERENCES)
     summary = run_monitoring(results, out / "monitoring", metadata=series_csv, columns=columns, overwrite=True)
+    if summary.n_dated_studies == 0:
+        print(f"warning: analyze gave no usable study ({results}); untrained weights find no lungs", file=sys.stderr)
     timelines = pd.read_csv(out / "monitoring" / "timelines.csv", dtype=str)
     numbers: dict[str, object] = {"source": args.source, "results": str(results), "patients": len(summary.profiles),
                                   "dated_studies": summary.n_dated_studies, "agreement": {}}
@@ -203,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                                            "n_transitions": pooled.n_transitions, "n_patients": pooled.n_patients,
                                            "mean_per_patient": pooled.mean_per_patient,
                                            "never_increases_baseline": baseline}
-        lines.append(f"| {reference} | {pooled.n_patients} | {pooled.n_transitions} | {pooled.accuracy:.3f} "
-                     f"({pooled.n_agree}/{pooled.n_transitions}) | {baseline:.3f} |")
+        accuracy = f"{pooled.accuracy:.3f} ({pooled.n_agree}/{pooled.n_transitions})" if pooled.n_transitions else "n/a"
+        lines.append(f"| {reference} | {pooled.n_patients} | {pooled.n_transitions} | {accuracy} | {baseline:.3f} |")
     # Agreement between two expert scoring systems on the same images: what "good" looks like for any method.
     experts = series.rename(columns={"patientid": "patient_id", "offset_days": "day"})
     joined = join_profiles(experts, None, "covidnet_geographic", "brixia_S_global", "patient_id", "day")

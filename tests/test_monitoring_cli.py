@@ -180,3 +180,25 @@ def test_trend_agreement_cli(tmp_path, capsys):
     assert pd.read_csv(per_patient)["agreement"].tolist() == [1.0, 0.0]
     assert main(["trend-agreement", str(model), "--a", "score_total", "--b", "missing"]) == 2
     assert re.search(r"lacks column\(s\) missing", capsys.readouterr().err)
+
+
+def test_monitor_when_analyze_skipped_everything(tmp_path, capsys):
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    rows = []
+    for name in ("a.png", "b.png"):
+        row = dict.fromkeys(RESULT_COLUMNS, "")
+        row.update(image=f"/x/{name}", status="skipped", reason="lung segmentation found no lung")
+        rows.append(row)
+    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(analysis / "results.csv", index=False)
+    metadata = tmp_path / "m.csv"
+    pd.DataFrame({"filename": ["a.jpg", "b.jpg"], "patientid": ["1", "1"], "offset": [0, 4],
+                  "expert": [1, 2]}).to_csv(metadata, index=False)
+    out = tmp_path / "out"
+    assert main(["monitor", str(analysis / "results.csv"), "--metadata", str(metadata), "--reference-column",
+                 "expert", "--out", str(out), "--no-progress"]) == 0
+    assert "no patient with 2 time points" in capsys.readouterr().out
+    assert "expert" in pd.read_csv(out / "timelines.csv").columns
+    report = (out / "patients" / "1" / "report.html").read_text()
+    assert "No dated study" in report and "lung segmentation found no lung" in report
+    assert main(["trend-agreement", str(out / "timelines.csv"), "--a", "score_total", "--b", "expert"]) == 1

@@ -150,7 +150,8 @@ def run_monitoring(
             write_patient_report(page, built, rule, reference_columns, compare_column)
 
         timelines = [p.timeline.assign(patient_id=p.patient_id) for p in profiles if not p.timeline.empty]
-        combined = pd.concat(timelines, ignore_index=True) if timelines else pd.DataFrame(columns=TIMELINE_COLUMNS)
+        empty = pd.DataFrame(columns=[*TIMELINE_COLUMNS, *reference_columns])
+        combined = pd.concat(timelines, ignore_index=True) if timelines else empty
         combined = combined.reindex(columns=["patient_id", *[c for c in combined.columns if c != "patient_id"]])
         combined.to_csv(built / "timelines.csv", index=False)
         unassigned.to_csv(built / "unassigned.csv", index=False)
