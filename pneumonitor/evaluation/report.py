@@ -185,9 +185,8 @@ def plot_severity_scatter(predicted: Sequence[float], reference: Sequence[float]
     axes.scatter(reference, predicted, s=18, alpha=0.7)
     grid = np.linspace(0, 8, 2)
     axes.plot(grid, grid, ":", color="gray", label="identity")
-    if math.isfinite(stats.get("slope", float("nan"))) and stats["slope"] != 0:
-        # the fit is reference = slope * predicted + intercept; draw it in these axes (x = reference)
-        axes.plot(grid, (grid - stats["intercept"]) / stats["slope"], "-", color="C3",
+    if math.isfinite(stats.get("slope", float("nan"))):
+        axes.plot(grid, stats["slope"] * grid + stats["intercept"], "-", color="C3",
                   label=f"fit (r = {stats['pearson_r']:.2f}, R² = {stats['r2']:.2f})")
     axes.set(xlabel="reference score (0-8)", ylabel="predicted score (0-8)", xlim=(-0.3, 8.3), ylim=(-0.3, 8.3),
              title=title or "Severity")

@@ -4,7 +4,7 @@
 * ``r2``: coefficient of determination of the prediction as an estimate of the reference,
   ``1 - sum((ref - pred)^2) / sum((ref - mean(ref))^2)`` (it penalizes bias and scale errors, so it can be below r^2
   and even negative; the paper's R^2 = 0.38 with r = 0.75 is of this kind); ``r_squared_fit`` is r^2 of the
-  least-squares line (``slope``, ``intercept`` of reference on prediction, for the scatter plot);
+  least-squares line ``predicted = slope * reference + intercept`` (drawn on the scatter plot);
 * ``mae``: mean absolute error in score points;
 * a 9x9 confusion matrix of predicted vs reference total scores (0-8); reference scores that are means of raters are
   rounded half up to the nearest integer and clipped to 0-8.
@@ -57,7 +57,7 @@ def agreement(predicted: Sequence[float], reference: Sequence[float]) -> Agreeme
     if n < 3 or np.ptp(pred) == 0 or np.ptp(ref) == 0:
         return Agreement(n, nan, nan, r2, nan, nan, nan, mae)
     r, p = stats.pearsonr(pred, ref)
-    fit = stats.linregress(pred, ref)
+    fit = stats.linregress(ref, pred)
     return Agreement(n, float(r), float(p), r2, float(fit.rvalue**2), float(fit.slope), float(fit.intercept), mae)
 
 
