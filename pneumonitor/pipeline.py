@@ -15,6 +15,8 @@ import logging
 import math
 import os
 import platform
+import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,6 +98,8 @@ class AnalysisSettings:
     lung_threshold: float = 0.5
     clahe_clip_limit: float = 0.01
     clahe_tile_grid: int = 8
+    #: CUDA only: "bf16" (default), "fp16" or "none" (fp32). CPU inference is always fp32.
+    mixed_precision: str = "bf16"
 
 
 @dataclass
@@ -137,6 +141,8 @@ class Analyzer:
             dlnet.image_size, self.settings.clahe_clip_limit, self.settings.clahe_tile_grid
         )
         self._ls_pre = lsnet_preprocess(lsnet.image_size)
+        #: wall seconds spent per stage (decode, preprocess, dlnet, lsnet, severity), for benchmarks
+        self.stage_seconds: Counter[str] = Counter()
 
     @classmethod
     def from_locations(
@@ -190,6 +196,10 @@ class Analyzer:
             **asdict(self.settings),
         }
 
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     # -- pure steps -------------------------------------------------------------------------------------------
     def preprocess(self, radiograph: Radiograph) -> tuple[torch.Tensor, torch.Tensor]:
         """DLNet input ``(3, h, w)`` and LSNet input ``(1, h', w')`` from a radiograph."""
@@ -199,10 +209,22 @@ class Analyzer:
 
     @torch.inference_mode()
     def infer(self, dl_batch: torch.Tensor, ls_batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Probabilities ``(B,)``, heatmaps ``(B, h, w)`` at DLNet's input size, lung probabilities ``(B, h', w')``."""
-        logits, maps = self.dlnet.network(dl_batch.to(self.device))
-        heatmaps = maps_to_heatmap(maps, dl_batch.shape[-2:])[:, 0]
-        lungs = torch.sigmoid(self.lsnet.network(ls_batch.to(self.device)))[:, 0]
+        """Probabilities ``(B,)``, heatmaps ``(B, h, w)`` at DLNet's input size, lung probabilities ``(B, h', w')``.
+
+        On CUDA with ``settings.mixed_precision`` the networks run under autocast (bf16/fp16); on CPU always fp32.
+        """
+        amp = self.device.type == "cuda" and self.settings.mixed_precision != "none"
+        dtype = torch.bfloat16 if self.settings.mixed_precision == "bf16" else torch.float16
+        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=amp):
+            started = time.perf_counter()
+            logits, maps = self.dlnet.network(dl_batch.to(self.device, non_blocking=True))
+            heatmaps = maps_to_heatmap(maps.float(), dl_batch.shape[-2:])[:, 0]
+            self._sync()
+            self.stage_seconds["dlnet"] += time.perf_counter() - started
+            started = time.perf_counter()
+            lungs = torch.sigmoid(self.lsnet.network(ls_batch.to(self.device, non_blocking=True)).float())[:, 0]
+            self._sync()
+            self.stage_seconds["lsnet"] += time.perf_counter() - started
         return (
             torch.sigmoid(logits[:, 0]).float().cpu().numpy(),
             heatmaps.float().cpu().numpy(),
@@ -237,11 +259,34 @@ class Analyzer:
         )
 
     # -- driver -----------------------------------------------------------------------------------------------
-    def analyze(self, paths: Iterable[Path], batch_size: int = 4, progress: bool = True) -> Iterator[ImageAnalysis]:
-        """Analyze files in order, ``batch_size`` images per forward pass; yields one result per input path."""
+    def load(self, path: Path) -> tuple[Radiograph, torch.Tensor, torch.Tensor] | ImageAnalysis:
+        """Read and preprocess one file; an unusable input becomes a skipped :class:`ImageAnalysis`."""
+        started = time.perf_counter()
+        try:
+            radiograph = read_radiograph(path)
+            self.stage_seconds["decode"] += time.perf_counter() - started
+            started = time.perf_counter()
+            dl_input, ls_input = self.preprocess(radiograph)
+            self.stage_seconds["preprocess"] += time.perf_counter() - started
+        except UnsupportedInput as exc:
+            return ImageAnalysis(Path(path), "skipped", str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch of hundreds
+            logger.debug("failed to read %s", path, exc_info=True)
+            return ImageAnalysis(Path(path), "skipped", f"could not be read ({type(exc).__name__}: {exc})")
+        return radiograph, dl_input, ls_input
+
+    def analyze(
+        self, paths: Iterable[Path], batch_size: int = 4, progress: bool = True, workers: int | None = None
+    ) -> Iterator[ImageAnalysis]:
+        """Analyze files in order, ``batch_size`` images per forward pass; yields one result per input path.
+
+        Decoding and preprocessing of the next images run in ``workers`` threads while the networks run
+        (default: ``min(4, CPU count)``; 0 = all in this thread). Results do not depend on either setting.
+        """
         from tqdm.auto import tqdm
 
         paths = list(paths)
+        workers = min(4, os.cpu_count() or 1) if workers is None else workers
         bar = tqdm(total=len(paths), desc="analyze", unit="img", disable=not progress)
         pending: list[tuple[Radiograph, torch.Tensor, torch.Tensor]] = []
 
@@ -252,29 +297,46 @@ class Analyzer:
             pending.clear()
             probs, heatmaps, lungs = self.infer(torch.stack(dl_inputs), torch.stack(ls_inputs))
             for radiograph, p, h, lung in zip(radiographs, probs, heatmaps, lungs):
-                yield self.postprocess(radiograph, float(p), h, lung)
+                started = time.perf_counter()
+                result = self.postprocess(radiograph, float(p), h, lung)
+                self.stage_seconds["severity"] += time.perf_counter() - started
                 bar.update(1)
+                yield result
 
-        for path in paths:
-            try:
-                radiograph = read_radiograph(path)
-                dl_input, ls_input = self.preprocess(radiograph)
-            except UnsupportedInput as exc:
-                yield from flush()
+        for loaded in _prefetch(paths, self.load, workers, depth=2 * batch_size + workers):
+            if isinstance(loaded, ImageAnalysis):
+                yield from flush()  # keep the output in input order
                 bar.update(1)
-                yield ImageAnalysis(Path(path), "skipped", str(exc))
+                yield loaded
                 continue
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch of hundreds
-                logger.debug("failed to read %s", path, exc_info=True)
-                yield from flush()
-                bar.update(1)
-                yield ImageAnalysis(Path(path), "skipped", f"could not be read ({type(exc).__name__}: {exc})")
-                continue
-            pending.append((radiograph, dl_input, ls_input))
+            pending.append(loaded)
             if len(pending) >= batch_size:
                 yield from flush()
         yield from flush()
         bar.close()
+
+
+def _prefetch(items: list, fn, workers: int, depth: int) -> Iterator:
+    """``map(fn, items)`` in order, computed up to ``depth`` items ahead by ``workers`` threads (bounded memory)."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pneumonitor-load") as pool:
+        queue: deque = deque()
+        iterator = iter(items)
+        for item in iterator:
+            queue.append(pool.submit(fn, item))
+            if len(queue) >= depth:
+                break
+        while queue:
+            result = queue.popleft().result()
+            for item in iterator:
+                queue.append(pool.submit(fn, item))
+                break
+            yield result
 
 
 def _plain(tensor) -> torch.Tensor:

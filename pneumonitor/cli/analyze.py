@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"heatmap value at or above which a lung pixel is pneumonia (default {HEATMAP_THRESHOLD}, the paper's)",
     )
     parser.add_argument("--lung-threshold", type=float, default=0.5, help="LSNet probability threshold (default 0.5)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="threads decoding/preprocessing ahead of inference (default: min(4, CPUs); 0 = none)"
+    )
+    parser.add_argument(
+        "--mixed-precision", choices=["bf16", "fp16", "none"], default="bf16", help="CUDA autocast dtype (CPU: always fp32)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         classification_threshold=args.classification_threshold,
         heatmap_threshold=args.heatmap_threshold,
         lung_threshold=args.lung_threshold,
+        mixed_precision=args.mixed_precision,
     )
     try:
         analyzer = Analyzer.from_locations(args.dlnet, args.lsnet, device=args.device, settings=settings)
@@ -69,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir: Path = args.out
     rows = []
-    for result in analyzer.analyze(paths, batch_size=args.batch_size, progress=not args.no_progress):
+    for result in analyzer.analyze(
+        paths, batch_size=args.batch_size, progress=not args.no_progress, workers=args.workers
+    ):
         files = write_image_outputs(result, out_dir) if result.status == "ok" else None
         if result.status != "ok":
             logger.warning("skipped %s: %s", result.source, result.reason)
