@@ -12,6 +12,8 @@ from pneumonitor.transforms.intensity import (
     ImageNetNormalized,
 )
 from pneumonitor.transforms.io import LoadMask, LoadMaskd, LoadRadiograph, LoadRadiographd
+from pneumonitor.transforms.augment import RandBlobImplantd, RandLungOpacityd, lsnet_augmentd
+from pneumonitor.transforms.targets import LocalizationTarget, LocalizationTargetd, boxes_to_map, soften_target
 from pneumonitor.transforms.presets import dlnet_preprocess, dlnet_preprocessd, lsnet_preprocess, lsnet_preprocessd
 
 __all__ = [
@@ -25,6 +27,13 @@ __all__ = [
     "LoadMaskd",
     "LoadRadiograph",
     "LoadRadiographd",
+    "LocalizationTarget",
+    "LocalizationTargetd",
+    "RandBlobImplantd",
+    "RandLungOpacityd",
+    "boxes_to_map",
+    "lsnet_augmentd",
+    "soften_target",
     "dlnet_preprocess",
     "dlnet_preprocessd",
     "lsnet_preprocess",
