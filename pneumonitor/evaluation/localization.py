@@ -54,14 +54,21 @@ def boxes_from_heatmap(heatmap: np.ndarray, threshold: float) -> tuple[list[list
 
 
 def iou_matrix(pred: Sequence[Sequence[float]], truth: Sequence[Sequence[float]]) -> np.ndarray:
-    """[P, G] IoU of end-exclusive ``[x0, y0, x1, y1]`` boxes (``monai.data.box_utils.box_iou``)."""
-    from monai.data.box_utils import box_iou
+    """[P, G] IoU of end-exclusive ``[x0, y0, x1, y1]`` boxes, in float64.
 
-    pred_array = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
-    truth_array = np.asarray(truth, dtype=np.float64).reshape(-1, 4)
-    if pred_array.shape[0] == 0 or truth_array.shape[0] == 0:
-        return np.zeros((pred_array.shape[0], truth_array.shape[0]))
-    return np.asarray(box_iou(pred_array, truth_array), dtype=np.float64)
+    (``monai.data.box_utils.box_iou`` computes in float32, which moves IoUs that sit exactly on a threshold, e.g.
+    0.6, to either side of it; the RSNA rule "IoU greater than t" needs exact values.)
+    """
+    p = np.asarray(pred, dtype=np.float64).reshape(-1, 1, 4)
+    g = np.asarray(truth, dtype=np.float64).reshape(1, -1, 4)
+    width = np.clip(np.minimum(p[..., 2], g[..., 2]) - np.maximum(p[..., 0], g[..., 0]), 0, None)
+    height = np.clip(np.minimum(p[..., 3], g[..., 3]) - np.maximum(p[..., 1], g[..., 1]), 0, None)
+    intersection = width * height
+    area_p = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
+    area_g = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
+    union = area_p + area_g - intersection
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, intersection / union, 0.0)
 
 
 def image_precision(

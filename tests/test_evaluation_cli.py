@@ -1,0 +1,144 @@
+"""``pneumonitor evaluate`` / ``ablation`` end to end on a tiny generated set (results.csv written directly)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumonitor.cli import main
+from pneumonitor.datasets.datalist import write_conversion
+from pneumonitor.datasets.images import write_png_atomic
+
+RESULT_COLUMNS = (
+    "image,status,reason,pneumonia_probability,positive,ratio_total,ratio_right,ratio_left,score_right,score_left,"
+    "score_total,lung_mask,pneumonia_mask,overlay,heatmap,patient_id,study_instance_uid,series_instance_uid,"
+    "sop_instance_uid,study_date,acquisition_datetime,view_position,rows,columns"
+).split(",")
+LABELS = [1, 1, 1, 1, 0, 0, 0, 0]
+PROBABILITIES = [0.9, 0.8, 0.7, 0.3, 0.6, 0.2, 0.1, 0.05]  # AUC = 15/16 by hand
+SEVERITY_REF = [4.0, 2.3, 6.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+SEVERITY_PRED = [4, 2, 6, 0, 0, 0, 0, 0]
+
+
+def make_set(root: Path) -> tuple[Path, Path]:
+    """8 images, a reference datalist (test split) and a results folder; returns (datalist, results dir)."""
+    images, results = root / "images", root / "results"
+    items, rows = [], []
+    for index, (label, probability) in enumerate(zip(LABELS, PROBABILITIES)):
+        image = write_png_atomic(images / f"cxr{index}.png", np.full((32, 32), 100, np.uint8))
+        lungs = np.zeros((32, 32), np.uint8)
+        lungs[4:28, 2:14] = 255
+        lungs[4:28, 18:30] = 255
+        lungs[26:28, 2:6] = 127  # V7-style ignore pixels
+        lung_path = write_png_atomic(root / "ref" / f"lung{index}.png", lungs)
+        pneumonia = np.zeros((32, 32), bool)
+        boxes = []
+        if label:
+            pneumonia[6:14, 4:12] = True
+            boxes = [[4, 6, 12, 14]]
+        mask_path = write_png_atomic(root / "ref" / f"pneumonia{index}.png", pneumonia)
+        items.append({"image": str(image), "label": label, "boxes": boxes, "mask": str(mask_path),
+                      "lung_mask": str(lung_path), "lung_mask_ignore_value": 127, "severity": SEVERITY_REF[index],
+                      "involvement_right": 25.0 * label, "involvement_left": 0.0, "patient_id": str(index),
+                      "source": "synthetic", "split": "test"})
+        # predictions: perfect lungs (ignore pixels predicted as lung: must not matter), perfect pneumonia masks,
+        # a heatmap peaked on the true box
+        predicted_lungs = np.where(lungs > 0, 255, 0).astype(np.uint8)
+        write_png_atomic(results / "masks" / f"lung{index}.png", predicted_lungs)
+        write_png_atomic(results / "masks" / f"pneumonia{index}.png", pneumonia)
+        heatmap = np.zeros((32, 32), np.uint8)
+        heatmap[6:14, 4:12] = 220 if label else 0  # 0.863
+        write_png_atomic(results / "masks" / f"heat{index}.png", heatmap)
+        row = dict.fromkeys(RESULT_COLUMNS, "")
+        row.update(image=str(image), status="ok", pneumonia_probability=probability, positive=int(probability >= 0.5),
+                   ratio_right=25.0 * label, ratio_left=0.0, score_total=SEVERITY_PRED[index],
+                   lung_mask=f"masks/lung{index}.png", pneumonia_mask=f"masks/pneumonia{index}.png",
+                   heatmap=f"masks/heat{index}.png", rows=32, columns=32)
+        rows.append(row)
+    # a skipped input and a reference image analyze never saw
+    rows.append({**dict.fromkeys(RESULT_COLUMNS, ""), "image": str(root / "lateral.png"), "status": "skipped",
+                 "reason": "lateral view"})
+    items.append({"image": str(root / "lateral.png"), "label": 0, "patient_id": "9", "source": "synthetic", "split": "test"})
+    items.append({"image": str(root / "never.png"), "label": 1, "patient_id": "10", "source": "synthetic", "split": "test"})
+    write_conversion(root / "reference", items)
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "reference" / "datalist.json", results
+
+
+def test_evaluate_end_to_end(tmp_path: Path):
+    reference, results = make_set(tmp_path)
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--results", str(results), "--reference", str(reference), "--out", str(out),
+                 "--names", "Tiny", "--n-bootstrap", "200", "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())["datasets"][0]
+    assert (metrics["matched"], metrics["skipped_by_analyze"], metrics["unmatched_reference"]) == (8, 1, 1)
+    cls = metrics["classification"]
+    assert cls["auc"]["value"] == pytest.approx(15 / 16)
+    assert cls["threshold"] == pytest.approx(0.7)  # ROC point (0, 0.75) is nearest the corner
+    assert cls["sensitivity"]["value"] == pytest.approx(0.75) and cls["specificity"]["value"] == pytest.approx(1.0)
+    assert metrics["lung_segmentation"]["dice"]["mean"] == pytest.approx(1.0)
+    assert metrics["pneumonia_segmentation"]["dice"]["mean"] == pytest.approx(1.0)  # empty vs empty counts 1
+    loc = metrics["localization"]
+    # gated: the 4th positive (p=0.3) is called negative -> precision 0; 3 hits; negatives have no box -> skipped
+    assert loc["images"] == 8 and loc["sweep"]["map"][0] == pytest.approx(3 / 4)
+    assert loc["sweep"]["threshold"][-2:] == [0.85, 0.9]
+    assert loc["sweep"]["map"][-2:] == pytest.approx([3 / 4, 0.0])  # 220/255 = 0.863: no region at t = 0.9
+    severity = metrics["severity"]
+    assert severity["total"]["n"] == 8 and severity["total"]["mae"] == pytest.approx((0.3 + 1.0) / 8)
+    assert severity["involvement_right"]["mae_percent"] == pytest.approx(0.0)
+    assert np.asarray(severity["confusion_matrix"]).sum() == 8
+    for name in ("roc.png", "map_vs_threshold.png", "severity_scatter.png", "severity_confusion.png", "tables.md",
+                 "per_image.csv"):
+        assert (out / name).stat().st_size > 0
+    tables = (out / "tables.md").read_text()
+    assert "| Tiny | 0.94 [" in tables and "Table III" in tables and "Table IV" in tables
+    assert not list(out.glob(".*"))
+
+
+def test_reference_csv_matches_by_basename(tmp_path: Path):
+    reference, results = make_set(tmp_path)
+    items = json.loads(reference.read_text())["test"]
+    csv_path = tmp_path / "reference.csv"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["image", "label", "severity"])
+        writer.writeheader()
+        for item in items:  # other folder, same file names
+            writer.writerow({"image": f"/elsewhere/{Path(item['image']).name}", "label": item["label"],
+                             "severity": item.get("severity", "")})
+    out = tmp_path / "eval_csv"
+    assert main(["evaluate", "--results", str(results / "results.csv"), "--reference", str(csv_path),
+                 "--out", str(out), "--threshold", "0.5", "--n-bootstrap", "100", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["datasets"][0]
+    assert metrics["matched"] == 8 and metrics["classification"]["threshold"] == 0.5
+    assert "lung_segmentation" not in metrics and "localization" not in metrics
+
+
+def test_clear_errors_and_no_partial_output(tmp_path: Path, caplog):
+    reference, results = make_set(tmp_path)
+    out = tmp_path / "eval_missing"
+    assert main(["evaluate", "--results", str(tmp_path / "nothing"), "--reference", str(reference),
+                 "--out", str(out), "--quiet"]) == 1
+    assert "no results.csv" in caplog.text and not out.exists()
+    assert main(["evaluate", "--results", str(results), "--reference", str(reference), "--split", "validation",
+                 "--out", str(out), "--quiet"]) == 1
+    assert not out.exists()
+
+
+def test_ablation_from_finished_runs(tmp_path: Path):
+    reference, results = make_set(tmp_path)
+    out = tmp_path / "ablation"
+    code = main(["ablation", "--reference", str(reference), "--run", f"DLNet-1 + LSNet={results}",
+                 "--run", f"DLNet-2 + LSNet-Aug={results}", "--out", str(out), "--n-bootstrap", "100", "--quiet"])
+    assert code == 0
+    tables = (out / "tables.md").read_text()
+    assert "| DLNet-1 + LSNet |" in tables and "| DLNet-2 + LSNet-Aug |" in tables
+    assert (out / "severity_scatter_dlnet_2___lsnet_aug.png").is_file()
