@@ -44,6 +44,7 @@ from tqdm import tqdm
 from pneumonitor.monitoring import MetadataColumns
 from pneumonitor.monitoring.compare import compare_profiles, join_profiles
 from pneumonitor.monitoring.pipeline import run_monitoring
+from pneumonitor.monitoring.report import current_umask
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.source == "annotations":
         # Built under a temporary name and renamed, so that an interrupted run leaves no half-written results.
         building = Path(tempfile.mkdtemp(prefix=".results-", dir=out))
+        building.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700
         try:
             annotation_results(args.data, series, building)
         except BaseException:
@@ -195,18 +197,20 @@ def main(argv: list[str] | None = None) -> int:
     timelines = pd.read_csv(out / "monitoring" / "timelines.csv", dtype=str)
     numbers: dict[str, object] = {"source": args.source, "results": str(results), "patients": len(summary.profiles),
                                   "dated_studies": summary.n_dated_studies, "agreement": {}}
-    lines = ["| reference | patients (>= 2 scored) | transitions | trend agreement | never-increases baseline |",
-             "|---|---|---|---|---|"]
-    for reference in REFERENCES:
-        joined = join_profiles(timelines, None, "score_total", reference, "patient_id", "day")
-        _, pooled = compare_profiles(joined)
-        baseline = constant_baseline(joined)
-        numbers["agreement"][reference] = {"accuracy": pooled.accuracy, "n_agree": pooled.n_agree,
-                                           "n_transitions": pooled.n_transitions, "n_patients": pooled.n_patients,
-                                           "mean_per_patient": pooled.mean_per_patient,
-                                           "never_increases_baseline": baseline}
-        accuracy = f"{pooled.accuracy:.3f} ({pooled.n_agree}/{pooled.n_transitions})" if pooled.n_transitions else "n/a"
-        lines.append(f"| {reference} | {pooled.n_patients} | {pooled.n_transitions} | {accuracy} | {baseline:.3f} |")
+    lines = ["| profile | reference | patients (>= 2 scored) | transitions | trend agreement | never-increases baseline |",
+             "|---|---|---|---|---|---|"]
+    for column in ("score_total", "ratio_total"):
+        for reference in REFERENCES:
+            joined = join_profiles(timelines, None, column, reference, "patient_id", "day")
+            _, pooled = compare_profiles(joined)
+            baseline = constant_baseline(joined)
+            numbers["agreement"][f"{column} vs {reference}"] = {
+                "accuracy": pooled.accuracy, "n_agree": pooled.n_agree, "n_transitions": pooled.n_transitions,
+                "n_patients": pooled.n_patients, "mean_per_patient": pooled.mean_per_patient,
+                "never_increases_baseline": baseline}
+            accuracy = f"{pooled.accuracy:.3f} ({pooled.n_agree}/{pooled.n_transitions})" if pooled.n_transitions else "n/a"
+            lines.append(f"| {column} | {reference} | {pooled.n_patients} | {pooled.n_transitions} | {accuracy} "
+                         f"| {baseline:.3f} |")
     # Agreement between two expert scoring systems on the same images: what "good" looks like for any method.
     experts = series.rename(columns={"patientid": "patient_id", "offset_days": "day"})
     joined = join_profiles(experts, None, "covidnet_geographic", "brixia_S_global", "patient_id", "day")

@@ -29,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--time-kind", choices=("auto", "offset", "datetime"), default="auto",
                         help="how to read the time column (default: auto: numbers are day offsets, else dates)")
     parser.add_argument("--reference-column", action="append", default=[], metavar="COLUMN",
-                        help="metadata column with a reference score on the 0-8 scale (e.g. an expert score): "
-                        "plotted and compared with --compare-column by trend agreement; repeatable")
+                        help="metadata column with a reference score (e.g. an expert's 0-8 score; trend agreement "
+                        "works on any scale): plotted and compared with --compare-column by trend agreement; "
+                        "repeatable")
     parser.add_argument("--compare-column", default="score_total",
                         help="timeline column compared with the reference columns (default: score_total)")
     parser.add_argument("--ratio-margin", type=float, default=5.0,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from pneumonitor.monitoring.plots import plot_overlay_strip, plot_profile
 from pneumonitor.monitoring.profiles import TIMELINE_COLUMNS, PatientProfile, build_profiles
-from pneumonitor.monitoring.report import PatientPage, write_index, write_patient_report
+from pneumonitor.monitoring.report import PatientPage, current_umask, write_index, write_patient_report
 from pneumonitor.monitoring.studies import (
     MetadataColumns,
     MonitoringInputError,
@@ -135,6 +135,7 @@ def run_monitoring(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
+    built.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700; the report folder is meant to be shared
     try:
         pages = [
             PatientPage(p.patient_id, folder, p)

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from pneumonitor.monitoring.profiles import PatientProfile  # noqa: E402
+from pneumonitor.monitoring.report import current_umask  # noqa: E402
 from pneumonitor.monitoring.studies import TIME_OFFSET  # noqa: E402
 
 RIGHT_COLOR = "tab:blue"
@@ -31,6 +32,7 @@ def save_figure_atomically(figure: plt.Figure, path: Path, dpi: int = 110) -> Pa
     handle, temporary = tempfile.mkstemp(suffix=".png", prefix=".tmp-", dir=path.parent)
     os.close(handle)
     try:
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp creates 0600; figures are meant to be shared
         figure.savefig(temporary, dpi=dpi, bbox_inches="tight", format="png")
         os.replace(temporary, path)
     finally:

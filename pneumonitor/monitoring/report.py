@@ -32,12 +32,20 @@ LEFT = ' class="l"'
 DISCLAIMER = "Research software, not for clinical use. Scores are model outputs and must be read with the images."
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomically(path: Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to a temporary file in the target folder, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp creates 0600; reports are meant to be shared
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)
