@@ -1,0 +1,28 @@
+"""``python apps/deploy -i DICOM_DIR -o OUT_DIR [-m MODELS_DIR]``; exit status 0 when at least one radiograph was
+analysed, 1 when none could be (every input skipped or failed), 2 when the models are missing."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from app import PneumonitorApp  # noqa: E402
+from operators.models import ModelsNotFound  # noqa: E402
+
+
+def main() -> int:
+    app = PneumonitorApp()  # Holoscan reads sys.argv itself (an explicit argv list loses its first option)
+    try:
+        app.run()
+    except ModelsNotFound as exc:
+        logging.getLogger("pneumonitor.deploy").error("%s", exc)
+        return 2
+    store = getattr(app, "store", None)
+    return 0 if store is not None and store.counts.get("ok", 0) > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

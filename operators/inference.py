@@ -1,0 +1,64 @@
+"""DLNet + LSNet inference on the selected radiographs, through :class:`pneumonitor.pipeline.Analyzer`.
+
+Both networks run in one operator because ``Analyzer.infer`` runs them on one batch (and keeps the CLI's exact
+numerics: preprocessing, mixed precision on CUDA, sigmoid/heatmap post-processing). The models are the bundles'
+TorchScript exports (``MODELS/dlnet/model.ts``, ``MODELS/lsnet/model.ts``, see :mod:`operators.models`), on the GPU
+when torch sees one, else on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+
+from operators.records import CaseRecord, Prediction
+from pneumonitor.pipeline import Analyzer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PneumoniaInferenceOperator"]
+
+
+class PneumoniaInferenceOperator(Operator):
+    """Pneumonia probability, heatmap (DLNet) and lung probability (LSNet) for every ``ok`` record.
+
+    Args:
+        analyzer: the pipeline with both networks loaded (:func:`operators.models.load_analyzer`).
+        batch_size: radiographs per forward pass.
+
+    Named inputs:
+        cases: ``list[CaseRecord]`` with radiographs.
+    Named outputs:
+        cases: the same records; ``ok`` ones carry a :class:`~operators.records.Prediction`.
+    """
+
+    def __init__(self, fragment: Fragment, *args: Any, analyzer: Analyzer, batch_size: int = 4, **kwargs: Any) -> None:
+        self.analyzer = analyzer
+        self.batch_size = max(1, int(batch_size))
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("cases")
+        spec.output("cases")
+
+    def compute(self, op_input, op_output, context) -> None:
+        records = op_input.receive("cases")
+        self.predict(records)
+        op_output.emit(records, "cases")
+
+    def predict(self, records: list[CaseRecord]) -> list[CaseRecord]:
+        """Run both networks on the ``ok`` records in batches of ``batch_size``; returns the records."""
+        todo = [r for r in records if r.ok]
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start : start + self.batch_size]
+            inputs = [self.analyzer.preprocess(r.radiograph) for r in batch]
+            probabilities, heatmaps, lungs = self.analyzer.infer(
+                torch.stack([dl for dl, _ in inputs]), torch.stack([ls for _, ls in inputs])
+            )
+            for record, probability, heatmap, lung in zip(batch, probabilities, heatmaps, lungs):
+                record.prediction = Prediction(float(probability), heatmap, lung)
+        logger.info("inferred %d radiograph(s) on %s", len(todo), self.analyzer.device)
+        return records

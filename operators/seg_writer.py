@@ -1,0 +1,90 @@
+"""DICOM Segmentation (highdicom) of the right lung, left lung and pneumonia region of one radiograph."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from operators.dicom_common import (
+    ABNORMAL_STRUCTURE,
+    ANATOMICAL_STRUCTURE,
+    LEFT_LUNG,
+    LUNG,
+    MANUFACTURER,
+    MODEL_NAME,
+    NOT_FOR_CLINICAL_USE,
+    PNEUMONIA,
+    RIGHT_LUNG,
+    SERIES_NUMBERS,
+    SOFTWARE_VERSION,
+    algorithm_identification,
+    derivation_source,
+)
+from operators.dicom_writer import DICOMWriterOperator
+from operators.records import CaseRecord
+
+__all__ = ["DICOMSegWriterOperator", "SEGMENTS"]
+
+#: segment number -> (label, property category, property type, anatomic region or None)
+SEGMENTS = {
+    1: ("Right lung", ANATOMICAL_STRUCTURE, RIGHT_LUNG, None),
+    2: ("Left lung", ANATOMICAL_STRUCTURE, LEFT_LUNG, None),
+    3: ("Pneumonia", ABNORMAL_STRUCTURE, PNEUMONIA, LUNG),
+}
+
+
+class DICOMSegWriterOperator(DICOMWriterOperator):
+    """Binary DICOM SEG with three segments (see ``SEGMENTS``), one frame each, at the source image's size.
+
+    Frames are kept even when empty (a negative image has an empty pneumonia segment), so frame ``n`` is always
+    segment ``n``; the SR references the lung segments by frame. The source image is referenced (Referenced Series
+    Sequence / Source Image Sequence) and its patient and study attributes are copied; UIDs are new.
+
+    Named ports: see :class:`operators.dicom_writer.DICOMWriterOperator` (``kind = "seg"``).
+    """
+
+    kind = "seg"
+
+    def build(self, record: CaseRecord) -> Dataset:
+        """The SEG of one record with severity. Masks come from ``record.analysis.severity``: ``(H, W)`` bool."""
+        import highdicom as hd
+
+        severity = record.analysis.severity
+        source = derivation_source(record.dataset)
+        masks = np.stack([severity.right_lung, severity.left_lung, severity.pneumonia_mask], axis=-1)[None]
+        if masks.shape[1:3] != (int(source.Rows), int(source.Columns)):
+            raise ValueError(f"masks {masks.shape[1:3]} differ from the image size {source.Rows}x{source.Columns}")
+        algorithm = algorithm_identification()
+        descriptions = [
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=label,
+                segmented_property_category=category,
+                segmented_property_type=property_type,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                anatomic_regions=[region] if region is not None else None,
+            )
+            for number, (label, category, property_type, region) in SEGMENTS.items()
+        ]
+        seg = hd.seg.Segmentation(
+            source_images=[source],
+            pixel_array=masks.astype(np.uint8),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(),
+            series_number=SERIES_NUMBERS["seg"],
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name=MODEL_NAME,
+            software_versions=SOFTWARE_VERSION,
+            device_serial_number="0",
+            content_label="LUNGS",
+            content_description=f"Lungs and pneumonia - {NOT_FOR_CLINICAL_USE}",
+            omit_empty_frames=False,
+        )
+        seg.SeriesDescription = f"pneumonitor lungs+pneumonia SEG - {NOT_FOR_CLINICAL_USE}"
+        # General Image module, Type 2C for images without Image Orientation (Patient): copy or leave empty
+        seg.PatientOrientation = source.get("PatientOrientation", None)
+        return seg

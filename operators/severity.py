@@ -1,0 +1,55 @@
+"""Severity of each radiograph: ``Analyzer.postprocess`` (network outputs back to the image size, lung mask) and
+:func:`pneumonitor.severity.assess_severity` (pneumonia ratio per lung, 0-8 score). No logic of its own."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+
+from operators.records import CaseRecord
+from pneumonitor.pipeline import Analyzer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SeverityOperator"]
+
+
+class SeverityOperator(Operator):
+    """Attach a :class:`pneumonitor.pipeline.ImageAnalysis` (with ``severity``) to every ``ok`` record.
+
+    Args:
+        analyzer: the pipeline whose thresholds are used (the same object the inference operator runs).
+
+    Named inputs:
+        cases: ``list[CaseRecord]`` with predictions.
+    Named outputs:
+        cases: the same records; images where severity cannot be assessed (e.g. no left or right lung found)
+            are skipped with the reason.
+    """
+
+    def __init__(self, fragment: Fragment, *args: Any, analyzer: Analyzer, **kwargs: Any) -> None:
+        self.analyzer = analyzer
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("cases")
+        spec.output("cases")
+
+    def compute(self, op_input, op_output, context) -> None:
+        records = op_input.receive("cases")
+        for record in records:
+            self.assess(record)
+        op_output.emit(records, "cases")
+
+    def assess(self, record: CaseRecord) -> CaseRecord:
+        """Severity for one ``ok`` record with a prediction; a failed assessment skips it. Returns the record."""
+        if not record.ok:
+            return record
+        p = record.prediction
+        record.analysis = self.analyzer.postprocess(record.radiograph, p.probability, p.heatmap, p.lung_probability)
+        if record.analysis.status != "ok":
+            record.skip(record.analysis.reason)
+            logger.warning("skipped %s: %s", record.source, record.reason)
+        return record

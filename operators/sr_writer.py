@@ -1,0 +1,130 @@
+"""DICOM SR (highdicom TID 1500 Measurement Report) with the severity numbers of one radiograph.
+
+Content (each group references the source image; the lung groups also reference their SEG segment):
+
+- image group (TID 1501), finding Pneumonia (SCT 233604007) at the lungs: Probability (DCM 122157,
+  ``{probability}``, 0-1), Pneumonia ratio of both lungs (``%``), Severity score total (``{score}``, 0-8), and the
+  qualitative evaluation Pneumonia = Present/Absent (DLNet probability at or above the classification threshold);
+- one planar-ROI group (TID 1410) per lung, finding site right lung (SCT 3341006) / left lung (SCT 44029006):
+  Pneumonia ratio (``%``) and Severity score (``{score}``, 0-4).
+
+Values are those of ``pneumonitor analyze``'s ``results.csv`` (probability to 1e-6, ratios to 0.01 %).
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from operators.dicom_common import (
+    CHEST_RADIOGRAPH,
+    LEFT_LUNG,
+    LUNG,
+    MANUFACTURER,
+    MODEL_NAME,
+    NOT_FOR_CLINICAL_USE,
+    PERCENT,
+    PNEUMONIA,
+    PNEUMONIA_PROBABILITY,
+    PNEUMONIA_RATIO,
+    PROBABILITY_UNIT,
+    RIGHT_LUNG,
+    SCORE_UNIT,
+    SERIES_NUMBERS,
+    SEVERITY_SCORE,
+    SOFTWARE_VERSION,
+    derivation_source,
+)
+from operators.dicom_writer import DICOMWriterOperator
+from operators.records import CaseRecord
+
+__all__ = ["DICOMSRWriterOperator"]
+
+#: a stable device UID for the observer context (same software version -> same UID)
+DEVICE_UID = generate_uid(entropy_srcs=[MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION])
+
+
+class DICOMSRWriterOperator(DICOMWriterOperator):
+    """Comprehensive 3D SR holding a TID 1500 measurement report (module docstring); needs the record's SEG.
+
+    Named ports: see :class:`operators.dicom_writer.DICOMWriterOperator` (``kind = "sr"``).
+    """
+
+    kind = "sr"
+
+    def build(self, record: CaseRecord) -> Dataset:
+        """The SR of one record with severity and a built SEG (``record.objects["seg"]``)."""
+        import highdicom as hd
+
+        seg = record.objects["seg"]
+        row = record.analysis.severity.as_row()
+        source = derivation_source(record.dataset)
+        algorithm = hd.sr.AlgorithmIdentification(name="pneumonitor", version=SOFTWARE_VERSION)
+
+        def measurement(name, value, unit) -> hd.sr.Measurement:
+            return hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=algorithm)
+
+        image_group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Pneumonia assessment"),
+            finding_type=PNEUMONIA,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=LUNG)],
+            algorithm_id=algorithm,
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+            measurements=[
+                measurement(PNEUMONIA_PROBABILITY, row["pneumonia_probability"], PROBABILITY_UNIT),
+                measurement(PNEUMONIA_RATIO, row["ratio_total"], PERCENT),
+                measurement(SEVERITY_SCORE, row["score_total"], SCORE_UNIT),
+            ],
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(
+                    name=PNEUMONIA, value=codes.SCT.Present if row["positive"] else codes.SCT.Absent
+                )
+            ],
+        )
+        lung_groups = []
+        for segment_number, (lung, side) in enumerate(((RIGHT_LUNG, "right"), (LEFT_LUNG, "left")), start=1):
+            lung_groups.append(
+                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{lung.meaning}"),
+                    referenced_segment=hd.sr.ReferencedSegmentationFrame(
+                        sop_class_uid=seg.SOPClassUID,
+                        sop_instance_uid=seg.SOPInstanceUID,
+                        segment_number=segment_number,
+                        frame_number=segment_number,
+                        source_image=hd.sr.SourceImageForSegmentation.from_source_image(source),
+                    ),
+                    finding_type=PNEUMONIA,
+                    finding_sites=[hd.sr.FindingSite(anatomic_location=lung)],
+                    algorithm_id=algorithm,
+                    measurements=[
+                        measurement(PNEUMONIA_RATIO, row[f"ratio_{side}"], PERCENT),
+                        measurement(SEVERITY_SCORE, row[f"score_{side}"], SCORE_UNIT),
+                    ],
+                )
+            )
+        observer = hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=DEVICE_UID, name="pneumonitor", manufacturer_name=MANUFACTURER, model_name=MODEL_NAME
+            ),
+        )
+        report = hd.sr.MeasurementReport(
+            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+            procedure_reported=CHEST_RADIOGRAPH,
+            imaging_measurements=[image_group, *lung_groups],
+        )
+        sr = hd.sr.Comprehensive3DSR(
+            evidence=[source, seg],
+            content=report,
+            series_instance_uid=hd.UID(),
+            series_number=SERIES_NUMBERS["sr"],
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+        )
+        sr.SeriesDescription = f"pneumonitor severity SR - {NOT_FOR_CLINICAL_USE}"
+        return sr
