@@ -31,9 +31,10 @@ from monai.losses import MaskedDiceLoss
 from monai.metrics import CumulativeIterationMetric
 from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor
-from scipy import ndimage
 from torch import nn
 
+from pneumonitor.datasets.boxes import boxes_from_mask
+from pneumonitor.evaluation.localization import RSNA_IOU_THRESHOLDS, boxes_from_heatmap, image_precision
 from pneumonitor.networks.dlnet import maps_to_heatmap
 from pneumonitor.networks.losses import DLNetLoss
 
@@ -46,20 +47,13 @@ __all__ = [
     "roc_operating_point",
     "HeatmapBoxPrecisionMetric",
     "HeatmapBoxPrecision",
-    "rsna_image_precision",
-    "regions_to_boxes",
     "MaskedBinaryDiceLoss",
     "ExcludeIgnoredd",
-    "RSNA_IOU_THRESHOLDS",
     "SelectOutput",
     "SavePNGd",
     "ItemMean",
     "ItemMeanMetric",
 ]
-
-#: IoU thresholds of the RSNA Pneumonia Detection Challenge metric (0.40, 0.45, ..., 0.75)
-RSNA_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.4 + 0.05 * i, 2) for i in range(8))
-
 
 # ----------------------------------------------------------------------------------------------------------- DLNet
 class DLNetPrepareBatch(PrepareBatch):
@@ -186,30 +180,15 @@ def roc_operating_point(scores: np.ndarray, labels: np.ndarray) -> dict[str, flo
     Args:
         scores: ``(N,)`` probabilities; labels: ``(N,)`` 0/1 (both classes must be present).
     Returns: ``threshold, sensitivity, specificity, accuracy, ppv`` (PPV is NaN when nothing is called positive).
+    Computed by :mod:`pneumonitor.evaluation.classification` (the same rule as the evaluation reports).
     """
+    from pneumonitor.evaluation.classification import nearest_corner_threshold, rates
+
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1).astype(int)
-    if labels.min(initial=1) == labels.max(initial=0):
-        raise ValueError("the ROC operating point needs both positive and negative labels")
-    # every distinct score is a candidate threshold (call positive when score >= threshold)
-    thresholds = np.unique(scores)[::-1]
-    positives, negatives = labels == 1, labels == 0
-    tpr = np.array([np.sum(positives & (scores >= t)) for t in thresholds]) / positives.sum()
-    fpr = np.array([np.sum(negatives & (scores >= t)) for t in thresholds]) / negatives.sum()
-    best = int(np.argmin(fpr**2 + (1.0 - tpr) ** 2))
-    threshold = float(thresholds[best])
-    called = scores >= threshold
-    tp = float(np.sum(called & (labels == 1)))
-    tn = float(np.sum(~called & (labels == 0)))
-    fp = float(np.sum(called & (labels == 0)))
-    fn = float(np.sum(~called & (labels == 1)))
-    return {
-        "threshold": threshold,
-        "sensitivity": tp / (tp + fn),
-        "specificity": tn / (tn + fp),
-        "accuracy": (tp + tn) / len(labels),
-        "ppv": tp / (tp + fp) if tp + fp > 0 else float("nan"),
-    }
+    threshold = nearest_corner_threshold(labels, scores)
+    statistics = rates(labels.astype(np.float64), (scores >= threshold).astype(np.float64))
+    return {"threshold": float(threshold), **{k: float(v) for k, v in statistics.items()}}
 
 
 class ROCOperatingPointMetric(CumulativeIterationMetric):
@@ -271,61 +250,9 @@ class ItemMean(IgniteMetricHandler):
         )
 
 
-def regions_to_boxes(binary: np.ndarray) -> list[list[int]]:
-    """Tight ``[x0, y0, x1, y1]`` (end-exclusive) box of every 8-connected region of a binary ``(H, W)`` image."""
-    labels, _ = ndimage.label(np.asarray(binary, dtype=bool), structure=np.ones((3, 3), dtype=bool))
-    boxes = []
-    for rows, cols in (s for s in ndimage.find_objects(labels) if s is not None):
-        boxes.append([int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)])
-    return boxes
-
-
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
-def rsna_image_precision(
-    predicted: Sequence[Sequence[float]],
-    truth: Sequence[Sequence[float]],
-    scores: Sequence[float] | None = None,
-    iou_thresholds: Sequence[float] = RSNA_IOU_THRESHOLDS,
-) -> float:
-    """The RSNA challenge's per-image score: mean over IoU thresholds of ``TP / (TP + FP + FN)``.
-
-    Predictions are matched greedily to unmatched truths in descending ``scores`` order. Returns NaN when the image
-    has neither truth nor prediction (the challenge skips those images) and 0 when only one side has boxes.
-    """
-    if len(predicted) == 0 and len(truth) == 0:
-        return float("nan")
-    if len(predicted) == 0 or len(truth) == 0:
-        return 0.0
-    pred = np.asarray(predicted, dtype=np.float64).reshape(-1, 4)
-    gt = np.asarray(truth, dtype=np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64)) if scores is not None else np.arange(len(pred))
-    iou = _iou_matrix(pred[order], gt)
-    precisions = []
-    for threshold in iou_thresholds:
-        matched = np.zeros(len(gt), dtype=bool)
-        tp = 0
-        for row in iou:
-            candidates = np.where(~matched & (row > threshold))[0]
-            if len(candidates):
-                matched[candidates[np.argmax(row[candidates])]] = True
-                tp += 1
-        fp, fn = len(pred) - tp, len(gt) - tp
-        precisions.append(tp / (tp + fp + fn))
-    return float(np.mean(precisions))
-
-
 class HeatmapBoxPrecisionMetric(CumulativeIterationMetric):
-    """Mean RSNA precision of boxes from ``heatmap >= threshold`` against boxes of the ground-truth regions.
+    """Mean RSNA precision of boxes from ``heatmap >= threshold`` against boxes of the ground-truth regions
+    (per-image rule of :mod:`pneumonitor.evaluation.localization`).
 
     ``y_pred``: heatmaps ``(B, 1, h, w)``; ``y``: binary ground-truth regions ``(B, 1, h, w)`` at the same size
     (``LocalizationTargetd``'s ``region``). Predicted boxes are ranked by their region's peak heatmap value.
@@ -349,10 +276,10 @@ class HeatmapBoxPrecisionMetric(CumulativeIterationMetric):
                 continue
             if region.shape[-2:] != heatmap.shape:
                 raise ValueError(f"heatmap {heatmap.shape} and region {region.shape[-2:]} differ in size")
-            predicted = regions_to_boxes(heatmap >= self.threshold)
-            peaks = [float(heatmap[y0:y1, x0:x1].max()) for x0, y0, x1, y1 in predicted]
-            truth = regions_to_boxes(region.reshape(heatmap.shape) > 0.5)
-            out.append(rsna_image_precision(predicted, truth, peaks, self.iou_thresholds))
+            predicted, peaks = boxes_from_heatmap(heatmap, self.threshold)
+            truth = boxes_from_mask(region.reshape(heatmap.shape) > 0.5, closing_radius=0)
+            value = image_precision(predicted, truth, peaks, self.iou_thresholds)
+            out.append(float("nan") if value is None else value)
         return torch.tensor(out, dtype=torch.float32).reshape(-1, 1)
 
     def aggregate(self) -> float:  # type: ignore[override]
