@@ -1,0 +1,40 @@
+"""The app serves working copies of the bundles, so that training never writes into the repository.
+
+``<model_dir>/<name>/`` (default ``apps/label/model/<name>``) is created from the source bundle (``--conf bundles
+DIR``, default the repository's ``bundles/`` or ``$PNEUMONITOR_BUNDLES``): its ``configs/`` are refreshed at every
+start (they are code), its ``models/`` are copied only when the working copy has no weights yet (they are state:
+trained by this app, promoted only when better on validation).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_bundle(source: Path, target: Path) -> Path:
+    """Create or refresh the working copy ``target`` of the bundle ``source``; returns ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    if (source / "configs").is_dir():
+        shutil.copytree(source / "configs", target / "configs", dirs_exist_ok=True)
+    else:
+        logger.warning("bundle %s has no configs/ folder", source)
+    for extra in ("docs", "LICENSE"):
+        if (source / extra).is_dir():
+            shutil.copytree(source / extra, target / extra, dirs_exist_ok=True)
+        elif (source / extra).is_file():
+            shutil.copyfile(source / extra, target / extra)
+    (target / "models").mkdir(exist_ok=True)
+    weights = source / "models" / "model.pt"
+    if weights.is_file() and not (target / "models" / "model.pt").is_file():
+        shutil.copyfile(weights, target / "models" / "model.pt")
+        logger.info("copied %s into %s", weights, target)
+    if not (target / "models" / "model.pt").is_file():
+        logger.warning(
+            "no trained weights in %s: its infer task is not served until a training run or a copied model.pt "
+            "provides them", target / "models" / "model.pt",
+        )
+    return target

@@ -1,0 +1,88 @@
+"""``pneumonia``: the paper's pneumonia mask (DLNet heatmap thresholded inside LSNet's lungs) as a label map.
+
+Labels: 1 right lung, 2 left lung, 3 pneumonia (drawn over the lungs), so an annotator gets the whole picture to
+correct. The metadata carries DLNet's probability and the severity (ratios in percent, scores 0-4 per lung).
+
+An image that only has boxes (``boxes`` in its datastore info, ``[[x0, y0, x1, y1], ...]`` pixels, end-exclusive)
+gets the stage-2 Grad-CAM proposal inside those boxes (:class:`pneumonitor.gradcam.GradCAMProposer`) as its
+pneumonia region instead of the thresholded heatmap, unless the request says ``use_boxes: false``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib.infers.base import RadiographInferTask
+from lib.infers.radiograph import NetworkCache
+from lib.labels import LABELS, compose_label
+from pneumonitor.pipeline import AnalysisSettings, Analyzer
+from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD
+
+
+class PneumoniaInfer(RadiographInferTask):
+    """DLNet (bundle ``dlnet``) + LSNet (bundle ``lsnet``) through :class:`pneumonitor.pipeline.Analyzer`.
+
+    Args:
+        path: the DLNet bundle folder.
+        lsnet_path: the LSNet bundle folder.
+        conf: the app's ``--conf`` dictionary.
+    """
+
+    def __init__(self, path: str | Path, lsnet_path: str | Path, conf: dict[str, str]) -> None:
+        super().__init__(
+            path,
+            conf,
+            kind="DLNet",
+            labels=LABELS,
+            description="DLNet heatmap thresholded inside LSNet's lungs (pneumonia 3 over lungs 1/2); "
+            "Grad-CAM proposal inside the boxes for box-only images",
+            config={
+                "classification_threshold": CLASSIFICATION_THRESHOLD,
+                "heatmap_threshold": HEATMAP_THRESHOLD,
+                "use_boxes": True,
+            },
+        )
+        self.lung_networks = NetworkCache(lsnet_path, "LSNet")
+
+    def is_valid(self) -> bool:
+        return super().is_valid() and self.lung_networks.weights.is_file()
+
+    def compute(self, data: dict[str, Any], device: str) -> tuple[np.ndarray, dict[str, Any]]:
+        dlnet, lsnet = self.networks.get(device), self.lung_networks.get(device)
+        settings = AnalysisSettings(
+            classification_threshold=float(data.get("classification_threshold", CLASSIFICATION_THRESHOLD)),
+            heatmap_threshold=float(data.get("heatmap_threshold", HEATMAP_THRESHOLD)),
+        )
+        analyzer = Analyzer(dlnet, lsnet, settings=settings, device=device)
+        radiograph = data["radiograph"]
+        dl_input, ls_input = analyzer.preprocess(radiograph)
+        probabilities, heatmaps, lungs = analyzer.infer(dl_input[None], ls_input[None])
+        analysis = analyzer.postprocess(radiograph, float(probabilities[0]), heatmaps[0], lungs[0])
+        if analysis.status != "ok" or analysis.severity is None:
+            raise ValueError(analysis.reason)
+        severity = analysis.severity
+        result: dict[str, Any] = {**severity.as_row(), "source": "heatmap"}
+        pneumonia = severity.pneumonia_mask
+        boxes = data.get("boxes") or []
+        if boxes and _truthy(data.get("use_boxes", True)):
+            from pneumonitor.gradcam import GradCAMProposer
+
+            proposer = GradCAMProposer(dlnet.network, dlnet.image_size, device=device)
+            proposal = proposer(radiograph.pixels, [list(map(float, b)) for b in boxes])
+            pneumonia = proposal.binary
+            result.update(source="gradcam-proposal", boxes=len(boxes),
+                          proposal_fraction_of_boxes=round(proposal.area_fraction_of_box, 4))
+        result.update(
+            classification_threshold=settings.classification_threshold,
+            heatmap_threshold=settings.heatmap_threshold,
+            rows=radiograph.shape[0],
+            columns=radiograph.shape[1],
+        )
+        return compose_label(severity.right_lung, severity.left_lung, pneumonia), result
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() not in ("false", "0", "no", "off", "")

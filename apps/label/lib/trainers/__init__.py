@@ -1,0 +1,3 @@
+from lib.trainers.radiograph import RadiographTrainTask, predicted_mask, validation_score
+
+__all__ = ["RadiographTrainTask", "predicted_mask", "validation_score"]

@@ -1,0 +1,122 @@
+"""pneumonitor's MONAI Label app: annotators refine pneumonia masks, DLNet and LSNet learn from them.
+
+This module only assembles; the parts live in ``lib/``:
+
+- infer tasks ``lungs`` (LSNet) and ``pneumonia`` (DLNet + LSNet), :mod:`lib.infers`;
+- trainers ``dlnet`` and ``lsnet`` (bundle training, validated promotion), :mod:`lib.trainers`;
+- strategies ``random``, ``first``, ``epistemic`` (MC dropout), ``boxes``, :mod:`lib.activelearning`;
+- datastores: a local folder of radiographs, or DICOMweb (Orthanc), :mod:`lib.datastore`, :mod:`lib.dicomweb`.
+
+Start it with ``apps/label/start_server.sh`` (binds 127.0.0.1); ``--conf`` keys:
+
+====================  ============================================================================================
+``bundles``           folder with the source ``dlnet``/``lsnet`` bundles (default: the repository's ``bundles/``)
+``model_dir``         where the served working copies live (default ``apps/label/model``)
+``dlnet_train_configs``, ``lsnet_train_configs``  override configs added to ``train.json`` (e.g. ``train_cpu.json``)
+``dlnet_max_epochs``, ``lsnet_max_epochs``        default epochs of a training request (30)
+``epistemic_passes``  MC-dropout passes per image (20); ``epistemic_max_images``: images scored per request (200)
+``modalities``        DICOMweb modalities listed (``DX,CR``)
+====================  ============================================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+
+APP_DIR = Path(__file__).resolve().parent
+if str(APP_DIR) not in sys.path:  # MONAI Label imports main.py by path; lib/ must be importable for its subprocesses
+    sys.path.insert(0, str(APP_DIR))
+
+from lib.configs import DLNetConfig, LSNetConfig, prepare_bundle  # noqa: E402
+from lib.datastore import RadiographDatastore  # noqa: E402
+from lib.labels import LABELS  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def _source_bundles(conf: dict[str, str]) -> Path:
+    if conf.get("bundles"):
+        return Path(conf["bundles"]).resolve()
+    from pneumonitor.pipeline import default_bundle_dir
+
+    return default_bundle_dir("dlnet").parent
+
+
+class PneumonitorLabelApp(MONAILabelApp):
+    """Assembles datastore, infer tasks, trainers, strategies and scoring methods from ``lib.configs``."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        conf = conf or {}
+        source = _source_bundles(conf)
+        model_dir = Path(conf.get("model_dir") or Path(app_dir) / "model").resolve()
+        lsnet = prepare_bundle(source / "lsnet", model_dir / "lsnet")
+        dlnet = prepare_bundle(source / "dlnet", model_dir / "dlnet")
+        self.configs = [LSNetConfig(lsnet, conf), DLNetConfig(dlnet, lsnet, conf)]
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="pneumonitor",
+            description="Pneumonia and lung masks on chest radiographs (DLNet + LSNet, Amer et al. 2020)",
+            version="1.0",
+            labels=dict(LABELS),
+        )
+
+    # -- datastores ------------------------------------------------------------------------------------------
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return self.init_remote_datastore()
+        from monailabel.config import settings
+
+        return RadiographDatastore(
+            self.studies,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def init_remote_datastore(self) -> Datastore:
+        from lib.dicomweb import make_dicomweb_datastore
+
+        self.studies = self.studies.rstrip("/")
+        modalities = [m.strip() for m in self.conf.get("modalities", "DX,CR").split(",") if m.strip()]
+        return make_dicomweb_datastore(self.studies, modalities)
+
+    # -- tasks -----------------------------------------------------------------------------------------------
+    def init_infers(self) -> dict[str, Any]:
+        return {name: task for config in self.configs for name, task in config.infer().items()}
+
+    def init_trainers(self) -> dict[str, Any]:
+        return {name: task for config in self.configs for name, task in config.trainer().items()}
+
+    def init_strategies(self) -> dict[str, Any]:
+        strategies: dict[str, Any] = {"random": Random(), "first": First()}
+        for config in self.configs:
+            strategies.update(config.strategy())
+        return strategies
+
+    def init_scoring_methods(self) -> dict[str, Any]:
+        return {name: m for config in self.configs for name, m in config.scoring_method().items()}
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """Adds the image's boxes (datastore info ``boxes``) to the request, for box-only proposals."""
+        request = dict(request)
+        image_id = request.get("image")
+        if isinstance(image_id, str) and "boxes" not in request and not os.path.exists(image_id):
+            store = datastore or self.datastore()
+            try:
+                info = store.get_image_info(image_id) or {}
+            except Exception:  # noqa: BLE001 - an image the store does not know is reported by the infer itself
+                info = {}
+            labeled = image_id in set(store.get_labeled_images())
+            if info.get("boxes") and not labeled:
+                request["boxes"] = info["boxes"]
+        return super().infer(request, datastore)

@@ -1,0 +1,161 @@
+"""Fixtures of the MONAI Label app tests. They run in the label environment only:
+
+    bash apps/label/setup_env.sh && .venv-label/bin/python -m pytest tests/label
+
+With the system python (no monailabel) the whole folder is skipped at collection, with that reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+if importlib.util.find_spec("monailabel") is None:
+    pytest.skip(
+        "monailabel is not installed in this python; the label app has its own environment: "
+        "bash apps/label/setup_env.sh && .venv-label/bin/python -m pytest tests/label",
+        allow_module_level=True,
+    )
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APP_DIR = REPO_ROOT / "apps" / "label"
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+
+import lib  # noqa: E402,F401 - the app's package (also makes the core read DICOM under pydicom 2)
+
+#: input size of the test networks (random weights: no trained weights exist in the repository)
+TEST_IMAGE_SIZE = [64, 64]
+
+
+def _require_bundle_configs(name: str, files: tuple[str, ...]) -> Path:
+    from pneumonitor.pipeline import default_bundle_dir
+
+    source = default_bundle_dir(name) / "configs"
+    missing = [f for f in files if not (source / f).is_file()]
+    if missing:
+        pytest.skip(f"{source} lacks {', '.join(missing)}: the app serves the bundles' inference configs")
+    return source
+
+
+def save_test_checkpoint(network, path: Path) -> Path:
+    """MONAI's checkpoint layout (what the bundles' CheckpointSaver writes) plus the input size."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": network.state_dict(), "image_size": TEST_IMAGE_SIZE}, path)
+    return path
+
+
+def make_test_networks(dlnet_logit_bias: float = 4.0):
+    """Random small networks whose outputs are not trivial to check against.
+
+    LSNet: ``head.bias`` +10, so every pixel is lung (one component that ``split_lungs`` cuts at the mediastinum).
+    DLNet: the classifier's last bias pushes the probability above 0.62 (dropout still varies it); the
+    localization head's last conv gives a heatmap near 1.0 everywhere (>= 0.8), so pneumonia = the lungs.
+    """
+    import torch
+
+    from pneumonitor.networks import DLNet, LSNet
+
+    torch.manual_seed(0)
+    lsnet = LSNet(width=0.125)
+    dlnet = DLNet(backbone="resnet18", dense_units=(32, 16), fpn_channels=16, localization_maps=8)
+    with torch.no_grad():
+        lsnet.head.bias.fill_(10.0)
+        dlnet.classification_head.layers[-1].bias.fill_(dlnet_logit_bias)
+        dlnet.localization_head.output_conv.weight.mul_(0.01)  # small: Grad-CAM still has gradients
+        dlnet.localization_head.output_conv.bias.fill_(1.0)
+    return dlnet, lsnet
+
+
+def _tiny_override(kind: str) -> dict:
+    if kind == "dlnet":
+        net = {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "dense_units": [32, 16],
+               "dropout": 0.5, "fpn_channels": 16, "localization_maps": 8}
+    else:
+        net = {"_target_": "pneumonitor.networks.LSNet", "width": 0.125}
+    return {"network_def": net, "image_size": TEST_IMAGE_SIZE, "batch_size": 2, "num_workers": 0, "cache_rate": 0.0}
+
+
+@pytest.fixture(scope="session")
+def source_bundles(tmp_path_factory) -> Path:
+    """``dlnet`` and ``lsnet`` bundles: the repository's configs plus random-weight checkpoints and a
+    ``test_tiny.json`` override (64 px, small networks) for one-epoch training."""
+    root = tmp_path_factory.mktemp("bundles")
+    dlnet, lsnet = make_test_networks()
+    for name, network in (("dlnet", dlnet), ("lsnet", lsnet)):
+        configs = _require_bundle_configs(name, ("inference.json", "metadata.json"))
+        shutil.copytree(configs, root / name / "configs")
+        tiny = _tiny_override(name)
+        (root / name / "configs" / "test_tiny.json").write_text(json.dumps(tiny))
+        # the served architecture is the inference config's: make it the test network's
+        inference = json.loads((root / name / "configs" / "inference.json").read_text())
+        inference.update(network_def={**inference.get("network_def", {}), **tiny["network_def"]},
+                         image_size=TEST_IMAGE_SIZE)
+        (root / name / "configs" / "inference.json").write_text(json.dumps(inference, indent=1))
+        save_test_checkpoint(network, root / name / "models" / "model.pt")
+    return root
+
+
+@pytest.fixture(scope="session")
+def sample_images(shared_data: Path) -> dict[str, Path]:
+    """Real radiographs: three PNGs of the COVID-19 collection, one pediatric JPEG, two DICOMs (DX and CR)."""
+    covid = sorted((shared_data / "covid-chestxray-dataset" / "images").glob("*.png"))[:3]
+    pediatric = sorted((shared_data / "pediatric-pneumonia" / "images").glob("*.jpg"))[:1]
+    dicoms = [shared_data / "cxr-dicom-samples" / n for n in ("dx_image.dcm", "gdcm-CR-MONO1-10-chest.dcm")]
+    files = {p.stem.replace(".", "_"): p for p in covid + pediatric + dicoms if p.is_file()}
+    if len(files) < 6:
+        pytest.skip(f"expected 6 sample radiographs in {shared_data}, found {len(files)}")
+    return files
+
+
+@pytest.fixture()
+def studies(tmp_path: Path, sample_images: dict[str, Path]) -> Path:
+    """A fresh local datastore folder with the sample radiographs."""
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    for stem, path in sample_images.items():
+        suffix = ".dcm" if path.suffix == ".dcm" else path.suffix.lower()
+        shutil.copyfile(path, folder / f"{stem}{suffix}")
+    return folder
+
+
+def make_app(studies: Path, bundles: Path, model_dir: Path, **conf: str):
+    """The app object itself (what ``monailabel start_server`` instantiates)."""
+    from main import PneumonitorLabelApp
+
+    config = {"bundles": str(bundles), "model_dir": str(model_dir), "epistemic_passes": "8", **conf}
+    return PneumonitorLabelApp(str(APP_DIR), str(studies), config)
+
+
+@pytest.fixture()
+def client(studies: Path, source_bundles: Path, tmp_path: Path):
+    """FastAPI TestClient on the real MONAI Label server app with this app and a local datastore."""
+    from fastapi.testclient import TestClient
+    from monailabel.config import settings
+    import monailabel.interfaces.utils.app as app_utils
+
+    settings.MONAI_LABEL_APP_DIR = str(APP_DIR)
+    settings.MONAI_LABEL_STUDIES = str(studies)
+    settings.MONAI_LABEL_APP_CONF = {
+        "bundles": str(source_bundles),
+        "model_dir": str(tmp_path / "model"),
+        "epistemic_passes": "8",
+        "dlnet_train_configs": "test_tiny.json",
+        "lsnet_train_configs": "test_tiny.json",
+    }
+    settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
+    settings.MONAI_LABEL_AUTO_UPDATE_SCORING = False
+    settings.MONAI_LABEL_SESSIONS = False
+    app_utils.apps.clear() if hasattr(app_utils, "apps") else None
+    from monailabel.app import app
+
+    with TestClient(app) as test_client:
+        yield test_client
+    app_utils.apps.clear() if hasattr(app_utils, "apps") else None
