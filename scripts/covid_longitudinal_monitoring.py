@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     timelines = pd.read_csv(out / "monitoring" / "timelines.csv", dtype=str)
     numbers: dict[str, object] = {"source": args.source, "results": str(results), "patients": len(summary.profiles),
                                   "dated_studies": summary.n_dated_studies, "agreement": {}}
-    lines = ["| profile | reference | patients (>= 2 scored) | transitions | trend agreement | never-increases baseline |",
+    lines = ["| profile | reference | patients (>= 2 scored) | transitions | trend agreement "
+             "| never-increases baseline |",
              "|---|---|---|---|---|---|"]
     for column in ("score_total", "ratio_total"):
         for reference in REFERENCES:
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                 "accuracy": pooled.accuracy, "n_agree": pooled.n_agree, "n_transitions": pooled.n_transitions,
                 "n_patients": pooled.n_patients, "mean_per_patient": pooled.mean_per_patient,
                 "never_increases_baseline": baseline}
-            accuracy = f"{pooled.accuracy:.3f} ({pooled.n_agree}/{pooled.n_transitions})" if pooled.n_transitions else "n/a"
+            accuracy = (f"{pooled.accuracy:.3f} ({pooled.n_agree}/{pooled.n_transitions})"
+                        if pooled.n_transitions else "n/a")
             lines.append(f"| {column} | {reference} | {pooled.n_patients} | {pooled.n_transitions} | {accuracy} "
                          f"| {baseline:.3f} |")
     # Agreement between two expert scoring systems on the same images: what "good" looks like for any method.

@@ -160,7 +160,8 @@ def test_grouping_orders_by_time_with_ties_missing_dates_and_skips(tmp_path):
     assert p1.timeline["tie"].tolist() == [False, True, True]
     assert p1.timeline["day"].tolist() == pytest.approx([0.0, 4 + 8 / 24, 4 + 8 / 24])
     assert p1.timeline["change"].tolist() == ["baseline", "worse", "stable"]
-    assert p1.undated["image"].tolist() == ["/d/p1_undated.dcm"] and "no usable acquisition time" in p1.undated["reason"][0]
+    assert p1.undated["image"].tolist() == ["/d/p1_undated.dcm"]
+    assert "no usable acquisition time" in p1.undated["reason"][0]
     p2 = profiles[1]
     assert len(p2.timeline) == 1 and p2.skipped["reason"].tolist() == ["analyze: lateral view"]
     assert unassigned["image"].tolist() == ["/d/nobody.png"] and "no patient id" in unassigned["reason"][0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 
@@ -86,7 +84,7 @@ def compare_profiles(joined: pd.DataFrame) -> tuple[pd.DataFrame, PooledTrendAgr
     return per_patient, pooled_trend_agreement(pairs)
 
 
-def read_table(path: str, columns: Sequence[str] = ()) -> pd.DataFrame:
+def read_table(path: str) -> pd.DataFrame:
     """Read a CSV as strings (empty cells as NaN), with a clear error when it cannot be read."""
     try:
         return pd.read_csv(path, dtype=str, encoding="utf-8-sig")

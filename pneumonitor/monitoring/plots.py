@@ -92,8 +92,8 @@ def plot_profile(
     ax_ratio.legend(loc="upper left", fontsize=8, ncol=4, frameon=False)
     ax_ratio.set_title(f"Patient {profile.patient_id}: disease profile ({len(timeline)} studies)")
 
-    ax_score.step(day, timeline["score_right"].to_numpy(dtype=float), where="post", color=RIGHT_COLOR, lw=1.2, alpha=0.8)
-    ax_score.step(day, timeline["score_left"].to_numpy(dtype=float), where="post", color=LEFT_COLOR, lw=1.2, alpha=0.8)
+    for column, color in (("score_right", RIGHT_COLOR), ("score_left", LEFT_COLOR)):
+        ax_score.step(day, timeline[column].to_numpy(dtype=float), where="post", color=color, lw=1.2, alpha=0.8)
     ax_score.plot(day, timeline["score_right"].to_numpy(dtype=float), "o", color=RIGHT_COLOR, ms=4, label="right (0-4)")
     ax_score.plot(day, timeline["score_left"].to_numpy(dtype=float), "o", color=LEFT_COLOR, ms=4, label="left (0-4)")
     total = timeline["score_total"].to_numpy(dtype=float)

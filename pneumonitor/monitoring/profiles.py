@@ -73,7 +73,8 @@ class PatientProfile:
 
 def natural_key(text: str) -> tuple:
     """Sort key that orders ``p2`` before ``p10`` and numbers before text."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(text)) if part)
+    parts = [part for part in re.split(r"(\d+)", str(text)) if part]
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts)
 
 
 def _reason_frame(rows: pd.DataFrame, reasons: Sequence[str]) -> pd.DataFrame:

@@ -127,7 +127,8 @@ def _timeline_table(profile: PatientProfile, reference_columns: Sequence[str]) -
 def _reason_list(title: str, frame: pd.DataFrame) -> str:
     if frame.empty:
         return ""
-    items = "".join(f"<li>{_e(Path(str(i)).name)}: {_e(r)}</li>" for i, r in zip(frame["image"], frame["reason"], strict=True))
+    pairs = zip(frame["image"], frame["reason"], strict=True)
+    items = "".join(f"<li>{_e(Path(str(image)).name)}: {_e(reason)}</li>" for image, reason in pairs)
     return f"<h2>{_e(title)} ({len(frame)})</h2><ul class=\"note\">{items}</ul>"
 
 
@@ -221,6 +222,8 @@ def write_index(
             )
     parts.append(f"<p class=\"note\">{change_rule_text(rule)}</p>")
     parts.append(_reason_list("Studies not assigned to a patient", unassigned))
-    settings_rows = "".join(f"<tr><td class=\"l\">{_e(k)}</td><td class=\"l\">{_e(v)}</td></tr>" for k, v in settings.items())
+    settings_rows = "".join(
+        f"<tr><td class=\"l\">{_e(key)}</td><td class=\"l\">{_e(value)}</td></tr>" for key, value in settings.items()
+    )
     parts.append(f"<h2>Settings</h2><table>{settings_rows}</table>")
     return write_text_atomically(Path(out_dir) / "index.html", _page("Patient monitoring", "\n".join(parts)))

@@ -118,7 +118,8 @@ class ChangeRule:
 
     A change is reported only when the two things a reader looks at agree and exceed the noise:
 
-    * the total score (0-8, per-lung bins of 25 % involvement) moved by at least ``min_score_step`` in one direction, and
+    * the total score (0-8, per-lung bins of 25 % involvement) moved by at least ``min_score_step`` in one direction,
+      and
     * the total Pneumonia Ratio moved in the same direction by more than the margin (percentage points).
 
     Otherwise the label is ``stable``: a score that flips because the ratio crossed a bin edge by a hair, or a ratio
