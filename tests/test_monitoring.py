@@ -284,3 +284,25 @@ def test_real_covid_metadata_and_longitudinal_series(shared_data, tmp_path):
     (profile,), _ = build_profiles(studies, reference_columns=("covidnet_geographic",))
     assert profile.timeline["covidnet_geographic"].tolist() == pytest.approx(
         patient.sort_values("offset_days")["covidnet_geographic"].tolist())
+
+
+def test_real_dicom_identity(dicom_samples, tmp_path):
+    """Patient and time from the DICOM headers as pneumonitor.io reads them (the columns analyze writes)."""
+    from pneumonitor.io import read_radiograph
+    from pneumonitor.pipeline import IDENTITY_COLUMNS
+
+    rows = []
+    for path in dicom_samples:
+        meta = read_radiograph(path).meta
+        row = result_row(str(path), 10, 10)
+        row.update({key: meta.get(key, "") or "" for key in IDENTITY_COLUMNS})
+        rows.append(row)
+    table = read_results(write_results(tmp_path / "results.csv", rows))
+    profiles, unassigned = build_profiles(attach_patient_and_time(table.rows))
+    by_id = {p.patient_id: p for p in profiles}
+    # two samples share PatientID and acquisition time: one profile, both flagged as a tie
+    shared = by_id["16d7f894-55d7-4d95-8957-d18987f0e981"]
+    assert len(shared.timeline) == 2 and shared.timeline["tie"].all()
+    assert by_id["123456"].timeline["time"].tolist() == ["2020-01-25 10:50:00"]
+    assert by_id["Covid0000"].timeline.empty and len(by_id["Covid0000"].undated) == 1  # no date in the header
+    assert [Path(p).name for p in unassigned["image"]] == ["gdcm-CR-MONO1-10-chest.dcm"]  # no PatientID
