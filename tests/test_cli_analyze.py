@@ -7,6 +7,7 @@ heatmap of ``HEATMAP`` (above the 0.8 threshold: every lung pixel is pneumonia; 
 
 import csv
 import json
+import logging
 import subprocess
 import sys
 
@@ -41,7 +42,18 @@ def make_checkpoints(folder, heatmap_value):
 
 
 def run_cli(*args):
+    """The real entry point in a child process (used once: imports are slow on a busy 2-core machine)."""
     return subprocess.run([sys.executable, "-m", "pneumonitor", *map(str, args)], capture_output=True, text=True)
+
+
+def run_main(caplog, *args):
+    """The same command in this process: (exit code, log text)."""
+    from pneumonitor.cli import main
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        code = main([str(a) for a in args])
+    return code, caplog.text
 
 
 @pytest.fixture(scope="module")
@@ -93,34 +105,38 @@ def test_analyze_end_to_end(tmp_path, inputs):
     assert not list(out.rglob("*.tmp"))
 
 
-def test_heatmap_below_threshold_gives_zero_ratio(tmp_path, dicom_samples):
+def test_heatmap_below_threshold_gives_zero_ratio(tmp_path, dicom_samples, caplog):
     dl, ls = make_checkpoints(tmp_path, heatmap_value=0.5)
     out = tmp_path / "out"
-    proc = run_cli("analyze", dicom_samples[0], "--out", out, "--dlnet", dl, "--lsnet", ls, "--no-progress")
-    assert proc.returncode == 0, proc.stderr
+    code, log = run_main(caplog, "analyze", dicom_samples[0], "--out", out, "--dlnet", dl, "--lsnet", ls, "--no-progress")
+    assert code == 0, log
     row = next(csv.DictReader((out / "results.csv").open()))
     assert row["status"] == "ok" and row["positive"] == "1"
     assert float(row["ratio_total"]) == 0.0 and row["score_total"] == "0"
     # lowering the heatmap threshold below the heatmap turns every lung pixel into pneumonia
-    proc = run_cli("analyze", dicom_samples[0], "--out", out, "--dlnet", dl, "--lsnet", ls, "--heatmap-threshold", "0.4")
+    run_main(caplog, "analyze", dicom_samples[0], "--out", out, "--dlnet", dl, "--lsnet", ls, "--heatmap-threshold", "0.4",
+             "--no-progress")
     row = next(csv.DictReader((out / "results.csv").open()))
     assert float(row["ratio_total"]) == 100.0
 
 
-def test_missing_weights_stop_with_a_clear_message(tmp_path, dicom_samples, monkeypatch):
+def test_missing_weights_stop_with_a_clear_message(tmp_path, dicom_samples, monkeypatch, caplog):
     monkeypatch.setenv("PNEUMONITOR_BUNDLES", str(tmp_path / "nowhere"))
     out = tmp_path / "out"
-    proc = run_cli("analyze", dicom_samples[0], "--out", out)
-    assert proc.returncode == 2
-    assert "No trained DLNet weights found" in proc.stderr and "--dlnet" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, log = run_main(caplog, "analyze", dicom_samples[0], "--out", out)
+    assert code == 2
+    assert "No trained DLNet weights found" in log and "--dlnet" in log and str(tmp_path / "nowhere") in log
     assert not (out / "results.csv").exists()
 
 
-def test_wrong_checkpoint_kind_and_empty_input(tmp_path, dicom_samples):
+def test_wrong_checkpoint_kind_and_empty_input(tmp_path, dicom_samples, caplog):
     dl, ls = make_checkpoints(tmp_path, heatmap_value=0.9)
-    proc = run_cli("analyze", dicom_samples[0], "--out", tmp_path / "o", "--dlnet", ls, "--lsnet", ls)
-    assert proc.returncode == 2 and "not DLNet" in proc.stderr and "Traceback" not in proc.stderr
+    code, log = run_main(caplog, "analyze", dicom_samples[0], "--out", tmp_path / "o", "--dlnet", ls, "--lsnet", ls)
+    assert code == 2 and "not DLNet" in log
     (tmp_path / "empty").mkdir()
-    proc = run_cli("analyze", tmp_path / "empty", "--out", tmp_path / "o", "--dlnet", dl, "--lsnet", ls)
-    assert proc.returncode == 2 and "no input images" in proc.stderr
+    code, log = run_main(caplog, "analyze", tmp_path / "empty", "--out", tmp_path / "o", "--dlnet", dl, "--lsnet", ls)
+    assert code == 2 and "no input images" in log
+    code, log = run_main(caplog, "analyze", dicom_samples[0], "--out", tmp_path / "o", "--dlnet", dl, "--lsnet", ls,
+                         "--heatmap-threshold", "1.5")
+    assert code == 2 and "--heatmap-threshold must be in [0, 1]" in log
+    assert not (tmp_path / "o").exists()
