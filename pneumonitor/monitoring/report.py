@@ -29,7 +29,9 @@ th{background:#f2f2f2}td.l,th.l{text-align:left}
 .note{color:#555;font-size:.88em}.warn{color:#8a5a00}img{max-width:100%;border:1px solid #ddd}
 """
 LEFT = ' class="l"'
-DISCLAIMER = "Research software, not for clinical use. Scores are computed from segmentations; read them with the images."
+DISCLAIMER = (
+    "Research software, not for clinical use. Scores are computed from segmentations; read them with the images."
+)
 
 
 def current_umask() -> int:
