@@ -30,6 +30,8 @@ def _add_geometry_physics(parser: argparse.ArgumentParser, default_rows: int = 1
     p.add_argument("--no-body-mask", action="store_true", help="skip the body-part segmentation (keeps the table)")
     p.add_argument("--gamma-threshold", type=float, default=220.0,
                    help="8-bit mean above which gamma 0.2 is applied (default 220, the paper's; 0 = always)")
+    p.add_argument("--postprocess", choices=["paper", "log"], default="paper",
+                   help="paper: invert I/I0, 8-bit, gamma rule (default); log: -ln(I/I0) as a DR system displays")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
 
 
@@ -51,7 +53,7 @@ def _physics(args: argparse.Namespace, seed: int = 0):
     return DRRPhysics(
         kvp=args.kvp, filter_al_mm=args.filter_al, photons_per_pixel=None if args.no_noise else args.photons,
         air_max_hu=args.air_max_hu, bone_min_hu=args.bone_min_hu, body_segmentation=not args.no_body_mask,
-        bright_mean=args.gamma_threshold, seed=seed,
+        bright_mean=args.gamma_threshold, postprocess=args.postprocess, seed=seed,
     )
 
 

@@ -21,27 +21,41 @@ class PostprocessResult:
     mean_before_gamma: float
 
 
+POSTPROCESS_MODES = ("paper", "log")
+
+
 def to_radiograph(
-    transmission: np.ndarray, bright_mean: float = BRIGHT_MEAN, gamma: float = GAMMA
+    transmission: np.ndarray, bright_mean: float = BRIGHT_MEAN, gamma: float = GAMMA, mode: str = "paper"
 ) -> PostprocessResult:
     """Detector transmission ``I / I0`` (float ``[H, W]``, 1 = unattenuated) -> 8-bit radiograph.
+
+    ``mode="paper"`` (default, Sec. IV-C):
 
     1. invert: ``v = 1 - I / I0`` (the raw DRR is dark where the body absorbs; a radiograph is bright there),
        clipped to [0, 1] and scaled to 0..255 — a fixed mapping, so images of different patients are comparable;
     2. if the mean of the 8-bit image is > ``bright_mean`` (paper: 220), gamma correction with ``gamma`` (paper: 0.2),
        applied as ``out = 255 * (v / 255) ** (1 / gamma)``: with gamma < 1 this darkens the over-bright image, which
        is the paper's purpose (the other convention, ``v ** gamma``, would brighten it further).
+
+    ``mode="log"``: what a digital radiography system displays: ``v = -ln(I / I0)`` scaled by its 99.5th
+    percentile over the image (so the densest 0.5 % saturate), to 0..255; then the same gamma rule.
     """
     if gamma <= 0:
         raise ValueError(f"gamma must be positive, got {gamma}")
-    v = np.clip(1.0 - np.asarray(transmission, dtype=np.float64), 0.0, 1.0)
+    if mode not in POSTPROCESS_MODES:
+        raise ValueError(f"mode must be one of {POSTPROCESS_MODES}, got {mode!r}")
+    t = np.asarray(transmission, dtype=np.float64)
+    if mode == "paper":
+        v = np.clip(1.0 - t, 0.0, 1.0)
+    else:
+        attenuation = -np.log(np.clip(t, 1e-6, 1.0))
+        v = np.clip(attenuation / max(float(np.percentile(attenuation, 99.5)), 1e-6), 0.0, 1.0)
     image = np.round(255.0 * v).astype(np.uint8)
     mean = float(image.mean())
     applied = mean > bright_mean
     if applied:
         image = np.round(255.0 * (image / 255.0) ** (1.0 / gamma)).astype(np.uint8)
     return PostprocessResult(image=image, gamma_applied=applied, mean_before_gamma=mean)
-
 
 def save_png(image: np.ndarray, path) -> None:
     """Write a uint8 ``[H, W]`` (or ``[H, W, 3]``) image as PNG atomically (temporary name, then rename)."""

@@ -45,6 +45,7 @@ class DRRPhysics:
     body_segmentation: bool = True
     bright_mean: float = BRIGHT_MEAN
     gamma: float = GAMMA
+    postprocess: str = "paper"  # or "log" (see pneumonitor.drr.postprocess.to_radiograph)
     seed: int = 0
 
     def spectrum(self) -> Spectrum:
@@ -90,17 +91,22 @@ def transmission_from_line_integrals(
     spectrum: Spectrum,
     photons_per_pixel: float | None = None,
     generator: torch.Generator | None = None,
+    attenuation_table: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Energy-integrating detector signal ``I / I0`` from per-material line integrals.
 
     Args:
-        line_integrals_g_cm2: ``[3, H, W]`` (air, soft tissue, bone) in g/cm^2.
+        line_integrals_g_cm2: ``[C, H, W]`` in g/cm^2 (C = 3: air, soft tissue, bone).
         spectrum: photon spectrum. photons_per_pixel: N0 for Poisson noise, or None.
+        attenuation_table: mu/rho (cm^2/g) ``[E, C]`` of other materials than air / soft tissue / bone (checks).
     Returns:
         float32 ``[H, W]`` transmission (1 = no attenuation).
     """
     device = line_integrals_g_cm2.device
-    mu = torch.as_tensor(material_attenuation_table(spectrum.energies_kev), dtype=torch.float32, device=device)
+    table = material_attenuation_table(spectrum.energies_kev) if attenuation_table is None else attenuation_table
+    mu = torch.as_tensor(np.asarray(table).reshape(len(spectrum.energies_kev), -1), dtype=torch.float32, device=device)
+    if mu.shape[1] != line_integrals_g_cm2.shape[0]:
+        raise ValueError(f"{mu.shape[1]} attenuation columns for {line_integrals_g_cm2.shape[0]} line-integral channels")
     energies = torch.as_tensor(spectrum.energies_kev, dtype=torch.float32, device=device)
     fluence = torch.as_tensor(spectrum.fluence, dtype=torch.float32, device=device)
     energy_norm = float((fluence * energies).sum())
@@ -175,7 +181,7 @@ def render_drr(
     if physics.photons_per_pixel is not None:
         generator = torch.Generator(device=device).manual_seed(int(physics.seed))
     transmission = transmission_from_line_integrals(integrals, physics.spectrum(), physics.photons_per_pixel, generator)
-    post = to_radiograph(transmission.cpu().numpy(), physics.bright_mean, physics.gamma)
+    post = to_radiograph(transmission.cpu().numpy(), physics.bright_mean, physics.gamma, physics.postprocess)
     return DRR(
         image=post.image,
         transmission=transmission.cpu().numpy(),
