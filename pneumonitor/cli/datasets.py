@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     covid = names.add_parser("covid-collection", help="COVID-19 Image Data Collection with all its annotations")
     covid.add_argument("--root", type=Path, default=DEFAULT_DATA_ROOT / "covid-chestxray-dataset")
     covid.add_argument("--closing-radius", type=int, default=5, help="box merging radius in pixels (default 5)")
-    common(covid, "0.7,0.15,0.15")
+    common(covid)  # same default fractions and seed as `mix`, so its test split is the mix's
 
     pediatric = names.add_parser("pediatric", help="pediatric normal / pneumonia set")
     pediatric.add_argument("--root", type=Path, default=DEFAULT_DATA_ROOT / "pediatric-pneumonia")

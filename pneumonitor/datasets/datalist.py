@@ -19,6 +19,15 @@ import numpy as np
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Give a finished temporary file the usual permissions (``mkstemp`` makes it 0600) and rename it to ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+    return Path(path)
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     """Write ``payload`` as indented JSON to ``path`` through a temporary file and a rename (never a partial file)."""
     path = Path(path)
@@ -28,7 +37,7 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle, indent=1, default=_json_default)
             handle.write("\n")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -43,7 +52,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pneumonitor.datasets.datalist import publish
+
 
 def read_gray(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as a [H, W] uint8 array (colour images are converted to luminance)."""
@@ -35,7 +37,7 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
     os.close(fd)
     try:
         Image.fromarray(array.astype(np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

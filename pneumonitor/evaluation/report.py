@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pneumonitor.datasets.datalist import write_json_atomic, write_text_atomic
+from pneumonitor.datasets.datalist import publish, write_json_atomic, write_text_atomic
 from pneumonitor.evaluation.classification import Estimate
 from pneumonitor.evaluation.severity_agreement import N_SCORES
 
@@ -118,7 +118,7 @@ def _save_figure(figure: Any, path: Path) -> Path:
     os.close(fd)
     try:
         figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -250,7 +250,7 @@ def write_report(out_dir: str | Path, evaluations: Sequence[Any], settings: dict
         fd, tmp = tempfile.mkstemp(prefix=".per_image.", suffix=".csv", dir=out_dir)
         os.close(fd)
         pd.DataFrame(rows).to_csv(tmp, index=False)
-        os.replace(tmp, out_dir / "per_image.csv")
+        publish(tmp, out_dir / "per_image.csv")
         written["per_image"] = out_dir / "per_image.csv"
     written["tables"] = write_text_atomic(out_dir / "tables.md", markdown_report(metrics))
     payload = {"settings": settings, "datasets": metrics,
