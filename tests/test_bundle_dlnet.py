@@ -1,0 +1,233 @@
+"""The DLNet MONAI bundle, in the model zoo's style: train, check properties, evaluate, infer, verify, export.
+
+A tiny synthetic dataset (64x64 PNGs: positives carry a bright rectangle and its box) is written to a temp dir; the
+bundle's configs are copied into a temp bundle so that nothing is written into the repository. The network is
+shrunk through overrides (ResNet-18, narrow heads) so that the whole file runs in about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "dlnet"
+SIZE = 64
+NET = {"backbone": "resnet18", "dense_units": [32, 16], "fpn_channels": 16, "localization_maps": 8}
+OVERRIDES = {
+    "image_size": [SIZE, SIZE],
+    "network_def#backbone": NET["backbone"],
+    "network_def#dense_units": NET["dense_units"],
+    "network_def#fpn_channels": NET["fpn_channels"],
+    "network_def#localization_maps": NET["localization_maps"],
+    "num_workers": 0,
+    "batch_size": 4,
+}
+
+
+def _write_dataset(root: Path, count: int = 16) -> None:
+    """``count`` images alternating negative/positive; positives: a bright rectangle and its box."""
+    rng = np.random.default_rng(0)
+    items = []
+    for index in range(count):
+        label = index % 2
+        image = rng.normal(0.3, 0.05, (SIZE, SIZE + 8))  # not square: boxes refer to the stored size
+        boxes = []
+        if label:
+            x0, y0 = (int(v) for v in rng.integers(4, 30, 2))
+            w, h = (int(v) for v in rng.integers(14, 26, 2))
+            image[y0 : y0 + h, x0 : x0 + w] += 0.5
+            boxes = [[x0, y0, x0 + w, y0 + h]]
+        path = root / f"cxr{index:02d}.png"
+        Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(path)
+        items.append({"image": path.name, "label": label, "boxes": boxes, "mask": "", "has_localization": 1})
+    datalist = {"training": items[:10], "validation": items[10:], "test": items[10:]}
+    (root / "datalist.json").write_text(json.dumps(datalist))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Bundle copy + dataset, trained 2 epochs through ``ConfigWorkflow``."""
+    from monai.bundle import ConfigWorkflow
+
+    tmp = tmp_path_factory.mktemp("dlnet")
+    bundle = tmp / "bundle"
+    shutil.copytree(BUNDLE / "configs", bundle / "configs")
+    data = tmp / "data"
+    data.mkdir()
+    _write_dataset(data)
+    workflow = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "train.json"),
+        workflow_type="train",
+        bundle_root=str(bundle),
+        dataset_dir=str(data),
+        max_epochs=2,
+        **OVERRIDES,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() in (None, [])  # nothing required is missing
+    workflow.run()
+    workflow.finalize()
+    return {"bundle": bundle, "data": data}
+
+
+def test_train_writes_best_checkpoint(trained: dict[str, Path]) -> None:
+    weights = trained["bundle"] / "models" / "model.pt"
+    assert weights.is_file()
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    assert "localization_head.output_conv.weight" in state
+    assert state["localization_head.output_conv.weight"].shape[0] == NET["localization_maps"]
+
+
+def test_properties_of_the_train_config(trained: dict[str, Path]) -> None:
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(trained["bundle"] / "configs" / "train.json"), workflow_type="train",
+        bundle_root=str(trained["bundle"]), dataset_dir=str(trained["data"]), **OVERRIDES,
+    )
+    workflow.initialize()
+    for name in ("bundle_root", "device", "dataset_dir", "network_def", "trainer", "max_epochs", "train_dataset",
+                 "train_handlers", "evaluator", "val_interval", "val_dataset", "val_handlers"):
+        assert getattr(workflow, name) is not None, name
+    assert workflow.max_epochs == 30  # the paper's default stays in the config
+    assert len(workflow.train_dataset_data) == 10 and len(workflow.val_dataset_data) == 6
+
+
+def test_evaluate_writes_auc_operating_point_and_sweep(trained: dict[str, Path]) -> None:
+    from monai.bundle import ConfigWorkflow
+
+    configs = trained["bundle"] / "configs"
+    workflow = ConfigWorkflow(
+        config_file=[str(configs / "train.json"), str(configs / "evaluate.json")], workflow_type="train",
+        bundle_root=str(trained["bundle"]), dataset_dir=str(trained["data"]), **OVERRIDES,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    rows = dict(csv.reader((trained["bundle"] / "eval" / "metrics.csv").open()))
+    expected = {"val_auc", "val_loss", "sensitivity", "specificity", "accuracy", "ppv", "roc_threshold"}
+    expected |= {f"heatmap_map_{t}" for t in (0.5, 0.6, 0.7, 0.8, 0.9)}
+    assert expected <= set(rows)
+    for name in ("val_auc", "sensitivity", "specificity", "accuracy"):
+        assert 0.0 <= float(rows[name]) <= 1.0, name
+    probabilities = list(csv.reader((trained["bundle"] / "eval" / "probabilities.csv").open()))
+    assert len(probabilities) == 6
+
+
+def test_inference_writes_probabilities_and_heatmaps(trained: dict[str, Path]) -> None:
+    from monai.bundle import ConfigWorkflow
+
+    out = trained["bundle"] / "infer"
+    workflow = ConfigWorkflow(
+        config_file=str(trained["bundle"] / "configs" / "inference.json"), workflow_type="infer",
+        bundle_root=str(trained["bundle"]), dataset_dir=str(trained["data"]), output_dir=str(out),
+        **{k: v for k, v in OVERRIDES.items() if k not in ("num_workers", "batch_size")},
+    )
+    workflow.initialize()
+    assert workflow.check_properties() in (None, [])
+    workflow.run()
+    workflow.finalize()
+    rows = list(csv.reader((out / "predictions.csv").open()))
+    assert len(rows) == 16
+    assert all(0.0 <= float(row[1]) <= 1.0 for row in rows)
+    heatmap = np.asarray(Image.open(out / "cxr01_heatmap.png"))
+    assert heatmap.shape == (SIZE, SIZE + 8) and heatmap.dtype == np.uint8  # the stored image's size
+
+
+def _use_test_network(bundle: Path) -> None:
+    """Write the test architecture and size into the bundle copy's inference.json (what a user does after
+    training a non-default architecture), so that tools reading only the file see the right network."""
+    path = bundle / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    config["network_def"].update(NET)
+    config["image_size"] = [SIZE, SIZE]
+    path.write_text(json.dumps(config, indent=4))
+
+
+def test_pipeline_loader_reads_the_bundle(trained: dict[str, Path]) -> None:
+    from pneumonitor.networks import DLNet, load_network
+
+    _use_test_network(trained["bundle"])
+    loaded = load_network(trained["bundle"], "DLNet")
+    assert isinstance(loaded.network, DLNet)
+    assert loaded.image_size == (SIZE, SIZE)
+
+
+def test_verify_net_in_out_and_torchscript_export(trained: dict[str, Path]) -> None:
+    from monai.bundle import ckpt_export, verify_net_in_out
+
+    configs = trained["bundle"] / "configs"
+    _use_test_network(trained["bundle"])
+    for net_id in ("network_pred",):
+        verify_net_in_out(
+            net_id=net_id, meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"),
+            device="cpu", n=2,
+        )
+    exported = trained["bundle"] / "models" / "model.ts"
+    ckpt_export(
+        net_id="network_def", filepath=str(exported), ckpt_file=str(trained["bundle"] / "models" / "model.pt"),
+        meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"),
+    )
+    scripted = torch.jit.load(str(exported))
+    from pneumonitor.networks import load_network
+
+    eager = load_network(trained["bundle"], "DLNet").network
+    x = torch.rand(2, 3, SIZE, SIZE)
+    logits, maps = scripted(x)
+    expected_logits, expected_maps = eager(x)
+    assert logits.shape == (2, 1) and maps.shape == (2, NET["localization_maps"], SIZE // 8, SIZE // 8)
+    assert torch.allclose(logits, expected_logits, atol=1e-5) and torch.allclose(maps, expected_maps, atol=1e-5)
+
+
+def _cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _override_args() -> list[str]:
+    args = []
+    for key, value in OVERRIDES.items():
+        args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    return args
+
+
+def test_command_line_run_training(tmp_path: Path, trained: dict[str, Path]) -> None:
+    """The command users type: ``python -m monai.bundle run training --config_file ...``."""
+    bundle = tmp_path / "bundle"
+    result = _cli(
+        [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+         str(BUNDLE / "configs" / "train.json"), "--bundle_root", str(bundle), "--dataset_dir", str(trained["data"]),
+         "--max_epochs", "1", *_override_args()],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (bundle / "models" / "model.pt").is_file()
+
+
+def test_multi_gpu_config_with_two_cpu_processes(tmp_path: Path, trained: dict[str, Path]) -> None:
+    """``multi_gpu_train.json`` under torchrun with 2 processes on CPU (gloo); only rank 0 saves."""
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    bundle = tmp_path / "bundle"
+    configs = BUNDLE / "configs"
+    result = _cli(
+        ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
+         "--config_file", json.dumps([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
+         "--bundle_root", str(bundle), "--dataset_dir", str(trained["data"]), "--max_epochs", "1",
+         *_override_args()],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (bundle / "models" / "model.pt").is_file()
