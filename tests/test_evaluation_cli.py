@@ -142,3 +142,24 @@ def test_ablation_from_finished_runs(tmp_path: Path):
     tables = (out / "tables.md").read_text()
     assert "| DLNet-1 + LSNet |" in tables and "| DLNet-2 + LSNet-Aug |" in tables
     assert (out / "severity_scatter_dlnet_2___lsnet_aug.png").is_file()
+
+
+def test_positives_without_localization_are_left_out_of_the_map(tmp_path: Path):
+    reference, results = make_set(tmp_path)
+    datalist = json.loads(reference.read_text())
+    datalist["test"][0].update(boxes=[], has_localization=0)  # as in the training mix: location unknown
+    reference.write_text(json.dumps(datalist))
+    out = tmp_path / "eval_mix"
+    assert main(["evaluate", "--results", str(results), "--reference", str(reference), "--out", str(out),
+                 "--n-bootstrap", "50", "--quiet"]) == 0
+    loc = json.loads((out / "metrics.json").read_text())["datasets"][0]["localization"]
+    assert loc["images"] == 7
+    assert loc["sweep"]["map"][0] == pytest.approx(2 / 3)  # 2 hits, 1 gated-out positive; negatives skipped
+
+
+def test_ablation_defaults_to_all_splits():
+    from pneumonitor.cli import build_parser
+
+    args = build_parser().parse_args(["ablation", "--reference", "r.json", "--out", "o"])
+    assert args.split == "all"
+    assert build_parser().parse_args(["evaluate", "--results", "r", "--reference", "r.json", "--out", "o"]).split == "test"

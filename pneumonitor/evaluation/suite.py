@@ -2,7 +2,7 @@
 
 Tasks run when the reference has what they need:
 * classification (Table II): reference ``label`` + ``pneumonia_probability``;
-* localization (Fig. 8a): reference ``boxes`` + result ``heatmap``; boxes of images that analyze called negative
+* localization (Fig. 8a): reference ``boxes`` (not of items with ``has_localization == 0``) + result ``heatmap``; boxes of images that analyze called negative
   (``positive == 0``) are not predicted (``gate_by_classification``), as the system reports no region for them;
 * lung segmentation (Table III): reference ``lung_mask`` + result ``lung_mask`` (nonzero = lung);
 * pneumonia segmentation: reference ``mask`` + result ``pneumonia_mask``;
@@ -117,7 +117,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 dice, jaccard = overlap(read_gray(pred_path), read_gray(item["mask"]))
                 pneumonia_scores.append((dice, jaccard))
                 record.update(pneumonia_dice=dice, pneumonia_jaccard=jaccard)
-        if "localization" in tasks and isinstance(item.get("boxes"), list):
+        # mix items with has_localization == 0 are positives whose location is unknown: their [] is not a truth
+        if "localization" in tasks and isinstance(item.get("boxes"), list) and item.get("has_localization", 1) != 0:
             heat_path = matched.result_path(row, "heatmap")
             if heat_path is None or not heat_path.is_file():
                 continue
