@@ -30,12 +30,12 @@ from typing import Any
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 
 APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:  # MONAI Label imports main.py by path; lib/ must be importable for its subprocesses
     sys.path.insert(0, str(APP_DIR))
 
+from lib.activelearning import Random  # noqa: E402
 from lib.configs import DLNetConfig, LSNetConfig, prepare_bundle  # noqa: E402
 from lib.datastore import RadiographDatastore  # noqa: E402
 from lib.labels import LABELS  # noqa: E402

@@ -97,14 +97,24 @@ def label_to_seg(label: np.ndarray, source: Dataset) -> Dataset:
 
 
 def seg_to_label(seg_file: str | os.PathLike, source_sop_instance_uid: str) -> np.ndarray:
-    """The ``uint8 (rows, columns)`` label map stored in a SEG made by :func:`label_to_seg`."""
-    import highdicom as hd
+    """The ``uint8 (rows, columns)`` label map of the frames of a binary SEG that refer to one source instance.
 
-    seg = hd.seg.segread(str(seg_file))
-    pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=[source_sop_instance_uid], combine_segments=True, relabel=False
-    )
-    return np.asarray(pixels[0], dtype=np.uint8)
+    Read with pydicom (frame by frame: segment number from ``SegmentIdentificationSequence``): highdicom's
+    parser insists on a slice thickness, which projection radiographs do not have.
+    """
+    seg = pydicom.dcmread(str(seg_file))
+    frames = seg.pixel_array
+    frames = frames[None] if frames.ndim == 2 else frames
+    label = np.zeros(frames.shape[1:], dtype=np.uint8)
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+        derivation = item.get("DerivationImageSequence")
+        if derivation:
+            sources = {str(s.ReferencedSOPInstanceUID) for d in derivation for s in d.SourceImageSequence}
+            if source_sop_instance_uid not in sources:
+                continue
+        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        label[frame > 0] = number
+    return label
 
 
 class RadiographDICOMwebDatastore(ValidatedLabelsMixin, DICOMWebDatastore):

@@ -209,6 +209,19 @@ class RadiographTrainTask(BundleTrainTask):
         super().__call__(request, datastore)
         return self.promote()
 
+    def training_image_size(self) -> tuple[int, int] | None:
+        """``image_size`` of the training configs (``train.json`` + overrides), or None when they name none."""
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config([self.bundle_config_path] + [
+            str(Path(self.bundle_path) / "configs" / name) for name in self.extra_configs
+        ])
+        size = parser.config.get("image_size")
+        if isinstance(size, (list, tuple)) and len(size) == 2:
+            return int(size[0]), int(size[1])
+        return (int(size), int(size)) if isinstance(size, int) else None
+
     def _candidate(self) -> Path | None:
         if self._staging is None:
             return None
@@ -230,7 +243,8 @@ class RadiographTrainTask(BundleTrainTask):
             record.update(decision="kept", reason="the run wrote no checkpoint")
             return self._record(record)
         val = self._split.get("val") or []
-        candidate_net = load_network(candidate, self.kind)
+        size = self.training_image_size()
+        candidate_net = load_network(candidate, self.kind, image_size=size)
         record["candidate_score"] = validation_score(candidate_net, self.kind, val)
         if served.is_file():
             record["served_score"] = validation_score(load_network(served, self.kind), self.kind, val)
@@ -240,8 +254,12 @@ class RadiographTrainTask(BundleTrainTask):
             np.isfinite(record["candidate_score"]) and record["candidate_score"] > record["served_score"]
         )
         if better:
+            # the served file says at which size it was trained (the inference config may name another)
+            payload = torch.load(candidate, map_location="cpu", weights_only=True)
+            if isinstance(payload, dict) and size is not None:
+                payload.setdefault("image_size", list(size))
             tmp = served.with_name(f".{served.name}.partial")
-            shutil.copyfile(candidate, tmp)
+            torch.save(payload, tmp)
             os.replace(tmp, served)
             record.update(decision="promoted", reason="better on validation" if val else "no served weights")
         else:
