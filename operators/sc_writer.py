@@ -62,6 +62,8 @@ class DICOMOverlayWriterOperator(DICOMWriterOperator):
         )
         sc.SeriesDescription = f"pneumonitor overlay - {NOT_FOR_CLINICAL_USE}"
         sc.BurnedInAnnotation = "YES"
+        # General Series Laterality is Type 2C; the chest is unpaired, so empty unless the source recorded one
+        sc.Laterality = source.get("Laterality", None)
         sc.ImageComments = NOT_FOR_CLINICAL_USE
         sc.DerivationDescription = "pneumonitor lung contours and pneumonia region over the source radiograph"
         reference = Dataset()

@@ -37,7 +37,7 @@ class DICOMSegWriterOperator(DICOMWriterOperator):
     """Binary DICOM SEG with three segments (see ``SEGMENTS``), one frame each, at the source image's size.
 
     Frames are kept even when empty (a negative image has an empty pneumonia segment), so frame ``n`` is always
-    segment ``n``; the SR references the lung segments by frame. The source image is referenced (Referenced Series
+    segment ``n``; the SR references the lung segments by segment number. The source image is referenced (Referenced Series
     Sequence / Source Image Sequence) and its patient and study attributes are copied; UIDs are new.
 
     Named ports: see :class:`operators.dicom_writer.DICOMWriterOperator` (``kind = "seg"``).
@@ -51,6 +51,13 @@ class DICOMSegWriterOperator(DICOMWriterOperator):
 
         severity = record.analysis.severity
         source = derivation_source(record.dataset)
+        # A projection radiograph has no frame of reference, so the SEG's Pixel Measures functional group is
+        # optional (PS3.3 A.51.5.1); highdicom would derive it from Pixel Spacing without the Slice Thickness its own
+        # reader requires. The SEG is displayed on its source image, whose spacing applies.
+        geometry = source.copy()
+        for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+            if keyword in geometry:
+                delattr(geometry, keyword)
         masks = np.stack([severity.right_lung, severity.left_lung, severity.pneumonia_mask], axis=-1)[None]
         if masks.shape[1:3] != (int(source.Rows), int(source.Columns)):
             raise ValueError(f"masks {masks.shape[1:3]} differ from the image size {source.Rows}x{source.Columns}")
@@ -68,7 +75,7 @@ class DICOMSegWriterOperator(DICOMWriterOperator):
             for number, (label, category, property_type, region) in SEGMENTS.items()
         ]
         seg = hd.seg.Segmentation(
-            source_images=[source],
+            source_images=[geometry],
             pixel_array=masks.astype(np.uint8),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,

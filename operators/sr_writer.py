@@ -127,4 +127,21 @@ class DICOMSRWriterOperator(DICOMWriterOperator):
             is_verified=False,
         )
         sr.SeriesDescription = f"pneumonitor severity SR - {NOT_FOR_CLINICAL_USE}"
+        _keep_segment_references_only(sr, seg.SOPInstanceUID)
         return sr
+
+
+def _keep_segment_references_only(sr: Dataset, seg_uid: str) -> None:
+    """Drop Referenced Frame Number where Referenced Segment Number references the SEG.
+
+    PS3.3 C.18.3 (IMAGE content item): the two are mutually exclusive, and the reference is to a whole segment;
+    highdicom's planar-ROI template writes both.
+    """
+    stack = list(sr.get("ContentSequence", []))
+    while stack:
+        item = stack.pop()
+        for reference in item.get("ReferencedSOPSequence", []):
+            if reference.get("ReferencedSOPInstanceUID") == seg_uid and "ReferencedSegmentNumber" in reference:
+                if "ReferencedFrameNumber" in reference:
+                    del reference.ReferencedFrameNumber
+        stack.extend(item.get("ContentSequence", []))

@@ -1,0 +1,345 @@
+"""The Deploy app's operators, through their pure methods, on the real CR/DX samples and generated bad inputs.
+
+Networks are small random-weight DLNet/LSNet exported to TorchScript; biases make the outputs known: LSNet says
+"lung" everywhere, DLNet says "pneumonia" with probability ~1 and a heatmap of ``heatmap_bias`` (constant when
+``heatmap_scale`` is 0, varying around it otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # operators/ is a top-level folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO_ROOT))
+
+pytest.importorskip("monai.deploy.core", reason="monai-deploy-app-sdk is not installed")
+
+from monai.deploy.core import Fragment  # noqa: E402
+
+from operators.dicom_common import LEFT_LUNG, PNEUMONIA, RIGHT_LUNG, derivation_source  # noqa: E402
+from operators.inference import PneumoniaInferenceOperator  # noqa: E402
+from operators.models import ModelsNotFound, export_torchscript, load_analyzer, load_torchscript_network  # noqa: E402
+from operators.radiograph import RadiographConverterOperator  # noqa: E402
+from operators.records import CaseRecord  # noqa: E402
+from operators.sc_writer import DICOMOverlayWriterOperator  # noqa: E402
+from operators.seg_writer import DICOMSegWriterOperator  # noqa: E402
+from operators.selection import CXRDataLoaderOperator, CXRSeriesSelectorOperator  # noqa: E402
+from operators.severity import SeverityOperator  # noqa: E402
+from operators.sr_writer import DICOMSRWriterOperator  # noqa: E402
+from operators.store import DICOMStoreOperator  # noqa: E402
+from pneumonitor.networks import DLNet, LoadedNetwork, LSNet, save_checkpoint  # noqa: E402
+
+from test_io import gradient, make_dicom  # noqa: E402
+
+IMAGE_SIZE = (128, 128)
+DCIODVFY = shutil.which("dciodvfy")
+
+
+def make_networks(heatmap_bias: float = 0.9, heatmap_scale: float = 0.0) -> tuple[DLNet, LSNet]:
+    torch.manual_seed(0)
+    dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16))
+    ls = LSNet(width=0.125)
+    with torch.no_grad():
+        dl.classification_head.layers[-1].bias.fill_(10.0)
+        dl.localization_head.output_conv.weight.mul_(heatmap_scale)
+        dl.localization_head.output_conv.bias.fill_(heatmap_bias)
+        ls.head.weight.zero_()
+        ls.head.bias.fill_(10.0)
+    return dl.eval(), ls.eval()
+
+
+def write_models(folder: Path, heatmap_bias: float = 0.9, heatmap_scale: float = 0.0) -> dict[str, Path]:
+    """``folder/models/{dlnet,lsnet}/model.ts`` and the same weights as ``.pt`` checkpoints for the CLI."""
+    dl, ls = make_networks(heatmap_bias, heatmap_scale)
+    paths = {}
+    for name, network in (("dlnet", dl), ("lsnet", ls)):
+        export_torchscript(LoadedNetwork(network, IMAGE_SIZE, folder / name, "", {}), folder / "models" / name)
+        paths[name] = save_checkpoint(network, folder / f"{name}.pt", list(IMAGE_SIZE))
+    paths["models"] = folder / "models"
+    return paths
+
+
+class _Host:
+    """Holds what an operator's pure method reads from ``self`` (no Holoscan graph needed)."""
+
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+
+@pytest.fixture(scope="module")
+def fragment():
+    return Fragment()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return write_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def analyzer(models):
+    return load_analyzer(models["models"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def input_folder(tmp_path_factory, dicom_samples):
+    """The 5 samples + a lateral DX, an MR-labelled image, a truncated file and a text file."""
+    folder = tmp_path_factory.mktemp("input")
+    for path in dicom_samples:
+        shutil.copy(path, folder / path.name)
+    make_dicom(folder / "lateral.dcm", gradient(np.uint8, 255, shape=(128, 128)), ViewPosition="LL")
+    make_dicom(folder / "mr.dcm", gradient(np.uint8, 255, shape=(128, 128)), modality="MR")
+    dx = next(p for p in dicom_samples if p.name == "dx_image.dcm")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "truncated.dcm").write_bytes(dx.read_bytes()[:3000])
+    (folder / "notes.txt").write_text("not a DICOM file\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def selected(fragment, input_folder):
+    loader = CXRDataLoaderOperator(fragment, input_folder=input_folder, name="loader")
+    studies = loader.load_data_to_studies(input_folder)
+    selector = CXRSeriesSelectorOperator(fragment, name="selector")
+    return selector.select(studies) + loader.unreadable
+
+
+def by_name(records):
+    return {r.source.name: r for r in records}
+
+
+def test_models_load_from_torchscript(models, tmp_path):
+    loaded = load_torchscript_network(models["models"] / "dlnet" / "model.ts", "DLNet")
+    assert loaded.image_size == IMAGE_SIZE
+    logits, maps = loaded.network(torch.zeros(1, 3, *IMAGE_SIZE))
+    assert logits.shape == (1, 1) and maps.shape == (1, 8, 16, 16)
+    assert torch.sigmoid(logits).item() > 0.99 and torch.allclose(maps, torch.full_like(maps, 0.9))
+    # a TorchScript file without an input size, a non-TorchScript file and a missing folder are refused clearly
+    plain = tmp_path / "plain" / "model.ts"
+    plain.parent.mkdir()
+    torch.jit.save(torch.jit.trace(make_networks()[1], torch.zeros(1, 1, 32, 32)), str(plain))
+    with pytest.raises(ModelsNotFound, match="input size"):
+        load_torchscript_network(plain, "LSNet")
+    (plain.parent / "model.json").write_text(json.dumps({"image_size": [64, 64]}))
+    assert load_torchscript_network(plain, "LSNet").image_size == (64, 64)
+    plain.write_bytes(b"garbage")
+    with pytest.raises(ModelsNotFound, match="not a TorchScript"):
+        load_torchscript_network(plain, "LSNet")
+    with pytest.raises(ModelsNotFound, match="does not exist"):
+        load_analyzer(tmp_path / "nowhere")
+    with pytest.raises(ModelsNotFound, match="lsnet"):
+        (tmp_path / "half" / "dlnet").mkdir(parents=True)
+        shutil.copy(models["models"] / "dlnet" / "model.ts", tmp_path / "half" / "dlnet")
+        load_analyzer(tmp_path / "half")
+
+
+def test_selection_keeps_frontal_cr_dx_and_says_why_others_are_skipped(selected, dicom_samples):
+    records = by_name(selected)
+    assert {p.name for p in dicom_samples} <= {n for n, r in records.items() if r.ok}
+    assert "lateral view" in records["lateral.dcm"].reason and records["lateral.dcm"].status == "skipped"
+    assert "modality MR" in records["mr.dcm"].reason
+    assert "not a readable DICOM" in records["notes.txt"].reason
+    # the truncated file has a readable header: it is selected here and refused by the 2-D conversion
+    assert records["truncated.dcm"].ok
+    assert all(r.reason for r in selected if not r.ok)
+    ok = [r for r in selected if r.ok]
+    assert all(r.study_instance_uid and r.sop_instance_uid and r.dataset is not None for r in ok)
+
+
+def test_empty_folder_gives_no_studies_and_no_error(fragment, tmp_path):
+    loader = CXRDataLoaderOperator(fragment, input_folder=tmp_path, name="empty_loader")
+    assert loader.load_data_to_studies(tmp_path) == []
+    assert CXRSeriesSelectorOperator(fragment, name="empty_selector").select([]) == []
+
+
+def test_conversion_is_the_cli_reader(selected):
+    records = by_name(RadiographConverterOperator.convert(r) for r in selected)
+    truncated = records["truncated.dcm"]
+    assert truncated.status == "skipped" and "could not be decoded" in truncated.reason
+    for name, record in records.items():
+        if not record.ok:
+            continue
+        pixels = record.radiograph.pixels
+        assert pixels.dtype == np.float32 and pixels.ndim == 2 and pixels.min() == 0 and pixels.max() == 1
+        assert pixels.shape == (record.dataset.Rows, record.dataset.Columns)
+    assert records["dx_image.dcm"].radiograph.meta["pixel_spacing"] == pytest.approx((1.2, 1.2012), abs=1e-3)
+    # Fake_MONOHR1 holds the same stored pixels as its MONOCHROME2 original, relabelled MONOCHROME1: the
+    # conversion must invert it (MONOCHROME1 displays the minimum white)
+    mono2 = records["1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"].radiograph.pixels
+    mono1 = records["Fake_MONOHR1.dcm"].radiograph.pixels
+    assert np.allclose(mono1, 1.0 - mono2, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def analysed(selected, analyzer):
+    records = [RadiographConverterOperator.convert(r) for r in selected]
+    PneumoniaInferenceOperator.predict(_Host(analyzer=analyzer, batch_size=3), records)
+    host = _Host(analyzer=analyzer)
+    return [SeverityOperator.assess(host, r) for r in records]
+
+
+def test_inference_and_severity(analysed):
+    ok = [r for r in analysed if r.ok]
+    assert len(ok) == 5
+    for record in ok:
+        assert record.prediction.probability > 0.99
+        assert record.prediction.heatmap.shape == IMAGE_SIZE and record.prediction.lung_probability.shape == IMAGE_SIZE
+        severity = record.analysis.severity
+        assert severity.pneumonia_mask.shape == record.radiograph.shape
+        # heatmap 0.9 >= 0.8 everywhere and every pixel is lung: each lung fully involved
+        assert severity.ratio_right == severity.ratio_left == 100.0 and severity.score_total == 8
+        assert severity.right_lung.any() and severity.left_lung.any()
+        assert not (severity.right_lung & severity.left_lung).any()
+
+
+def build_objects(records):
+    for cls in (DICOMSegWriterOperator, DICOMSRWriterOperator, DICOMOverlayWriterOperator):
+        host = _Host(kind=cls.kind, build=lambda record, cls=cls, host=None: cls.build(None, record))
+        cls.apply(host, records)
+    return records
+
+
+@pytest.fixture(scope="module")
+def built(analysed):
+    return build_objects([r for r in analysed if r.ok])
+
+
+def test_seg_frames_are_the_masks(built):
+    import highdicom as hd
+
+    for record in built:
+        seg = hd.seg.Segmentation.from_dataset(record.objects["seg"])
+        source = record.dataset
+        assert seg.number_of_segments == 3
+        types = [seg.get_segment_description(n).segmented_property_type for n in (1, 2, 3)]
+        assert [t.value for t in types] == [RIGHT_LUNG.value, LEFT_LUNG.value, PNEUMONIA.value]
+        assert all(t.scheme_designator == "SCT" for t in types)
+        severity = record.analysis.severity
+        pixels = seg.get_pixels_by_source_instance(
+            [source.SOPInstanceUID], segment_numbers=[1, 2, 3], combine_segments=False, skip_overlap_checks=True
+        )
+        expected = np.stack([severity.right_lung, severity.left_lung, severity.pneumonia_mask], axis=-1)
+        assert pixels.shape == (1, source.Rows, source.Columns, 3)
+        assert np.array_equal(pixels[0].astype(bool), expected)
+
+
+def test_objects_copy_patient_study_and_get_new_valid_uids(built):
+    from pydicom.uid import UID
+
+    seen = set()
+    for record in built:
+        source = record.dataset
+        for kind, ds in record.objects.items():
+            assert ds.StudyInstanceUID == source.StudyInstanceUID, kind
+            for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "AccessionNumber"):
+                assert str(ds.get(keyword, "") or "") == str(source.get(keyword, "") or ""), (kind, keyword)
+            for keyword in ("SeriesInstanceUID", "SOPInstanceUID"):
+                uid = UID(getattr(ds, keyword))
+                assert uid.is_valid and uid not in seen and uid != source.get(keyword), (kind, keyword)
+                seen.add(uid)
+            assert "NOT FOR CLINICAL USE" in ds.SeriesDescription
+    sc = built[0].objects["sc"]
+    assert sc.PhotometricInterpretation == "RGB" and (sc.Rows, sc.Columns) == built[0].radiograph.shape
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == built[0].dataset.SOPInstanceUID
+
+
+def test_sr_holds_the_severity_numbers(built):
+    import highdicom as hd
+
+    for record in built:
+        sr = hd.sr.Comprehensive3DSR.from_dataset(record.objects["sr"])
+        row = record.analysis.severity.as_row()
+        image_group = sr.content.get_image_measurement_groups()[0]
+        values = {m.name.meaning: (m.value, m.unit.value) for m in image_group.get_measurements()}
+        assert values["Probability"] == (pytest.approx(row["pneumonia_probability"]), "{probability}")
+        assert values["Pneumonia ratio"] == (pytest.approx(row["ratio_total"]), "%")
+        assert values["Pneumonia severity score"] == (row["score_total"], "{score}")
+        assert image_group.get_qualitative_evaluations()[0].value.meaning == "Present"
+        lungs = sr.content.get_planar_roi_measurement_groups()
+        assert [g.finding_sites[0].value.value for g in lungs] == [RIGHT_LUNG.value, LEFT_LUNG.value]
+        for group, side, segment in zip(lungs, ("right", "left"), (1, 2)):
+            values = {m.name.meaning: m.value for m in group.get_measurements()}
+            assert values == {"Pneumonia ratio": row[f"ratio_{side}"], "Pneumonia severity score": row[f"score_{side}"]}
+            reference = group.referenced_segmentation_frame
+            assert reference.referenced_sop_instance_uid == record.objects["seg"].SOPInstanceUID
+            assert reference.referenced_segment_numbers == [segment]
+        evidence = [e.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                    for s in sr.CurrentRequestedProcedureEvidenceSequence for e in s.ReferencedSeriesSequence]
+        assert record.dataset.SOPInstanceUID in evidence
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy not installed (Debian package dicom3tools)")
+def test_dciodvfy_reports_no_errors(built, tmp_path):
+    for index, record in enumerate(built):
+        for kind, ds in record.objects.items():
+            path = tmp_path / f"{index}-{kind}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            report = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True)
+            errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+            assert not errors, (record.source.name, kind, errors)
+
+
+def test_negative_image_has_an_empty_pneumonia_segment(tmp_path, selected):
+    dl, ls = make_networks()
+    with torch.no_grad():
+        dl.classification_head.layers[-1].bias.fill_(-10.0)  # probability ~0: negative
+    from pneumonitor.pipeline import Analyzer
+
+    analyzer = Analyzer(LoadedNetwork(dl, IMAGE_SIZE, tmp_path, "", {}), LoadedNetwork(ls, IMAGE_SIZE, tmp_path, "", {}))
+    record = next(r for r in selected if r.source.name == "dx_image.dcm")
+    record = CaseRecord(source=record.source, study_instance_uid=record.study_instance_uid, dataset=record.dataset)
+    RadiographConverterOperator.convert(record)
+    PneumoniaInferenceOperator.predict(_Host(analyzer=analyzer, batch_size=1), [record])
+    SeverityOperator.assess(_Host(analyzer=analyzer), record)
+    build_objects([record])
+    assert record.ok and record.analysis.severity.score_total == 0
+    seg = record.objects["seg"]
+    assert seg.NumberOfFrames == 3
+    frames = seg.pixel_array
+    assert frames[0].any() and frames[1].any() and not frames[2].any()
+
+
+def test_failed_object_fails_the_whole_study(fragment, built, tmp_path):
+    records = [CaseRecord(source=r.source, study_instance_uid=r.study_instance_uid, sop_instance_uid=r.sop_instance_uid,
+                          dataset=r.dataset, radiograph=r.radiograph, analysis=r.analysis, objects=dict(r.objects))
+               for r in built]
+    shared = [r for r in records if r.source.name in ("Fake_MONOHR1.dcm", "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")]
+    assert len(shared) == 2 and shared[0].study_instance_uid == shared[1].study_instance_uid
+    broken = shared[0].dataset.copy()
+    del broken.SOPClassUID  # the SEG cannot reference a source without a SOP class
+    shared[0].dataset = broken
+    shared[0].objects.clear()
+    DICOMSegWriterOperator.apply(_Host(kind="seg", build=lambda r: DICOMSegWriterOperator.build(None, r)), [shared[0]])
+    assert shared[0].status == "failed" and "SEG" in shared[0].reason
+    store = DICOMStoreOperator(fragment, output_folder=tmp_path / "out", name="store")
+    counts = store.store(records)
+    assert counts == {"ok": 3, "skipped": 0, "failed": 2}
+    folders = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
+    assert shared[0].study_instance_uid not in folders and len(folders) == 3
+    assert not any(p.name.startswith(".") for p in (tmp_path / "out").iterdir())
+    for folder in folders:
+        assert sorted(p.name for p in (tmp_path / "out" / folder).iterdir()) == ["01-sc.dcm", "01-seg.dcm", "01-sr.dcm"]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["reason"] and not r["seg"] for r in failed)
+    assert "another image of study" in {r["image"]: r for r in failed}[str(shared[1].source)]["reason"]
+
+
+def test_derivation_source_repairs_without_touching_the_source(dicom_samples):
+    source = pydicom.dcmread(dicom_samples[0], stop_before_pixels=True)
+    source.PatientAge = "62"
+    if "PatientBirthDate" in source:
+        del source.PatientBirthDate
+    derived = derivation_source(source)
+    assert derived.PatientAge == "062Y" and derived.PatientBirthDate in (None, "")
+    assert source.PatientAge == "62" and "PatientBirthDate" not in source
