@@ -97,10 +97,12 @@ def test_evaluate_end_to_end(tmp_path: Path):
     assert severity["involvement_right"]["mae_percent"] == pytest.approx(0.0)
     assert np.asarray(severity["confusion_matrix"]).sum() == 8
     for name in ("roc.png", "map_vs_threshold.png", "severity_scatter.png", "severity_confusion.png", "tables.md",
-                 "per_image.csv"):
+                 "per_image.csv", "report.html"):
         assert (out / name).stat().st_size > 0
     tables = (out / "tables.md").read_text()
     assert "| Tiny | 0.94 [" in tables and "Table III" in tables and "Table IV" in tables
+    page = (out / "report.html").read_text()
+    assert '<img src="roc.png"' in page and "<td>Tiny</td>" in page
     assert not list(out.glob(".*"))
 
 

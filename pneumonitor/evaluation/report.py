@@ -1,4 +1,5 @@
-"""Evaluation outputs: ``metrics.json``, Markdown tables shaped like the paper's Tables II-IV, PNG figures
+"""Evaluation outputs: ``metrics.json``, Markdown tables shaped like the paper's Tables II-IV (also as
+``report.html`` with the figures), PNG figures
 (ROC, mAP vs heatmap threshold, severity scatter with regression line and identity, 9x9 confusion matrix) and a
 per-image CSV. Everything is written to temporary names and renamed, so a failed run leaves no partial file.
 """
@@ -113,6 +114,44 @@ def markdown_report(metrics: Sequence[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def html_report(markdown: str, figures: Sequence[str]) -> str:
+    """A self-contained HTML page of the Markdown report (headings, tables, notes) and the figure files."""
+    import html
+
+    body: list[str] = []
+    rows: list[list[str]] = []
+
+    def flush() -> None:
+        if rows:
+            header, *data = rows
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>")
+            body.extend("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in data)
+            body.append("</table>")
+            rows.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if not all(set(cell) <= {"-"} for cell in cells):
+                rows.append(cells)
+            continue
+        flush()
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.strip():
+            body.append(f"<p><em>{html.escape(line.strip('_'))}</em></p>")
+    flush()
+    body += [f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}"></figure>' for name in figures]
+    style = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+             "img{max-width:32em;margin:0.5em}figure{display:inline-block;margin:0}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>pneumonitor evaluation</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}<p><small>Research software, not for clinical use."
+            f"</small></p></body></html>\n")
+
+
 def _save_figure(figure: Any, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
     os.close(fd)
@@ -225,7 +264,7 @@ def _slug(name: str) -> str:
 
 
 def write_report(out_dir: str | Path, evaluations: Sequence[Any], settings: dict[str, Any]) -> dict[str, Path]:
-    """Write metrics.json, tables.md, per_image.csv and the figures; returns name -> path of what was written."""
+    """Write metrics.json, tables.md, report.html, per_image.csv and the figures; returns name -> path written."""
     import pandas as pd
 
     out_dir = Path(out_dir)
@@ -252,12 +291,15 @@ def write_report(out_dir: str | Path, evaluations: Sequence[Any], settings: dict
         pd.DataFrame(rows).to_csv(tmp, index=False)
         publish(tmp, out_dir / "per_image.csv")
         written["per_image"] = out_dir / "per_image.csv"
-    written["tables"] = write_text_atomic(out_dir / "tables.md", markdown_report(metrics))
+    markdown = markdown_report(metrics)
+    written["tables"] = write_text_atomic(out_dir / "tables.md", markdown)
+    pngs = [path.name for name, path in written.items() if path.suffix == ".png"]
+    written["report"] = write_text_atomic(out_dir / "report.html", html_report(markdown, pngs))
     payload = {"settings": settings, "datasets": metrics,
                "figures": {k: v.name for k, v in written.items() if v.suffix == ".png"}}
     written["metrics"] = write_json_atomic(out_dir / "metrics.json", payload)
     return written
 
 
-__all__ = ["markdown_report", "plot_confusion", "plot_map_sweep", "plot_roc", "plot_severity_scatter",
+__all__ = ["html_report", "markdown_report", "plot_confusion", "plot_map_sweep", "plot_roc", "plot_severity_scatter",
            "table_classification", "table_localization", "table_segmentation", "table_severity", "write_report"]
