@@ -2,7 +2,7 @@
 ``pneumonitor analyze`` results and reference labels.
 
 ``evaluate`` pairs each ``--results`` folder with its ``--reference`` (a datalist JSON from ``pneumonitor datasets``
-or a CSV; one reference may serve all results) and writes to ``--out``: ``metrics.json``, ``tables.md`` (Tables
+or a CSV; one reference may serve all results) and writes to ``--out``: ``metrics.json``, ``report.html``, ``tables.md`` (Tables
 II/III/IV and the mAP sweep), ``per_image.csv``, ``roc.png``, ``map_vs_threshold.png``, ``severity_scatter*.png``,
 ``severity_confusion*.png`` (each when the reference allows it).
 
