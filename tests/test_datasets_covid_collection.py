@@ -111,3 +111,14 @@ def test_v7_masks_flag_ignore_value(converted: Path):
     values = set(np.unique(read_gray(v7[0]["lung_mask"])).tolist())
     assert values <= {0, 127, 255}
     assert not any(math.isnan(item["offset_days"]) for item in v7 if item["offset_days"] is not None)
+
+
+def test_lung_boxes(converted: Path):
+    boxed = [item for item in _items(converted / "datalist.json") if "lung_box_right" in item]
+    assert len(boxed) > 80
+    for item in boxed:
+        right, left = item["lung_box_right"], item["lung_box_left"]
+        height, width = image_size(item["image"])
+        assert 0 <= right[0] < right[2] <= width + 1 and 0 <= left[1] < left[3] <= height + 1
+        # the patient's right lung lies on the image left
+        assert (right[0] + right[2]) / 2 < (left[0] + left[2]) / 2

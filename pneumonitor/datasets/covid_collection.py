@@ -23,11 +23,14 @@ and mask paths) and the annotation CSVs under ``annotations/``. Rules:
 * lung masks: ``lung_mask`` is the best available: radiologist (GeneralBlockchain right ∪ left, written to
   ``OUT/masks/lungs/<stem>.png``) > V7 human masks (0/127/255 with 127 = ignore, recorded as
   ``lung_mask_ignore_value``) > lungVAE (model output); ``lung_mask_source`` says which;
+* lung boxes (imageannotation.ai, rescaled to the stored PNGs): ``lung_box_right``/``lung_box_left``
+  ``[x0, y0, x1, y1]`` (the patient's right lung is on the image left);
 * patient-level, label-stratified, seeded splits (``pneumonitor.datasets.splits``), shared by both datalists.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -91,6 +94,26 @@ def read_brixia(path: Path) -> dict[str, dict[str, Any]]:
             entry["brixia_left"] = float(np.mean(left))
             entry["brixia_global"] = entry["brixia_right"] + entry["brixia_left"]
             out[str(row["filename"])] = entry
+    return out
+
+
+def read_lung_boxes(path: Path) -> dict[str, dict[str, list[float]]]:
+    """Right/left lung boxes (imageannotation.ai, COCO, rescaled to the stored PNGs) per stored file path.
+
+    Returns ``{"images/<name>.png": {"lung_box_right": [x0, y0, x1, y1], "lung_box_left": [...]}}``.
+    """
+    if not path.is_file():
+        return {}
+    coco = json.loads(path.read_text())
+    files = {image["id"]: image["file_name"] for image in coco.get("images", [])}
+    names = {category["id"]: category["name"] for category in coco.get("categories", [])}
+    out: dict[str, dict[str, list[float]]] = {}
+    for annotation in coco.get("annotations", []):
+        side = {"Right Lung": "right", "Left Lung": "left"}.get(names.get(annotation["category_id"], ""))
+        if side is None or annotation["image_id"] not in files:
+            continue
+        x, y, width, height = (float(v) for v in annotation["bbox"])
+        out.setdefault(files[annotation["image_id"]], {})[f"lung_box_{side}"] = [x, y, x + width, y + height]
     return out
 
 
@@ -174,6 +197,7 @@ def convert_covid_collection(
         scores = pd.read_csv(severity_csv, comment="#")
         official = {str(r.filename): (float(r.geographic_mean), float(r.opacity_mean)) for r in scores.itertuples()}
     brixia = read_brixia(root / "annotations" / "brixia-public-annotations.csv")
+    lung_boxes = read_lung_boxes(root / "annotations" / "imageannotation_ai_lung_bounding_boxes.rescaled.json")
 
     items: list[dict[str, Any]] = []
     lsnet_items: list[dict[str, Any]] = []
@@ -211,11 +235,14 @@ def convert_covid_collection(
         if covidx is not None:
             item.update(severity_covidx=covidx, opacity_covidx=_number(row["covidnet_opacity"]))
         item.update(brixia.get(row["original_file"], {}))
+        item.update(lung_boxes.get(row["stored_file"], {}))
         lung_choice: tuple[str, str] | None = None
         if row["gb_masks"]:
             gb_dir = root / row["gb_masks"]
             if (gb_dir / GB_IMAGE_COPY).is_file():  # masks are aligned to GeneralBlockchain's own (larger) copy
                 item["image"] = str(gb_dir / GB_IMAGE_COPY)
+                item.pop("lung_box_right", None)  # those boxes refer to images/, not to this copy
+                item.pop("lung_box_left", None)
             fields = radiologist_masks(gb_dir, out_dir, stem, closing_radius)
             item.update(fields)
             if "lung_mask_radiologist" in fields:
@@ -255,4 +282,5 @@ def convert_covid_collection(
     return labelled, lsnet_items, excluded
 
 
-__all__ = ["FRONTAL_VIEWS", "convert_covid_collection", "pneumonia_label", "radiologist_masks", "read_brixia"]
+__all__ = ["FRONTAL_VIEWS", "convert_covid_collection", "pneumonia_label", "radiologist_masks", "read_brixia",
+           "read_lung_boxes"]
