@@ -87,3 +87,13 @@ def test_mix_lsnet_items(mix: Path):
     assert np.array_equal(mask > 0, union)
     summary = json.loads((mix / "summary.json").read_text())
     assert summary["lsnet_datalist"]["validation"]["images"] > 20
+
+
+def test_collection_and_mix_share_default_splits():
+    """Same defaults, so the covid-collection test split is exactly the mix's (no training patient is tested on)."""
+    from pneumonitor.cli import build_parser
+
+    parser = build_parser()
+    collection = parser.parse_args(["datasets", "covid-collection", "--out", "x"])
+    mix = parser.parse_args(["datasets", "mix", "--out", "x"])
+    assert (collection.fractions, collection.seed) == (mix.fractions, mix.seed) == ((0.8, 0.1, 0.1), 0)
