@@ -59,8 +59,8 @@ __all__ = [
 class DLNetPrepareBatch(PrepareBatch):
     """Batch dict -> ``(image, targets)`` for DLNet's trainer and evaluator.
 
-    ``targets = {"label": (B, 1) float, "target": (B, 1, h, w) float or None, "has_target": (B,) float}``; items
-    without a ``target`` key (inference data) give ``target=None`` and ``has_target`` zeros.
+    ``targets = {"label": (B, 1) float or None, "target": (B, 1, h, w) float or None, "has_target": (B,) float}``;
+    inference data (no ``label``, no ``target``) give ``None`` and ``has_target`` zeros.
     """
 
     def __init__(
@@ -77,9 +77,9 @@ class DLNetPrepareBatch(PrepareBatch):
         image = batchdata[self.image_key].to(device=device, non_blocking=non_blocking, **kwargs)
         batch = image.shape[0]
         label = batchdata.get(self.label_key)
-        label = (
-            torch.zeros(batch, 1) if label is None else torch.as_tensor(label).reshape(batch, 1)
-        ).to(device=device, dtype=torch.float32, non_blocking=non_blocking)
+        if label is not None:
+            label = torch.as_tensor(label).reshape(batch, 1).to(device=device, dtype=torch.float32,
+                                                                non_blocking=non_blocking)
         target = batchdata.get(self.target_key)
         if target is not None:
             target = torch.as_tensor(target).to(device=device, dtype=torch.float32, non_blocking=non_blocking)
@@ -149,7 +149,9 @@ class DLNetOutputd(MapTransform):
             d[key] = torch.sigmoid(logit.reshape(1).float())
             d[self.heatmap_key] = maps_to_heatmap(maps[None].float(), self.heatmap_size)[0]
             targets = d.get(self.label_key)
-            if isinstance(targets, Mapping):
+            if isinstance(targets, Mapping) and targets.get("label") is None:
+                d.pop(self.label_key)  # inference: nothing to compare with
+            elif isinstance(targets, Mapping):
                 d[self.label_key] = torch.as_tensor(targets["label"]).reshape(1).float()
                 target, has_target = targets.get("target"), targets.get("has_target")
                 # decollation turns 0-d tensors into Python numbers

@@ -43,7 +43,8 @@ def test_prepare_batch_gives_image_and_targets() -> None:
 
 def test_prepare_batch_without_targets_masks_localization() -> None:
     _, targets = DLNetPrepareBatch()({"image": torch.rand(3, 3, 32, 32)}, device="cpu")
-    assert targets["target"] is None and targets["has_target"].tolist() == [0.0, 0.0, 0.0]
+    assert targets["label"] is None and targets["target"] is None
+    assert targets["has_target"].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_engine_loss_equals_dlnet_loss() -> None:
