@@ -147,3 +147,25 @@ def test_regression_and_trend_summary_on_known_rows():
     assert (trend["n_agree"], trend["n_transitions"]) == (3, 4) and trend["accuracy"] == pytest.approx(0.75)
     assert summary["trend_agreement_footprint_vs_ct"]["accuracy"] == 1.0
     assert summary["footprint_vs_ct"]["slope"] == pytest.approx(2.0)
+
+
+def test_duality_simulate_only_needs_no_weights(small_ct, tmp_path, monkeypatch):
+    ct_path, labels_path = small_ct
+    monkeypatch.setenv("PNEUMONITOR_BUNDLES", str(tmp_path / "no-bundles"))
+    out = tmp_path / "sim"
+    code = main(["duality", "--ct", str(ct_path), "--labels", str(labels_path), "--out", str(out), "--simulate-only",
+                 "--patients", "2", "--timepoints", "2", "--views", "PA", "--rows", "64", "--no-progress"])
+    assert code == 0
+    with (out / "duality.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 2 and {r["status"] for r in rows} == {"not analyzed"}
+    assert all(r["drr_ratio"] == "" for r in rows)
+    # Lesion footprints only where the lungs project.
+    for r in rows:
+        stem = r["image"].rsplit("/", 1)[-1].removesuffix(".png")
+        lesion = np.array(Image.open(out / "drr" / "footprints" / f"{stem}_lesion.png")) > 0
+        lungs = np.array(Image.open(out / "drr" / "footprints" / f"{stem}_lungs.png")) > 0
+        assert lesion.any() and not (lesion & ~lungs).any()
+        assert float(r["footprint_ratio"]) == pytest.approx(100 * lesion.sum() / lungs.sum(), abs=0.01)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["cxr_pipeline"].startswith("not run")

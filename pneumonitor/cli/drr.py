@@ -118,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--peak-min", type=float, default=20.0, help="lowest peak involvement, %% of lung (20)")
     study.add_argument("--peak-max", type=float, default=45.0, help="highest peak involvement, %% of lung (45)")
     study.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    study.add_argument("--simulate-only", action="store_true",
+                       help="render DRRs, footprints and CT ratios without running the CXR pipeline (no weights "
+                       "needed); the DRR-ratio columns stay empty")
     study.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_geometry_physics(study)
     study.set_defaults(func=run_duality)
@@ -211,8 +214,9 @@ def run_duality(args: argparse.Namespace) -> int:
             views=tuple(args.views), geometry=_geometry(args, "PA"), physics=_physics(args), seed=args.seed,
         )
         device = _device(args.device)
-        # Fail before minutes of rendering when the CXR models cannot be loaded (the same check analyze does).
-        Analyzer.from_locations(args.dlnet, args.lsnet, device="cpu")
+        if not args.simulate_only:
+            # Fail before minutes of rendering when the CXR models cannot be loaded (the same check analyze does).
+            Analyzer.from_locations(args.dlnet, args.lsnet, device="cpu")
         ct = read_ct(args.ct)
         lungs = lungs_from_labels(read_labels(args.labels, ct))
     except (WeightsNotFound, UnsupportedCT, ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -230,14 +234,21 @@ def run_duality(args: argparse.Namespace) -> int:
         return out_dir / "results.csv"
 
     try:
-        summary = run_study(ct, lungs, settings, args.out, analyze, device=device, progress=not args.no_progress)
+        summary = run_study(ct, lungs, settings, args.out, None if args.simulate_only else analyze, device=device,
+                            progress=not args.no_progress)
     except RuntimeError as exc:
         logger.error("%s", exc)
         return 2
     for view, entry in summary.items():
-        fit = entry["drr_vs_ct"]
-        trend = entry["trend_agreement_drr_vs_ct"]
-        print(f"{view}: DRR vs CT ratio r={fit['r']:.3f} p={fit['p']:.3g} slope={fit['slope']:.3f} "
-              f"intercept={fit['intercept']:.2f} (n={fit['n']}); trend agreement {trend['accuracy']:.3f}")
+        for name, label in (("drr", "CXR pipeline"), ("footprint", "GT footprint")):
+            fit = entry[f"{name}_vs_ct"]
+            trend = entry[f"trend_agreement_{name}_vs_ct"]
+            if fit["n"] == 0:
+                continue
+            print(f"{view} {label} ratio vs CT ratio: r={fit['r']:.3f} p={fit['p']:.3g} slope={fit['slope']:.3f} "
+                  f"intercept={fit['intercept']:.2f} (n={fit['n']}); trend agreement {trend['accuracy']:.3f}")
+        fit = entry["ct_vs_truth"]
+        print(f"{view} CT ratio vs implanted truth: r={fit['r']:.4f} slope={fit['slope']:.3f} "
+              f"intercept={fit['intercept']:.2f}")
     print(f"wrote {args.out / 'duality.csv'}, summary.json, regression.png, profiles.png, report.html")
     return 0

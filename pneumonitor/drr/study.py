@@ -373,19 +373,25 @@ def run_study(
     lungs: LungMasks,
     settings: StudySettings,
     out_dir: Path,
-    analyze: Callable[[list[Path], Path], Path],
+    analyze: Callable[[list[Path], Path], Path] | None,
     device: str = "cpu",
     progress: bool = True,
 ) -> dict:
     """Run the whole study; ``analyze(images, out_dir) -> results.csv`` runs the unchanged CXR pipeline.
+
+    With ``analyze=None`` (simulation only) the DRRs, footprints and CT ratios are produced and the DRR-pipeline
+    columns stay empty (status ``not analyzed``); the footprint and CT statistics are still computed.
 
     Returns:
         the summary dict written to ``summary.json``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = simulate(ct, lungs, settings, out_dir, device=device, progress=progress)
-    results_csv = analyze([Path(r["image"]) for r in rows], out_dir / "analyze")
-    rows = merge_analysis(rows, results_csv)
+    if analyze is None:
+        rows = [{**r, "status": "not analyzed", "reason": "simulation only (no CXR models run)"} for r in rows]
+    else:
+        results_csv = analyze([Path(r["image"]) for r in rows], out_dir / "analyze")
+        rows = merge_analysis(rows, results_csv)
     summary = summarize(rows, settings.views)
     settings_dict = {
         "ct": ct.source, "n_patients": settings.n_patients, "n_timepoints": settings.n_timepoints,
@@ -393,6 +399,7 @@ def run_study(
         "geometry": settings.geometry.describe(), "physics": dataclasses.asdict(settings.physics),
         "spectrum": settings.physics.spectrum().description,
         "footprint_min_path_mm": settings.footprint_min_path_mm,
+        "cxr_pipeline": "pneumonitor analyze" if analyze is not None else "not run (simulation only)",
     }
     write_table(rows, out_dir / "duality.csv")
     plot_regression(rows, summary, out_dir / "regression.png")
