@@ -218,3 +218,28 @@ def test_stage2_config_can_start_from_the_stage1_weights(stage2: dict[str, Path]
     for name, tensor in network.state_dict().items():
         torch.testing.assert_close(tensor, stored[name])
     assert network.training
+
+
+# ------------------------------------------------------------------------------------------------ measurement
+def test_measurement_script_writes_the_table(tmp_path: Path, stage2: dict[str, Path]) -> None:
+    """``scripts/stage2_measure.py`` end to end with tiny checkpoints (real numbers need trained weights)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stage2_measure", REPO / "scripts" / "stage2_measure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(1)
+    dlnet2 = save_checkpoint(DLNet(**NET), tmp_path / "dlnet2.pt", image_size=[SIZE, SIZE])
+    out = tmp_path / "measure"
+    assert module.main(["--datalist", str(stage2["out"] / "datalist.json"), "--dlnet1", str(stage2["checkpoint"]),
+                        "--dlnet2", str(dlnet2), "--split", "training", "--out", str(out), "--quiet"]) == 0
+    table = json.loads((out / "table.json").read_text())["table"]
+    assert list(table) == ["box", "stage1_heatmap", "proposal", "stage2_heatmap"]
+    assert all(stats["n"] == 4 for stats in table.values())  # the 4 training positives (reference_mask)
+    # the boxes are 20x20 around a 14x14 reference square: Dice = 2*196 / (400 + 196)
+    assert table["box"]["dice_mean"] == pytest.approx(2 * 196 / 596, abs=1e-3)
+    assert (out / "examples.png").stat().st_size > 0 and "| (a) box mask |" in (out / "table.md").read_text()
+    rows = (out / "measurements.csv").read_text().splitlines()
+    assert rows[0] == "image,method,dice,iou,area_fraction_of_reference" and len(rows) == 1 + 4 * 4
+    assert module.main(["--datalist", str(stage2["datalist"]), "--dlnet1", str(stage2["checkpoint"]),
+                        "--split", "test", "--out", str(tmp_path / "none"), "--quiet"]) == 2
