@@ -68,7 +68,8 @@ class PneumonitorLabelApp(MONAILabelApp):
             name="pneumonitor",
             description="Pneumonia and lung masks on chest radiographs (DLNet + LSNet, Amer et al. 2020)",
             version="1.0",
-            labels=dict(LABELS),
+            # a list: OHIF's MONAI Label panel appends the models' label names to it
+            labels=list(LABELS),
         )
 
     # -- datastores ------------------------------------------------------------------------------------------

@@ -29,6 +29,9 @@ if str(APP_DIR) not in sys.path:
 
 import lib  # noqa: E402,F401 - the app's package (also makes the core read DICOM under pydicom 2)
 
+#: a frontal chest DX of NIH ChestX-ray14 (1024 px), the image of the browser check
+NIH_DX = "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
+
 #: input size of the test networks (random weights: no trained weights exist in the repository)
 TEST_IMAGE_SIZE = [64, 64]
 
@@ -159,3 +162,43 @@ def client(studies: Path, source_bundles: Path, tmp_path: Path):
     with TestClient(app) as test_client:
         yield test_client
     app_utils.apps.clear() if hasattr(app_utils, "apps") else None
+
+
+def _ct_slice_with_uids(shared_data: Path, work: Path) -> list[Path]:
+    """One real CT slice (its UIDs were stripped upstream; Orthanc needs them): the series the filter must hide."""
+    import pydicom
+    import pydicom.uid
+
+    slices = sorted((shared_data / "chest-ct-samples" / "totalsegmentator" / "example_ct_dicom").glob("CT.*"))
+    if not slices:
+        return []
+    ds = pydicom.dcmread(slices[0], force=True)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Modality = "CT"
+    path = work / "ct-slice.dcm"
+    ds.save_as(path)
+    return [path]
+
+
+@pytest.fixture(scope="session")
+def dicomweb(tmp_path_factory, source_bundles, shared_data):
+    """Orthanc with two DX and one CR radiograph and a CT slice, and the label server on it (both on loopback)."""
+    from servers import label_server, orthanc, upload
+
+    import pydicom
+
+    work = tmp_path_factory.mktemp("dicomweb")
+    samples = shared_data / "cxr-dicom-samples"
+    radiographs = [samples / "dx_image.dcm", samples / "gdcm-CR-MONO1-10-chest.dcm", samples / NIH_DX]
+    ct = _ct_slice_with_uids(shared_data, work)
+    with orthanc(work / "orthanc") as orthanc_url:
+        upload(orthanc_url, radiographs + ct)
+        conf = {"bundles": str(source_bundles), "model_dir": str(work / "model")}
+        with label_server(f"{orthanc_url}/dicom-web", work / "server", conf) as server:
+            series = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID: p for p in radiographs}
+            yield {"orthanc": orthanc_url, "server": server, "series": series, "work": work,
+                   "ct": [pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in ct]}
+
+

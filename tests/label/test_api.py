@@ -52,7 +52,7 @@ def test_info_lists_models_trainers_strategies(client):
     assert set(info["trainers"]) == {"dlnet", "lsnet"}
     assert {"random", "first", "epistemic", "boxes"} <= set(info["strategies"])
     assert "dlnet_epistemic" in info["scoring"]
-    assert info["labels"] == {"right lung": 1, "left lung": 2, "pneumonia": 3}
+    assert info["labels"] == ["right lung", "left lung", "pneumonia"]
     assert len(_ids(client)) == 6
 
 

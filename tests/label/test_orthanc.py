@@ -17,37 +17,7 @@ import pydicom
 import pytest
 import requests
 
-from servers import label_server, listening_addresses, orthanc, upload
-
-
-def _ct_slice_with_uids(shared_data: Path, work: Path) -> list[Path]:
-    """One real CT slice (its UIDs were stripped upstream; Orthanc needs them): the series the filter must hide."""
-    slices = sorted((shared_data / "chest-ct-samples" / "totalsegmentator" / "example_ct_dicom").glob("CT.*"))
-    if not slices:
-        return []
-    ds = pydicom.dcmread(slices[0], force=True)
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-    ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.Modality = "CT"
-    path = work / "ct-slice.dcm"
-    ds.save_as(path)
-    return [path]
-
-
-@pytest.fixture(scope="module")
-def dicomweb(tmp_path_factory, source_bundles, shared_data):
-    work = tmp_path_factory.mktemp("dicomweb")
-    samples = shared_data / "cxr-dicom-samples"
-    radiographs = [samples / "dx_image.dcm", samples / "gdcm-CR-MONO1-10-chest.dcm"]
-    ct = _ct_slice_with_uids(shared_data, work)
-    with orthanc(work / "orthanc") as orthanc_url:
-        upload(orthanc_url, radiographs + ct)
-        conf = {"bundles": str(source_bundles), "model_dir": str(work / "model")}
-        with label_server(f"{orthanc_url}/dicom-web", work / "server", conf) as server:
-            series = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID: p for p in radiographs}
-            yield {"orthanc": orthanc_url, "server": server, "series": series, "work": work,
-                   "ct": [pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in ct]}
+from servers import listening_addresses
 
 
 def _seg_series(orthanc_url: str) -> list[dict]:
@@ -109,7 +79,7 @@ def test_infer_nrrd_then_save_as_ohif_stores_seg_in_orthanc(dicomweb):
 def test_twenty_concurrent_saves_on_the_real_server(dicomweb):
     server = dicomweb["server"]
     jobs = []
-    for n, (series_uid, path) in enumerate(sorted(dicomweb["series"].items()) * 10):
+    for n, (series_uid, path) in enumerate((sorted(dicomweb["series"].items()) * 10)[:20]):
         header = pydicom.dcmread(path, stop_before_pixels=True)
         label = np.zeros((int(header.Rows), int(header.Columns)), dtype=np.uint8)
         label[: 1 + n] = 1 + n % 3
