@@ -15,10 +15,10 @@ __all__ = ["DICOMOverlayWriterOperator", "overlay_caption"]
 
 
 def overlay_caption(row: dict) -> str:
-    """Burned-in text from a severity row (``SeverityResult.as_row()``)."""
+    """Burned-in text from a severity row (``SeverityResult.as_row()``), two lines so it fits small images."""
     return (
         f"p={row['pneumonia_probability']:.2f}  score {row['score_total']}/8 (R {row['score_right']}, "
-        f"L {row['score_left']})  ratio {row['ratio_total']:.1f}%  {NOT_FOR_CLINICAL_USE}"
+        f"L {row['score_left']})  ratio {row['ratio_total']:.1f}%\n{NOT_FOR_CLINICAL_USE}"
     )
 
 
