@@ -15,19 +15,29 @@ from pathlib import Path
 
 import pytest
 
-if importlib.util.find_spec("monailabel") is None:
-    pytest.skip(
-        "monailabel is not installed in this python; the label app has its own environment: "
-        "bash apps/label/setup_env.sh && .venv-label/bin/python -m pytest tests/label",
-        allow_module_level=True,
-    )
+SKIP_REASON = (
+    "tests/label skipped: monailabel is not installed in this python; the label app has its own environment: "
+    "bash apps/label/setup_env.sh && .venv-label/bin/python -m pytest tests/label"
+)
+HAVE_MONAILABEL = importlib.util.find_spec("monailabel") is not None
+
+if not HAVE_MONAILABEL:
+    # not a module-level pytest.skip: that is an error when this folder is given on the command line
+    collect_ignore_glob = ["*.py"]
+
+    def pytest_report_header(config):
+        return SKIP_REASON
+
+    def pytest_terminal_summary(terminalreporter):
+        terminalreporter.write_line(SKIP_REASON)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = REPO_ROOT / "apps" / "label"
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
-import lib  # noqa: E402,F401 - the app's package (also makes the core read DICOM under pydicom 2)
+if HAVE_MONAILABEL:
+    import lib  # noqa: E402,F401 - the app's package (also makes the core read DICOM under pydicom 2)
 
 #: a frontal chest DX of NIH ChestX-ray14 (1024 px), the image of the browser check
 NIH_DX = "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
