@@ -143,6 +143,32 @@ def test_models_load_from_torchscript(models, tmp_path):
         load_analyzer(tmp_path / "half")
 
 
+def test_bundle_ckpt_export_is_loadable(tmp_path):
+    """What scripts/package_map.sh runs on a trained bundle: ``ckpt_export`` (traced: LSNet is not scriptable)
+    embeds inference.json and with it the input size the app reads."""
+    from monai.bundle import ckpt_export
+
+    bundle = tmp_path / "lsnet"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    _, lsnet = make_networks()
+    torch.save(lsnet.state_dict(), bundle / "models" / "model.pt")
+    config = {"imports": ["$import pneumonitor.networks"], "image_size": [96, 80],
+              "network_def": {"_target_": "pneumonitor.networks.LSNet", "width": 0.125}}
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "0.1.0"}))
+    target = tmp_path / "models" / "lsnet" / "model.ts"
+    target.parent.mkdir(parents=True)
+    ckpt_export(net_id="network_def", filepath=str(target), ckpt_file=str(bundle / "models" / "model.pt"),
+                config_file=str(bundle / "configs" / "inference.json"),
+                meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
+                use_trace=True, input_shape=[1, 1, 96, 80])
+    loaded = load_torchscript_network(target, "LSNet")
+    assert loaded.image_size == (96, 80)
+    x = torch.rand(1, 1, 96, 80)
+    assert torch.allclose(loaded.network(x), lsnet(x), atol=1e-5)
+
+
 def test_selection_keeps_frontal_cr_dx_and_says_why_others_are_skipped(selected, dicom_samples):
     records = by_name(selected)
     assert {p.name for p in dicom_samples} <= {n for n, r in records.items() if r.ok}
