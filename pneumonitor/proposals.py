@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,11 @@ def _with_common_keys(item: Mapping[str, Any], settings: SelectionSettings, box_
     return out
 
 
+def _is_split(value: Any) -> bool:
+    """A datalist split is a list of item dicts (other top-level lists, e.g. split fractions, are metadata)."""
+    return isinstance(value, list) and all(isinstance(item, Mapping) for item in value)
+
+
 def boxes_only_datalist(datalist: Mapping[str, Any], settings: SelectionSettings | None = None) -> dict[str, Any]:
     """The datalist with the box-label rule applied in ``settings.splits`` and no proposals (stage 1, paper setting).
 
@@ -177,9 +182,9 @@ def boxes_only_datalist(datalist: Mapping[str, Any], settings: SelectionSettings
     ``reference_mask``. Other items get the common keys only.
     """
     settings = settings or SelectionSettings()
-    out = {k: v for k, v in datalist.items() if not isinstance(v, list)}
+    out = {k: v for k, v in datalist.items() if not _is_split(v)}
     for split, items in datalist.items():
-        if not isinstance(items, list):
+        if not _is_split(items):
             continue
         processed = split in settings.splits
         out[split] = [
@@ -243,7 +248,7 @@ def build_stage2_datalist(
     # pass 1: classify the items, score the candidates
     candidates: list[tuple[str, int]] = []
     scores: list[float] = []
-    splits = [s for s, items in datalist.items() if isinstance(items, list)]
+    splits = [s for s, items in datalist.items() if _is_split(items)]
     to_score = [
         (split, index)
         for split in splits
