@@ -56,7 +56,11 @@ class CXRDataLoaderOperator(DICOMDataLoaderOperator):
         spec.output("unreadable").condition(ConditionType.NONE)
 
     def compute(self, op_input, op_output, context) -> None:
-        folder = Path(self.input_path)
+        try:  # the SDK's optional port overrides the constructor's folder
+            received = op_input.receive(self.input_name)
+        except Exception:  # noqa: BLE001 - nothing connected to the optional port
+            received = None
+        folder = Path(received) if received and Path(received).is_dir() else Path(self.input_path)
         if not folder.is_dir():
             logger.error("input folder %s does not exist", folder)
             studies: list = []
