@@ -170,11 +170,12 @@ def test_verify_net_in_out_and_torchscript_export(trained: dict[str, Path]) -> N
 
     configs = trained["bundle"] / "configs"
     _use_test_network(trained["bundle"])
-    for net_id in ("network_pred",):
-        verify_net_in_out(
-            net_id=net_id, meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"),
-            device="cpu", n=2,
-        )
+    verify_net_in_out(net_id="network_pred", meta_file=str(configs / "metadata.json"),
+                      config_file=str(configs / "inference.json"), device="cpu", n=2)
+    # the maps, against their channel count (verify_net_in_out only reads the "pred" output entry)
+    verify_net_in_out(net_id="network_maps", meta_file=str(configs / "metadata.json"),
+                      config_file=str(configs / "inference.json"), device="cpu", n=2,
+                      **{"_meta_#network_data_format#outputs#pred#num_channels": NET["localization_maps"]})
     exported = trained["bundle"] / "models" / "model.ts"
     ckpt_export(
         net_id="network_def", filepath=str(exported), ckpt_file=str(trained["bundle"] / "models" / "model.pt"),
