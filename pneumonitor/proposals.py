@@ -354,10 +354,56 @@ def format_outcome_table(outcomes: Sequence[ItemOutcome], settings: SelectionSet
     return "\n".join(lines)
 
 
+def write_preview(
+    new_datalist: Mapping[str, Any], outcomes: Sequence[ItemOutcome], path: str | Path, count: int = 8,
+    settings: SelectionSettings | None = None, base_dir: str | Path = ".",
+) -> Path | None:
+    """PNG of up to ``count`` replaced images: the radiograph, its boxes (yellow), the proposal (green contour) and,
+    when the item has one, the reference mask (red contour). Returns the path, or None when nothing was replaced.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from pneumonitor.datasets.images import read_gray
+    from pneumonitor.io import read_radiograph
+
+    settings = settings or SelectionSettings()
+    rows = [row for row in outcomes if row.outcome == "replaced"][:count]
+    path = Path(path)
+    if not rows:
+        path.unlink(missing_ok=True)  # no stale preview of an earlier run
+        return None
+    columns = min(4, len(rows))
+    lines = math.ceil(len(rows) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.4 * lines), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, row in zip(axes.ravel(), rows):
+        item = new_datalist[row.split][row.index]
+        ax.imshow(read_radiograph(_resolve(row.image, Path(base_dir))).pixels, cmap="gray", vmin=0, vmax=1)
+        for x0, y0, x1, y1 in item[settings.boxes_key]:
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="yellow", lw=1))
+        ax.contour(read_gray(row.proposal) > 127, levels=[0.5], colors="lime", linewidths=1)
+        reference = item.get(settings.reference_key) or ""
+        if reference and Path(reference).is_file():
+            ax.contour(read_gray(reference) > 127, levels=[0.5], colors="red", linewidths=1)
+        ax.set_title(f"{Path(row.image).name[:28]}\np={row.probability:.2f}", fontsize=7)
+    fig.suptitle("boxes (yellow), Grad-CAM proposal (green), reference mask (red)", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def settings_dict(settings: SelectionSettings) -> dict[str, Any]:
     out = asdict(settings)
     out["splits"] = list(settings.splits)
     return out
 
 
-__all__ += ["outcome_counts", "settings_dict"]
+__all__ += ["outcome_counts", "settings_dict", "write_preview"]

@@ -136,6 +136,7 @@ def test_cli_replaces_half_of_the_training_positives(stage2: dict[str, Path]) ->
     assert sorted(p.name for p in (stage2["out"] / "masks").iterdir()) == sorted(
         Path(i["mask"]).name for i in replaced
     )
+    assert (stage2["out"] / "preview.png").stat().st_size > 0
     # same seed, same draw
     again = stage2["out"].parent / "again"
     assert main(["proposals", "--dlnet", str(stage2["checkpoint"]), "--datalist", str(stage2["datalist"]),
@@ -158,7 +159,7 @@ def test_cli_score_threshold_and_unreadable_images(tmp_path: Path, stage2: dict[
     rows = {row["image"]: row for row in summary["items"]}
     assert rows[str(tmp_path / "missing.png")]["outcome"] == "unreadable"
     assert all(0.0 <= r["probability"] <= 1.0 for r in summary["items"] if r["outcome"] == "low_score")
-    assert not list((out / "masks").iterdir())
+    assert not list((out / "masks").iterdir()) and not (out / "preview.png").exists()
 
 
 def test_cli_errors_are_clear(tmp_path: Path, stage2: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

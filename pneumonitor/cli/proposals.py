@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "With a stage-1 DLNet, score every positive with boxes of the processed splits, draw half of those with "
             "a score above 0.8 (seeded), compute their Grad-CAM proposal masks inside the boxes and write "
             "DIR/masks/*.png, DIR/datalist.json (the stage-2 datalist: drawn items carry the proposal as 'mask', "
-            "the rest unchanged) and DIR/summary.json (settings, counts, one row per item). With --boxes-only, no "
+            "the rest unchanged), DIR/summary.json (settings, counts, one row per item) and DIR/preview.png (up to 8 "
+            "replaced images with their boxes, proposal and reference mask). With --boxes-only, no "
             "network is needed: DIR/datalist.json is the input with the box-label rule only (stage 1 of the paper)."
         ),
     )
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         format_outcome_table,
         outcome_counts,
         settings_dict,
+        write_preview,
     )
 
     datalist_path = Path(args.datalist)
@@ -119,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
     }
     write_json_atomic(out_dir / "summary.json", summary)
     write_json_atomic(out_dir / "datalist.json", new)
+    preview = write_preview(new, outcomes, out_dir / "preview.png", settings=settings,
+                            base_dir=datalist_path.parent)
     if not args.quiet:
         print(format_outcome_table(outcomes, settings))
-        print(f"wrote {out_dir / 'datalist.json'}, {out_dir / 'summary.json'} and {out_dir / 'masks'}/")
+        extra = f", {preview}" if preview else ""
+        print(f"wrote {out_dir / 'datalist.json'}, {out_dir / 'summary.json'}{extra} and {out_dir / 'masks'}/")
     return 0
