@@ -160,7 +160,9 @@ class DLNetGradCAM(GradCAM):
         if missing:
             raise ValueError(f"the network has no module(s) {missing} to compute Grad-CAM at")
         # identity post-processing: MONAI's default normalizer maps (min, max) to (1, 0); normalization happens later
-        super().__init__(nn_module=self.score_module, target_layers=names, postprocessing=lambda x: x)  # type: ignore[arg-type]
+        super().__init__(
+            nn_module=self.score_module, target_layers=names, postprocessing=lambda x: x  # type: ignore[arg-type]
+        )
 
     def compute_maps(self, x: torch.Tensor, region: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Raw Grad-CAM maps ``[(B, 1, h_l, w_l), ...]`` (one per layer, at that layer's resolution), >= 0."""
