@@ -1,7 +1,8 @@
 """MONAI Deploy operators of the pneumonitor app (``apps/deploy``).
 
 Graph: :class:`~operators.selection.CXRDataLoaderOperator` -> :class:`~operators.selection.CXRSeriesSelectorOperator`
--> :class:`~operators.radiograph.RadiographConverterOperator` -> :class:`~operators.inference.PneumoniaInferenceOperator`
+-> :class:`~operators.radiograph.RadiographConverterOperator`
+-> :class:`~operators.inference.PneumoniaInferenceOperator`
 -> :class:`~operators.severity.SeverityOperator` -> :class:`~operators.seg_writer.DICOMSegWriterOperator`
 -> :class:`~operators.sr_writer.DICOMSRWriterOperator` -> :class:`~operators.sc_writer.DICOMOverlayWriterOperator`
 -> :class:`~operators.store.DICOMStoreOperator`.

@@ -110,7 +110,9 @@ def load_torchscript_network(path: str | Path, kind: str, device: str | torch.de
             "ckpt_export --config_file configs/inference.json"
         )
     module.to(device).eval()
-    return LoadedNetwork(network=module, image_size=size, source=path.resolve(), sha256=_sha256(path), settings=settings)
+    return LoadedNetwork(
+        network=module, image_size=size, source=path.resolve(), sha256=_sha256(path), settings=settings
+    )
 
 
 def load_model(folder: str | Path, kind: str, device: str | torch.device = "cpu") -> LoadedNetwork:

@@ -37,8 +37,8 @@ class DICOMSegWriterOperator(DICOMWriterOperator):
     """Binary DICOM SEG with three segments (see ``SEGMENTS``), one frame each, at the source image's size.
 
     Frames are kept even when empty (a negative image has an empty pneumonia segment), so frame ``n`` is always
-    segment ``n``; the SR references the lung segments by segment number. The source image is referenced (Referenced Series
-    Sequence / Source Image Sequence) and its patient and study attributes are copied; UIDs are new.
+    segment ``n``; the SR references the lung segments by segment number. The source image is referenced
+    (Referenced Series Sequence / Source Image Sequence) and its patient and study attributes are copied; UIDs are new.
 
     Named ports: see :class:`operators.dicom_writer.DICOMWriterOperator` (``kind = "seg"``).
     """

@@ -267,7 +267,8 @@ def test_objects_copy_patient_study_and_get_new_valid_uids(built):
         source = record.dataset
         for kind, ds in record.objects.items():
             assert ds.StudyInstanceUID == source.StudyInstanceUID, kind
-            for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "AccessionNumber"):
+            for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate",
+                            "AccessionNumber"):
                 assert str(ds.get(keyword, "") or "") == str(source.get(keyword, "") or ""), (kind, keyword)
             for keyword in ("SeriesInstanceUID", "SOPInstanceUID"):
                 uid = UID(getattr(ds, keyword))
@@ -321,7 +322,9 @@ def test_negative_image_has_an_empty_pneumonia_segment(tmp_path, selected):
         dl.classification_head.layers[-1].bias.fill_(-10.0)  # probability ~0: negative
     from pneumonitor.pipeline import Analyzer
 
-    analyzer = Analyzer(LoadedNetwork(dl, IMAGE_SIZE, tmp_path, "", {}), LoadedNetwork(ls, IMAGE_SIZE, tmp_path, "", {}))
+    analyzer = Analyzer(
+        LoadedNetwork(dl, IMAGE_SIZE, tmp_path, "", {}), LoadedNetwork(ls, IMAGE_SIZE, tmp_path, "", {})
+    )
     record = next(r for r in selected if r.source.name == "dx_image.dcm")
     record = CaseRecord(source=record.source, study_instance_uid=record.study_instance_uid, dataset=record.dataset)
     RadiographConverterOperator.convert(record)
@@ -339,7 +342,8 @@ def test_failed_object_fails_the_whole_study(fragment, built, tmp_path):
     records = [CaseRecord(source=r.source, study_instance_uid=r.study_instance_uid, sop_instance_uid=r.sop_instance_uid,
                           dataset=r.dataset, radiograph=r.radiograph, analysis=r.analysis, objects=dict(r.objects))
                for r in built]
-    shared = [r for r in records if r.source.name in ("Fake_MONOHR1.dcm", "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")]
+    pair = ("Fake_MONOHR1.dcm", "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")  # one study
+    shared = [r for r in records if r.source.name in pair]
     assert len(shared) == 2 and shared[0].study_instance_uid == shared[1].study_instance_uid
     broken = shared[0].dataset.copy()
     del broken.SOPClassUID  # the SEG cannot reference a source without a SOP class

@@ -139,9 +139,10 @@ def multipart_parts(response) -> list[bytes]:
 
 def stow(url: str, files: list[Path]) -> dict:
     boundary = uuid.uuid4().hex
+    delimiter = b"--" + boundary.encode()
     body = b"".join(
-        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + f.read_bytes() + b"\r\n" for f in files
-    ) + b"--" + boundary.encode() + b"--\r\n"
+        delimiter + b"\r\nContent-Type: application/dicom\r\n\r\n" + f.read_bytes() + b"\r\n" for f in files
+    ) + delimiter + b"--\r\n"
     response = requests.post(
         f"{url}/dicom-web/studies",
         data=body,
