@@ -134,7 +134,9 @@ def load_network(
         inferred = cls.config_from_state_dict(state_dict)
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{weights} does not hold {kind} weights ({exc})") from exc
-    args = {**inferred, **(network_args or {})}
+    # the tensor shapes decide the architecture (a bundle's inference.json may describe another configuration);
+    # configuration only fills what the shapes cannot tell (e.g. dropout)
+    args = {**(network_args or {}), **inferred}
     network = cls(**args)
     try:
         network.load_state_dict(state_dict)
