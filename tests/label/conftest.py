@@ -205,7 +205,8 @@ def dicomweb(tmp_path_factory, source_bundles, shared_data):
     ct = _ct_slice_with_uids(shared_data, work)
     with orthanc(work / "orthanc") as orthanc_url:
         upload(orthanc_url, radiographs + ct)
-        conf = {"bundles": str(source_bundles), "model_dir": str(work / "model")}
+        conf = {"bundles": str(source_bundles), "model_dir": str(work / "model"),
+                "dlnet_train_configs": "test_tiny.json", "lsnet_train_configs": "test_tiny.json"}
         with label_server(f"{orthanc_url}/dicom-web", work / "server", conf) as server:
             series = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID: p for p in radiographs}
             yield {"orthanc": orthanc_url, "server": server, "series": series, "work": work,

@@ -69,7 +69,7 @@ def test_infer_nrrd_then_save_as_ohif_stores_seg_in_orthanc(dicomweb):
 
     settings.MONAI_LABEL_DICOMWEB_CACHE_PATH = str(dicomweb["work"] / "other-cache")
     store = make_dicomweb_datastore(f"{orthanc_url}/dicom-web", ["DX", "CR"])
-    items = {Path(i["image"]).name: i["label"] for i in store.datalist()}
+    items = {Path(i["image"]).parent.name: i["label"] for i in store.datalist()}  # <series>/<instance file>
     assert series_uid in items
     from PIL import Image
 
@@ -103,3 +103,34 @@ def test_twenty_concurrent_saves_on_the_real_server(dicomweb):
         response = requests.get(f"{server}/datastore/label?label={series_uid}&tag={tag}", timeout=30)
         assert response.status_code == 200, (series_uid, tag)
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(response.content))), label)
+
+
+def test_background_training_reads_the_labels_from_orthanc(dicomweb):
+    """``POST /train/lsnet`` runs in a background process of the server, on the labels stored as SEG."""
+    import time
+
+    from PIL import Image
+
+    server = dicomweb["server"]
+    for series_uid, path in sorted(dicomweb["series"].items())[:2]:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        label = np.zeros((int(header.Rows), int(header.Columns)), dtype=np.uint8)
+        label[:, : label.shape[1] // 2] = 1
+        label[:, label.shape[1] // 2:] = 2
+        buffer = io.BytesIO()
+        Image.fromarray(label).save(buffer, format="PNG")
+        saved = requests.put(f"{server}/datastore/label?image={series_uid}&tag=final",
+                             files={"label": ("label.png", buffer.getvalue())}, data={"params": "{}"}, timeout=120)
+        assert saved.status_code == 200, saved.text
+    started = requests.post(f"{server}/train/lsnet", json={"max_epochs": 1}, timeout=60)
+    assert started.status_code == 200, started.text
+    deadline = time.monotonic() + 240
+    status = {}
+    while time.monotonic() < deadline:
+        status = requests.get(f"{server}/train/", timeout=30).json()
+        if status.get("status") in ("DONE", "ERROR", "STOPPED"):
+            break
+        time.sleep(2)
+    assert status.get("status") == "DONE", status
+    record = json.loads((dicomweb["work"] / "model" / "lsnet" / "models" / "validation.json").read_text())["last"]
+    assert record["train_items"] + record["val_items"] >= 2 and record["decision"] in ("promoted", "kept"), record

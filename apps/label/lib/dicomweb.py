@@ -14,6 +14,7 @@ This one:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -40,6 +41,13 @@ SEGMENT_CODES = {
     "left lung": (("123037004", "Anatomical Structure"), ("44029006", "Left lung")),
     "pneumonia": (("49755003", "Morphologically Altered Structure"), ("233604007", "Pneumonia")),
 }
+
+
+#: attributes highdicom reads from the source image; added empty to a copy of it when missing
+TYPE2_SOURCE_ATTRIBUTES = (
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber", "StudyDate",
+    "StudyTime", "ReferringPhysicianName",
+)
 
 
 def make_dicomweb_datastore(url: str, modalities: list[str]) -> RadiographDICOMwebDatastore:
@@ -79,6 +87,12 @@ def label_to_seg(label: np.ndarray, source: Dataset) -> Dataset:
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
             )
         )
+    # Patient and General Study attributes are type 2 (present, maybe empty); some radiographs omit them, and
+    # highdicom copies them into the SEG
+    source = copy.deepcopy(source)
+    for keyword in TYPE2_SOURCE_ATTRIBUTES:
+        if keyword not in source:
+            setattr(source, keyword, "")
     return hd.seg.Segmentation(
         source_images=[source],
         pixel_array=label[None].astype(np.uint8),
@@ -220,7 +234,8 @@ class RadiographDICOMwebDatastore(ValidatedLabelsMixin, DICOMWebDatastore):
             image = self.get_image_uri(image_id)
             label = self.get_label_uri(image_id, DefaultLabelTag.FINAL, image_id)
             if label:
-                items.append({"image": image, "label": label})
+                # the instance file, not the series folder: bundles read single files
+                items.append({"image": str(resolve_radiograph_path(image)), "label": label})
         return items
 
 

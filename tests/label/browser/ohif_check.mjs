@@ -83,7 +83,7 @@ try {
   if (await select.count()) { await select.selectOption('pneumonia').catch(() => {}); }
   const run = page.locator('button:has-text("Run")').first();
   if (await run.count()) {
-    const inferDone = page.waitForResponse((r) => r.url().includes('/infer/pneumonia'), { timeout: 60000 }).catch(() => null);
+    const inferDone = page.waitForResponse((r) => r.url().includes('/infer/pneumonia'), { timeout: 20000 }).catch(() => null);
     await run.click();
     const response = await inferDone;
     step('infer-request', !!response && response.status() === 200, response ? `HTTP ${response.status()}` : 'no /infer/pneumonia request');

@@ -104,15 +104,17 @@ class DLNetEpistemicScoring(ScoringMethod):
 
 
 class Epistemic(Strategy):
-    """The unlabeled image with the highest MC-dropout score; unscored images are scored first (up to
-    ``max_images``), so the first request after a training run reflects the new weights."""
+    """The unlabeled image with the highest MC-dropout score; up to ``max_images_per_request`` images without a
+    score from the served weights are scored first, so requests after a training run reflect the new weights."""
 
-    def __init__(self, scoring: DLNetEpistemicScoring) -> None:
+    def __init__(self, scoring: DLNetEpistemicScoring, max_images_per_request: int = 32) -> None:
         super().__init__("Most uncertain unlabeled image first (DLNet MC-dropout variance)")
         self.scoring = scoring
+        self.max_images_per_request = max_images_per_request
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
-        self.scoring(request, datastore)
+        # bounded, so that a request on a large datastore answers; POST /scoring/dlnet_epistemic scores the rest
+        self.scoring({"max_images": self.max_images_per_request, **request}, datastore)
         candidates = []
         for image_id in datastore.get_unlabeled_images():
             score = datastore.get_image_info(image_id).get(SCORE_KEY)

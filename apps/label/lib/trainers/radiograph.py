@@ -141,7 +141,7 @@ class RadiographTrainTask(BundleTrainTask):
                 continue
             image, final = entry["image"], entry["label"]
             label = _read_label(final)
-            stem = Path(final).name.split(".")[0]
+            stem = Path(final).stem  # the image id (DICOM UIDs contain dots)
             if self.kind == "LSNet":
                 mask = _save_mask(lung_mask(label), cache / f"{stem}_lungs.png")
                 items.append({"image": image, "label": mask, "final": final})
@@ -203,9 +203,7 @@ class RadiographTrainTask(BundleTrainTask):
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         request = dict(request)
-        request["multi_gpu"] = False
-        if not str(request.get("device", "cpu")).startswith("cuda") or not torch.cuda.is_available():
-            request["device"] = "cpu"
+        request["multi_gpu"] = False  # the staging/promotion logic follows the single-process run
         super().__call__(request, datastore)
         return self.promote()
 
