@@ -99,3 +99,18 @@ def test_checkpoint_round_trip_and_architecture_inference(tmp_path):
     assert load_network(tmp_path / "ls.pt", "LSNet").network.config["norm"] == "instance"
     with pytest.raises(ValueError, match="LSNet"):
         load_network(tmp_path / "dl.pt", "LSNet")
+
+
+def test_bundle_folder_weights_decide_the_architecture(tmp_path):
+    import json
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "models").mkdir()
+    config = {"network_def": {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet50", "dropout": 0.3},
+              "image_size": [224, 224]}
+    (tmp_path / "configs" / "inference.json").write_text(json.dumps(config))
+    torch.save(DLNet("resnet18").state_dict(), tmp_path / "models" / "model.pt")
+    loaded = load_network(tmp_path, "DLNet")
+    assert loaded.network.config["backbone"] == "resnet18"  # from the shapes, not the config
+    assert loaded.network.config["dropout"] == 0.3  # what shapes cannot tell comes from the config
+    assert loaded.image_size == (224, 224)
