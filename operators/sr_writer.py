@@ -6,7 +6,8 @@ Content (each group references the source image; the lung groups also reference 
   ``{probability}``, 0-1), Pneumonia ratio of both lungs (``%``), Severity score total (``{score}``, 0-8), and the
   qualitative evaluation Pneumonia = Present/Absent (DLNet probability at or above the classification threshold);
 - one planar-ROI group (TID 1410) per lung, finding site right lung (SCT 3341006) / left lung (SCT 44029006):
-  Pneumonia ratio (``%``) and Severity score (``{score}``, 0-4).
+  Pneumonia ratio (``%``) and Severity score (``{score}``, 0-4);
+- "Qualitative Evaluations" (TID 1500 row 12) with a Comment: the "not for clinical use" statement.
 
 Values are those of ``pneumonitor analyze``'s ``results.csv`` (probability to 1e-6, ratios to 0.01 %).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from operators.dicom_common import (
@@ -41,6 +43,8 @@ from operators.records import CaseRecord
 
 __all__ = ["DICOMSRWriterOperator"]
 
+#: TID 1500 row 12 concept
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 #: a stable device UID for the observer context (same software version -> same UID)
 DEVICE_UID = generate_uid(entropy_srcs=[MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION])
 
@@ -114,6 +118,7 @@ class DICOMSRWriterOperator(DICOMWriterOperator):
             procedure_reported=CHEST_RADIOGRAPH,
             imaging_measurements=[image_group, *lung_groups],
         )
+        report[0].ContentSequence.append(_not_for_clinical_use_statement())
         sr = hd.sr.Comprehensive3DSR(
             evidence=[source, seg],
             content=report,
@@ -129,6 +134,25 @@ class DICOMSRWriterOperator(DICOMWriterOperator):
         sr.SeriesDescription = f"pneumonitor severity SR - {NOT_FOR_CLINICAL_USE}"
         _keep_segment_references_only(sr, seg.SOPInstanceUID)
         return sr
+
+
+def _not_for_clinical_use_statement() -> Dataset:
+    """TID 1500 row "Qualitative Evaluations" (UMLS C0034375) holding a TEXT Comment with the disclaimer
+    (highdicom's MeasurementReport has no argument for this optional row)."""
+    import highdicom as hd
+
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = [
+        hd.sr.TextContentItem(
+            name=codes.DCM.Comment,
+            value=f"{NOT_FOR_CLINICAL_USE}: automated research result (pneumonitor {SOFTWARE_VERSION}), "
+            "not reviewed by a physician.",
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    ]
+    return container
 
 
 def _keep_segment_references_only(sr: Dataset, seg_uid: str) -> None:

@@ -300,6 +300,9 @@ def test_sr_holds_the_severity_numbers(built):
             reference = group.referenced_segmentation_frame
             assert reference.referenced_sop_instance_uid == record.objects["seg"].SOPInstanceUID
             assert reference.referenced_segment_numbers == [segment]
+        statement = sr.ContentSequence[-1]
+        assert statement.ConceptNameCodeSequence[0].CodeMeaning == "Qualitative Evaluations"
+        assert statement.ContentSequence[0].TextValue.startswith("NOT FOR CLINICAL USE")
         evidence = [e.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
                     for s in sr.CurrentRequestedProcedureEvidenceSequence for e in s.ReferencedSeriesSequence]
         assert record.dataset.SOPInstanceUID in evidence
