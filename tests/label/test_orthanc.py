@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 import requests
 
 from servers import listening_addresses
