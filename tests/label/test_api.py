@@ -86,6 +86,17 @@ def test_infer_pneumonia_metadata_and_nrrd_for_ohif(client, studies):
     assert set(np.unique(sitk.GetArrayFromImage(itk))) == {3}  # heatmap >= 0.8 everywhere: pneumonia covers the lungs
 
 
+def test_infer_errors_are_reasons_not_tracebacks(client, studies):
+    # no lung above a threshold of 1.1: the paper's severity needs both lungs
+    response = client.post("/infer/pneumonia?image=dx_image&output=json",
+                           data={"params": json.dumps({"lung_threshold": 1.1})})
+    assert response.status_code == 422 and "no lung" in response.json()["detail"], response.text
+    (studies / "broken.png").write_bytes(b"not a png")
+    client.get("/datastore/?output=all")  # the datastore lists the new file
+    response = client.post("/infer/lungs?image=broken&output=json")
+    assert response.status_code == 422 and response.json()["detail"].startswith("image skipped"), response.text
+
+
 def test_infer_pneumonia_on_box_only_image_is_proposal_inside_boxes(client, studies):
     image = sorted(p.stem for p in studies.glob("*.png"))[1]
     rows, columns = _shape(studies, image)

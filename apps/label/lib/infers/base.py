@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException
 from monai.inferers import Inferer, SimpleInferer
-from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
@@ -84,14 +84,18 @@ class RadiographInferTask(BundleInferTask):
         try:
             return super().run_pre_transforms(data, transforms)
         except UnsupportedInput as exc:
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"image skipped: {exc}") from exc
+            raise HTTPException(status_code=422, detail=f"image skipped: {exc}") from exc
+        except (OSError, ValueError) as exc:  # a damaged file: the reason, not a traceback
+            raise HTTPException(
+                status_code=422, detail=f"image skipped: could not be read ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
         """Fill ``data["pred"]`` (``uint8 (rows, columns)`` label map) and ``data["result"]`` (JSON-able dict)."""
         try:
             label, result = self.compute(data, device)
         except ValueError as exc:  # InsufficientLungs, bad shapes: the user gets the reason, not a traceback
-            raise MONAILabelException(MONAILabelError.INFERENCE_ERROR, f"{self.kind}: {exc}") from exc
+            raise HTTPException(status_code=422, detail=f"no result for this image: {exc}") from exc
         data[self.output_label_key] = label
         data[self.output_json_key] = result
         return data

@@ -42,6 +42,7 @@ class PneumoniaInfer(RadiographInferTask):
             config={
                 "classification_threshold": CLASSIFICATION_THRESHOLD,
                 "heatmap_threshold": HEATMAP_THRESHOLD,
+                "lung_threshold": 0.5,
                 "use_boxes": True,
             },
         )
@@ -55,6 +56,7 @@ class PneumoniaInfer(RadiographInferTask):
         settings = AnalysisSettings(
             classification_threshold=float(data.get("classification_threshold", CLASSIFICATION_THRESHOLD)),
             heatmap_threshold=float(data.get("heatmap_threshold", HEATMAP_THRESHOLD)),
+            lung_threshold=float(data.get("lung_threshold", 0.5)),
         )
         analyzer = Analyzer(dlnet, lsnet, settings=settings, device=device)
         radiograph = data["radiograph"]
