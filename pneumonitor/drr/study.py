@@ -368,6 +368,17 @@ def write_report(rows: list[dict], summary: dict, settings: dict, path: Path) ->
     tmp.replace(path)
 
 
+def _json_safe(value):
+    """NaN (no fit, no transition) -> null, so that summary.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def run_study(
     ct: CTVolume,
     lungs: LungMasks,
@@ -404,9 +415,9 @@ def run_study(
     write_table(rows, out_dir / "duality.csv")
     plot_regression(rows, summary, out_dir / "regression.png")
     plot_profiles(rows, out_dir / "profiles.png")
-    document = {"settings": settings_dict, "summary": summary}
+    document = {"settings": settings_dict, "summary": _json_safe(summary)}
     tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=True))
+    tmp.write_text(json.dumps(document, indent=2, allow_nan=False))
     tmp.replace(out_dir / "summary.json")
     write_report(rows, summary, settings_dict, out_dir / "report.html")
     return summary
