@@ -22,7 +22,6 @@ Start it with ``apps/label/start_server.sh`` (binds 127.0.0.1); ``--conf`` keys:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ if str(APP_DIR) not in sys.path:  # MONAI Label imports main.py by path; lib/ mu
     sys.path.insert(0, str(APP_DIR))
 
 from lib.activelearning import Random  # noqa: E402
+from lib.boxes import BoxesInRequest  # noqa: E402
 from lib.configs import DLNetConfig, LSNetConfig, prepare_bundle  # noqa: E402
 from lib.datastore import RadiographDatastore  # noqa: E402
 from lib.labels import LABELS  # noqa: E402
@@ -51,7 +51,7 @@ def _source_bundles(conf: dict[str, str]) -> Path:
     return default_bundle_dir("dlnet").parent
 
 
-class PneumonitorLabelApp(MONAILabelApp):
+class PneumonitorLabelApp(BoxesInRequest, MONAILabelApp):
     """Assembles datastore, infer tasks, trainers, strategies and scoring methods from ``lib.configs``."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
@@ -106,18 +106,3 @@ class PneumonitorLabelApp(MONAILabelApp):
 
     def init_scoring_methods(self) -> dict[str, Any]:
         return {name: m for config in self.configs for name, m in config.scoring_method().items()}
-
-    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
-        """Adds the image's boxes (datastore info ``boxes``) to the request, for box-only proposals."""
-        request = dict(request)
-        image_id = request.get("image")
-        if isinstance(image_id, str) and "boxes" not in request and not os.path.exists(image_id):
-            store = datastore or self.datastore()
-            try:
-                info = store.get_image_info(image_id) or {}
-            except Exception:  # noqa: BLE001 - an image the store does not know is reported by the infer itself
-                info = {}
-            labeled = image_id in set(store.get_labeled_images())
-            if info.get("boxes") and not labeled:
-                request["boxes"] = info["boxes"]
-        return super().infer(request, datastore)
