@@ -22,8 +22,9 @@ Usage::
         --diffdrr-python /tmp/diffdrr-venv/bin/python --out bench-drr
 
 Writes ``OUT/bench_drr.json`` and ``OUT/bench_drr.md`` and prints the table. Timings are medians of ``--repeats``
-runs after one warm-up; "peak MB" is the rise of the process's peak resident memory (CPU) or
-``torch.cuda.max_memory_allocated`` (CUDA) during the timed renders.
+runs after one warm-up; "peak MB" is the peak rise of resident memory during the warm-up render, sampled every 2 ms
+(CPU), or of ``torch.cuda.max_memory_allocated`` (CUDA). The input volume is loaded before and not counted.
+``parallel_sum`` sums the volume along y at its own grid (no detector resampling), so its size column is nominal.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -63,26 +63,62 @@ def geometry(size: int, ct):
     ).with_isocentre(ct.centre())  # the volume centre: DiffDRR's isocentre
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssPeak:
+    """Peak resident memory (MB) above the level at entry, sampled every 2 ms by a thread (Linux)."""
+
+    def __enter__(self):
+        import threading
+
+        self.base = self.peak = current_rss_mb()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self.peak = max(self.peak, current_rss_mb())
+                self._stop.wait(0.002)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, current_rss_mb())
+
+    @property
+    def rise_mb(self) -> float:
+        return self.peak - self.base
 
 
 def timed(fn, repeats: int, device: str):
+    """Median time of ``repeats`` runs after a warm-up; peak memory of the warm-up (the first, cold run)."""
     import torch
 
-    fn()  # warm-up
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base = peak_rss_mb()
+        base = torch.cuda.memory_allocated()
+    with RssPeak() as rss:
+        fn()  # warm-up; its peak counts: later runs reuse memory the allocator kept
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = rss.rise_mb
     times = []
+    out = None
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn()
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb() - base
     return out, float(np.median(times)), float(peak)
 
 
