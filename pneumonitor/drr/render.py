@@ -7,8 +7,9 @@ Physics (DeepDRR's model without its scatter network):
 * transmission of an **energy-integrating** detector: ``I / I0 = sum_E w_E exp(-sum_m (mu/rho)_m(E) L_m)`` with
   ``w_E = N(E) E / sum N(E) E`` (each photon contributes its energy, as in a scintillator flat panel), ``N(E)`` the
   tube spectrum (:mod:`.spectrum`);
-* optional quantum noise: with ``photons_per_pixel`` N0 unattenuated photons per pixel (paper: 1e5), the counts of
-  each energy bin are Poisson with mean ``N0 N(E) T(E)`` and the signal is their energy-weighted sum;
+* optional quantum noise: with ``photons_per_pixel`` N0 unattenuated photons per pixel (paper: 1e5), the detected
+  photon count is Poisson with mean ``N0 sum_E N(E) T(E)`` and the energy they deposit gets the spread of the
+  transmitted spectrum (normal approximation of the compound Poisson sum: exact mean and variance);
 * **scatter is out of scope** (DeepDRR estimates it with a network trained on Monte Carlo; not reproduced here):
   the DRRs are primary-only, so they have somewhat more contrast than a real radiograph without a grid.
 """
