@@ -23,6 +23,15 @@ SIZE = 64
 NET = {"backbone": "resnet18", "dense_units": [32, 16], "fpn_channels": 16, "localization_maps": 8}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """On 2 shared cores one torch thread is several times faster than two (no spinning on a busy core)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------------------------ the draw
 def test_selection_threshold_is_strict_and_half_is_drawn() -> None:
     scores = [0.95, 0.8, 0.81, 0.5, 0.99, 0.85, 0.9, float("nan"), 0.7]
