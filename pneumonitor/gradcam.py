@@ -265,6 +265,8 @@ class GradCAMProposer:
         clahe_clip_limit, clahe_tile_grid: the preprocessing settings of the training config.
 
     Typical use: ``GradCAMProposer(load_network(path, "DLNet").network, (448, 448))(pixels, boxes)``.
+    The Grad-CAM hooks stay registered on ``network`` (MONAI's ``ModelWithHooks`` keeps no handles): build one
+    proposer per network and reuse it (a server should not build one per request).
     """
 
     def __init__(
