@@ -156,7 +156,10 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pydicom < 3 (the MONAI Label environment, see apps/label/setup_env.sh)
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
     path = Path(path)
     what = f"DICOM file {path.name}"
