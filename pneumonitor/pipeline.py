@@ -358,7 +358,8 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
+    # zlib level 1: ~5x faster than the default 6 on 1-4 MP images, masks stay small (they are mostly flat)
+    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
     tmp.replace(path)
 
 
@@ -415,6 +416,38 @@ def result_row(result: ImageAnalysis, files: dict[str, str] | None = None) -> di
         row.update(result.severity.as_row())
         row.update(files or {})
     return row
+
+
+def analyze_to_folder(
+    analyzer: Analyzer,
+    paths: list[Path],
+    out_dir: Path,
+    batch_size: int = 4,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Analyze ``paths`` and write every image's PNGs under ``out_dir``; returns the results.csv rows in input order.
+
+    The PNGs of one batch are encoded in background threads while the next batch runs through the networks
+    (PNG encoding releases the GIL). Does not write results.csv/json (see :func:`write_results`).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(result: ImageAnalysis) -> dict[str, Any]:
+        if result.status != "ok":
+            logger.warning("skipped %s: %s", result.source, result.reason)
+            return result_row(result)
+        started = time.perf_counter()
+        files = write_image_outputs(result, out_dir)
+        analyzer.stage_seconds["write"] += time.perf_counter() - started
+        return result_row(result, files)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pneumonitor-write") as pool:
+        futures = [
+            pool.submit(write, result)
+            for result in analyzer.analyze(paths, batch_size=batch_size, progress=progress, workers=workers)
+        ]
+        return [future.result() for future in futures]
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path, settings: dict[str, Any]) -> tuple[Path, Path]:

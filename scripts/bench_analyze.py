@@ -8,7 +8,8 @@ configuration, random weights for the latter two: speed does not depend on the w
    (the real DICOM samples repeated), with the stage breakdown;
 2. the pure forward passes of the same two networks on the same number of pre-made input tensors, same batch size;
 
-and prints images/s of both, each stage's share, the peak resident memory (and CUDA peak), and end-to-end / forward.
+and prints images/s of both, each stage's share (thread-seconds: decoding/preprocessing and writing overlap the
+networks, so the shares add up to more than the wall time), the peak resident memory (and CUDA peak), and end-to-end / forward.
 Each configuration runs in its own child process so that the memory peaks do not mix.
 
     python scripts/bench_analyze.py                    # N=16 on CPU, all configurations
@@ -70,7 +71,7 @@ def _networks(name: str, folder: Path):
 def run_one(name: str, images: int, batch_size: int, device: str, workers: int | None) -> dict:
     import torch
 
-    from pneumonitor.pipeline import Analyzer, resolve_device, write_image_outputs
+    from pneumonitor.pipeline import Analyzer, analyze_to_folder, resolve_device
 
     torch_device = resolve_device(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,13 +85,8 @@ def run_one(name: str, images: int, batch_size: int, device: str, workers: int |
         if torch_device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
-        ok = 0
-        for result in analyzer.analyze(paths, batch_size=batch_size, progress=False, workers=workers):
-            if result.status == "ok":
-                write_started = time.perf_counter()
-                write_image_outputs(result, folder / "out")
-                analyzer.stage_seconds["write"] += time.perf_counter() - write_started
-                ok += 1
+        rows = analyze_to_folder(analyzer, paths, folder / "out", batch_size=batch_size, workers=workers, progress=False)
+        ok = sum(row["status"] == "ok" for row in rows)
         end_to_end = time.perf_counter() - started
         stages = dict(analyzer.stage_seconds)  # before the pure-forward loop adds to it
 

@@ -80,3 +80,16 @@ def test_load_mask_with_ignore_value(tmp_path):
     mask = LoadMask(ignore_value=127)(tmp_path / "m.png")
     assert tuple(mask.shape) == (1, 10, 12)
     assert float(mask.sum()) == 9 - 1 and float(mask[0, 0, 0]) == -1.0
+
+
+def test_resize_radiograph_area_when_shrinking_bilinear_when_enlarging():
+    from pneumonitor.transforms import ResizeRadiograph
+
+    image = torch.arange(16.0).reshape(1, 4, 4)
+    small = ResizeRadiograph(2)(image)
+    # area: each output pixel is the mean of a 2x2 block (exact box-filter anti-aliasing)
+    np.testing.assert_allclose(np.asarray(small)[0], [[2.5, 4.5], [10.5, 12.5]])
+    large = ResizeRadiograph(8)(image)
+    assert tuple(large.shape) == (1, 8, 8)
+    # bilinear keeps a smooth ramp (area/nearest would repeat values in 2x2 blocks)
+    assert len(np.unique(np.asarray(large)[0, 0])) > 4

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pneumonitor.io import find_inputs
     from pneumonitor.networks import WeightsNotFound
-    from pneumonitor.pipeline import AnalysisSettings, Analyzer, result_row, write_image_outputs, write_results
+    from pneumonitor.pipeline import AnalysisSettings, Analyzer, analyze_to_folder, write_results
 
     if args.batch_size < 1:
         logger.error("--batch-size must be at least 1")
@@ -75,14 +75,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     out_dir: Path = args.out
-    rows = []
-    for result in analyzer.analyze(
-        paths, batch_size=args.batch_size, progress=not args.no_progress, workers=args.workers
-    ):
-        files = write_image_outputs(result, out_dir) if result.status == "ok" else None
-        if result.status != "ok":
-            logger.warning("skipped %s: %s", result.source, result.reason)
-        rows.append(result_row(result, files))
+    rows = analyze_to_folder(
+        analyzer, paths, out_dir, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress
+    )
     csv_path, _ = write_results(rows, out_dir, analyzer.describe())
     ok = [r for r in rows if r["status"] == "ok"]
     positives = sum(int(r["positive"]) for r in ok)

@@ -14,7 +14,7 @@ from pneumonitor.transforms.intensity import (
 from pneumonitor.transforms.io import LoadMask, LoadMaskd, LoadRadiograph, LoadRadiographd
 from pneumonitor.transforms.augment import RandBlobImplantd, RandLungOpacityd, lsnet_augmentd
 from pneumonitor.transforms.targets import LocalizationTarget, LocalizationTargetd, boxes_to_map, soften_target
-from pneumonitor.transforms.presets import dlnet_preprocess, dlnet_preprocessd, lsnet_preprocess, lsnet_preprocessd
+from pneumonitor.transforms.presets import ResizeRadiograph, ResizeRadiographd, dlnet_preprocess, dlnet_preprocessd, lsnet_preprocess, lsnet_preprocessd
 
 __all__ = [
     "CLAHE",
@@ -34,6 +34,8 @@ __all__ = [
     "boxes_to_map",
     "lsnet_augmentd",
     "soften_target",
+    "ResizeRadiograph",
+    "ResizeRadiographd",
     "dlnet_preprocess",
     "dlnet_preprocessd",
     "lsnet_preprocess",
