@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import Fragment
 from pydicom.dataset import Dataset
 
+from operators.case_operator import CaseOperator
 from operators.records import CaseRecord
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["DICOMWriterOperator"]
 
 
-class DICOMWriterOperator(Operator):
+class DICOMWriterOperator(CaseOperator):
     """Build one DICOM object per ``ok`` record (subclasses set ``kind`` and implement :meth:`build`).
 
     Named inputs:
@@ -35,14 +36,8 @@ class DICOMWriterOperator(Operator):
     def __init__(self, fragment: Fragment, *args: Any, **kwargs: Any) -> None:
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input("cases")
-        spec.output("cases")
-
-    def compute(self, op_input, op_output, context) -> None:
-        records = op_input.receive("cases")
-        self.apply(records)
-        op_output.emit(records, "cases")
+    def process(self, records: list[CaseRecord]) -> list[CaseRecord]:
+        return self.apply(records)
 
     def apply(self, records: list[CaseRecord]) -> list[CaseRecord]:
         """:meth:`build` for each ``ok`` record; an exception fails that record (logged with its reason)."""

@@ -12,8 +12,9 @@ import logging
 from typing import Any
 
 import torch
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import Fragment
 
+from operators.case_operator import CaseOperator
 from operators.records import CaseRecord, Prediction
 from pneumonitor.pipeline import Analyzer
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PneumoniaInferenceOperator"]
 
 
-class PneumoniaInferenceOperator(Operator):
+class PneumoniaInferenceOperator(CaseOperator):
     """Pneumonia probability, heatmap (DLNet) and lung probability (LSNet) for every ``ok`` record.
 
     Args:
@@ -40,14 +41,8 @@ class PneumoniaInferenceOperator(Operator):
         self.batch_size = max(1, int(batch_size))
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input("cases")
-        spec.output("cases")
-
-    def compute(self, op_input, op_output, context) -> None:
-        records = op_input.receive("cases")
-        self.predict(records)
-        op_output.emit(records, "cases")
+    def process(self, records: list[CaseRecord]) -> list[CaseRecord]:
+        return self.predict(records)
 
     def predict(self, records: list[CaseRecord]) -> list[CaseRecord]:
         """Run both networks on the ``ok`` records in batches of ``batch_size``; returns the records."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import Fragment
 
+from operators.case_operator import CaseOperator
 from operators.records import CaseRecord
 from pneumonitor.io import UnsupportedInput, read_dicom_radiograph
 
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["RadiographConverterOperator"]
 
 
-class RadiographConverterOperator(Operator):
+class RadiographConverterOperator(CaseOperator):
     """Convert each selected instance to a 2-D radiograph (float32 ``(H, W)`` in [0, 1], MONOCHROME2).
 
     Named inputs:
@@ -33,15 +34,8 @@ class RadiographConverterOperator(Operator):
     def __init__(self, fragment: Fragment, *args: Any, **kwargs: Any) -> None:
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input("cases")
-        spec.output("cases")
-
-    def compute(self, op_input, op_output, context) -> None:
-        records = op_input.receive("cases")
-        for record in records:
-            self.convert(record)
-        op_output.emit(records, "cases")
+    def process(self, records: list[CaseRecord]) -> list[CaseRecord]:
+        return [self.convert(record) for record in records]
 
     @staticmethod
     def convert(record: CaseRecord) -> CaseRecord:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import Fragment
 
+from operators.case_operator import CaseOperator
 from operators.records import CaseRecord
 from pneumonitor.pipeline import Analyzer
 
@@ -16,7 +17,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["SeverityOperator"]
 
 
-class SeverityOperator(Operator):
+class SeverityOperator(CaseOperator):
     """Attach a :class:`pneumonitor.pipeline.ImageAnalysis` (with ``severity``) to every ``ok`` record.
 
     Args:
@@ -33,15 +34,8 @@ class SeverityOperator(Operator):
         self.analyzer = analyzer
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input("cases")
-        spec.output("cases")
-
-    def compute(self, op_input, op_output, context) -> None:
-        records = op_input.receive("cases")
-        for record in records:
-            self.assess(record)
-        op_output.emit(records, "cases")
+    def process(self, records: list[CaseRecord]) -> list[CaseRecord]:
+        return [self.assess(record) for record in records]
 
     def assess(self, record: CaseRecord) -> CaseRecord:
         """Severity for one ``ok`` record with a prediction; a failed assessment skips it. Returns the record."""
