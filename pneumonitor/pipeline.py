@@ -18,7 +18,7 @@ import platform
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +91,31 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 @dataclass
 class AnalysisSettings:
-    """Thresholds and preprocessing parameters (defaults: the paper's)."""
+    """Thresholds and preprocessing parameters.
 
-    classification_threshold: float = CLASSIFICATION_THRESHOLD
-    heatmap_threshold: float = HEATMAP_THRESHOLD
+    ``classification_threshold``/``heatmap_threshold`` left at ``None`` take the DLNet weights' own operating point
+    (chosen on their validation split and stored in the bundle's ``inference.json`` or the checkpoint), else the
+    paper's 0.62 / 0.8: :meth:`resolved` does that.
+    """
+
+    classification_threshold: float | None = None
+    heatmap_threshold: float | None = None
     lung_threshold: float = 0.5
     clahe_clip_limit: float = 0.01
     clahe_tile_grid: int = 8
     #: CUDA only: "bf16" (default), "fp16" or "none" (fp32). CPU inference is always fp32.
     mixed_precision: str = "bf16"
+
+    def resolved(self, weights_settings: dict[str, Any] | None = None) -> AnalysisSettings:
+        """A copy with unset thresholds taken from ``weights_settings`` (a loaded DLNet's ``settings``), else the paper's."""
+        weights_settings = weights_settings or {}
+        chosen = {}
+        for name, paper in (("classification_threshold", CLASSIFICATION_THRESHOLD), ("heatmap_threshold", HEATMAP_THRESHOLD)):
+            value = getattr(self, name)
+            chosen[name] = float(value if value is not None else weights_settings.get(name, paper))
+            if not 0.0 <= chosen[name] <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {chosen[name]}")
+        return replace(self, **chosen)
 
 
 @dataclass
@@ -133,7 +149,7 @@ class Analyzer:
     ) -> None:
         self.dlnet = dlnet
         self.lsnet = lsnet
-        self.settings = settings or AnalysisSettings()
+        self.settings = (settings or AnalysisSettings()).resolved(dlnet.settings)
         self.device = torch.device(device)
         self.dlnet.network.to(self.device).eval()
         self.lsnet.network.to(self.device).eval()

@@ -53,9 +53,33 @@ __all__ = [
     "SavePNGd",
     "ItemMean",
     "ItemMeanMetric",
+    "group_balanced_weights",
 ]
 
 # ----------------------------------------------------------------------------------------------------------- DLNet
+def group_balanced_weights(
+    items: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("source", "label"), power: float = 1.0
+) -> torch.Tensor:
+    """Per-item sampling weights ``1 / n_group ** power`` (float64, summing to ``len(items)``), for MONAI/torch's
+    ``WeightedRandomSampler``.
+
+    With ``power=1`` every group (e.g. each ``(source, label)`` pair) is drawn equally often whatever its size. The
+    training mix needs it: the adult positives come from one collection, most adult negatives from another (JSRT),
+    so unweighted training learns the source; equal groups make the collection's own few negatives count as much
+    as its positives. ``power=0`` gives uniform weights. Items missing a key form their own ``None`` group.
+    """
+    if not items:
+        raise ValueError("no items to weight")
+    if power < 0:
+        raise ValueError(f"power must be >= 0, got {power}")
+    groups = [tuple(str(item.get(key)) for key in keys) for item in items]
+    counts: dict[tuple[str, ...], int] = {}
+    for group in groups:
+        counts[group] = counts.get(group, 0) + 1
+    weights = torch.tensor([counts[group] ** -power for group in groups], dtype=torch.float64)
+    return weights * (len(items) / weights.sum())
+
+
 class DLNetPrepareBatch(PrepareBatch):
     """Batch dict -> ``(image, targets)`` for DLNet's trainer and evaluator.
 

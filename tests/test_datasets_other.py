@@ -66,6 +66,11 @@ def test_mix_dlnet_items(mix: Path):
         else:
             assert item["has_localization"] == 0 and item["boxes"] == []
     assert sum(1 for item in items if item["mask"]) >= 70
+    # COVID-19 images with expert extent 0 are negatives, so the adult positives' source has its own negatives
+    relabelled = [item for item in items if item["relabelled"]]
+    assert len(relabelled) >= 10 and all(item["label"] == 0 and "extent 0" in item["relabelled"] for item in relabelled)
+    covid_negatives = [i for i in items if i["source"] == "covid-collection" and i["label"] == 0]
+    assert len(covid_negatives) >= len(relabelled) + 10
     splits: dict[str, set] = {}
     for item in items:
         splits.setdefault(item["patient_id"], set()).add(item["split"])

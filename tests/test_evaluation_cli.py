@@ -165,3 +165,43 @@ def test_ablation_defaults_to_all_splits():
     args = build_parser().parse_args(["ablation", "--reference", "r.json", "--out", "o"])
     assert args.split == "all"
     assert build_parser().parse_args(["evaluate", "--results", "r", "--reference", "r.json", "--out", "o"]).split == "test"
+
+
+def test_operating_point_is_chosen_on_validation_and_saved_to_the_bundle(tmp_path: Path):
+    reference, results = make_set(tmp_path)
+    items = json.loads(reference.read_text())
+    items["validation"], items["test"] = items.pop("test"), []
+    reference.write_text(json.dumps(items))
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"image_size": [224, 224], "bundle_root": "x"}))
+    args = ["evaluate", "--results", str(results), "--reference", str(reference), "--n-bootstrap", "50", "--quiet",
+            "--save-operating-point", str(bundle)]
+    # thresholds are never chosen on a test split
+    assert main(args + ["--out", str(tmp_path / "e0")]) == 2
+    assert main(args + ["--out", str(tmp_path / "e1"), "--split", "validation"]) == 0
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert list(config)[:2] == ["image_size", "bundle_root"]  # other keys kept, in order
+    assert config["classification_threshold"] == pytest.approx(0.7)
+    # heatmap 0.863 on the true box only: every threshold up to 0.85 gives Dice 1 on the positives; argmax = first
+    sweep = json.loads((tmp_path / "e1" / "metrics.json").read_text())["datasets"][0]["pneumonia_segmentation"]["heatmap_sweep"]
+    assert sweep["images"] == 8 and sweep["dice"][sweep["threshold"].index(0.85)] == pytest.approx(1.0)
+    assert sweep["dice"][sweep["threshold"].index(0.9)] == pytest.approx(0.5)  # positives lose their region
+    assert config["heatmap_threshold"] == pytest.approx(0.05)
+    assert "nearest (0,1)" in config["operating_point_basis"] and "Dice" in config["operating_point_basis"]
+
+
+def test_by_source_exposes_a_model_that_learned_the_source():
+    from pneumonitor.evaluation.report import table_sources
+    from pneumonitor.evaluation.suite import by_source
+
+    # source A: positives only, scored high; source B: negatives high too (looks like A) -> pooled AUC hides it
+    labels = [1, 1, 1, 0, 0, 0, 0]
+    scores = [0.9, 0.8, 0.7, 0.85, 0.75, 0.1, 0.2]
+    sources = ["A", "A", "A", "B", "B", "C", "C"]
+    table = by_source(labels, scores, sources, threshold=0.5)
+    assert table["A"] == {"n": 3, "n_positive": 3, "median_score_positives": 0.8, "called_positive_positives": 1.0,
+                          "auc": None}
+    assert table["B"]["called_positive_negatives"] == 1.0 and table["C"]["called_positive_negatives"] == 0.0
+    text = table_sources([{"name": "X", "classification": {"by_source": table}}])
+    assert "| X | B | 2 (0) | n/a | n/a / 0.80 | n/a / 1.00 |" in text

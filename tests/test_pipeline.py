@@ -54,3 +54,25 @@ def test_prefetch_keeps_order_and_bounds_lookahead():
         assert len(started) <= len(results) + 4 + 1
     assert results == [x * x for x in range(50)]
     assert list(_prefetch([1, 2], work, workers=0, depth=1)) == [1, 4]
+
+
+def test_thresholds_default_to_the_weights_operating_point(tmp_path):
+    from pneumonitor.pipeline import AnalysisSettings
+    from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD
+
+    dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16))
+    ls = LSNet(width=0.125)
+    save_checkpoint(dl, tmp_path / "plain.pt", [64, 64])
+    save_checkpoint(dl, tmp_path / "tuned.pt", [64, 64], classification_threshold=0.3, heatmap_threshold=0.45)
+    save_checkpoint(ls, tmp_path / "ls.pt", [64, 64])
+    lsnet = load_network(tmp_path / "ls.pt", "LSNet")
+    plain = Analyzer(load_network(tmp_path / "plain.pt", "DLNet"), lsnet)
+    assert (plain.settings.classification_threshold, plain.settings.heatmap_threshold) == (
+        CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD)
+    tuned_net = load_network(tmp_path / "tuned.pt", "DLNet")
+    tuned = Analyzer(tuned_net, lsnet)
+    assert (tuned.settings.classification_threshold, tuned.settings.heatmap_threshold) == (0.3, 0.45)
+    explicit = Analyzer(tuned_net, lsnet, settings=AnalysisSettings(heatmap_threshold=0.9))
+    assert (explicit.settings.classification_threshold, explicit.settings.heatmap_threshold) == (0.3, 0.9)
+    with pytest.raises(ValueError, match="heatmap_threshold"):
+        AnalysisSettings(heatmap_threshold=1.5).resolved()

@@ -161,3 +161,20 @@ def test_save_png_resizes_to_the_stored_image(tmp_path) -> None:
     saved = np.asarray(Image.open(out["heatmap_path"]))
     assert out["heatmap_path"].endswith("study_heatmap.png")
     assert saved.shape == (20, 30) and saved[0, 0] == 255 and saved[-1, -1] == 0  # rows stay rows
+
+
+def test_group_balanced_weights_draw_each_group_equally() -> None:
+    from pneumonitor.training import group_balanced_weights
+
+    items = [{"source": "a", "label": 1}] * 90 + [{"source": "a", "label": 0}] * 10 + [{"source": "b", "label": 0}] * 50
+    weights = group_balanced_weights(items)
+    assert weights.sum().item() == pytest.approx(len(items))
+    totals = [weights[:90].sum(), weights[90:100].sum(), weights[100:].sum()]
+    assert all(t.item() == pytest.approx(len(items) / 3) for t in totals)
+    # sampling with them: each group near a third of the draws
+    draws = list(torch.utils.data.WeightedRandomSampler(weights, 30000, generator=torch.Generator().manual_seed(0)))
+    shares = np.bincount(np.digitize(draws, [90, 100]), minlength=3) / len(draws)
+    assert np.allclose(shares, 1 / 3, atol=0.02)
+    assert torch.allclose(group_balanced_weights(items, power=0.0), torch.ones(len(items), dtype=torch.float64))
+    with pytest.raises(ValueError):
+        group_balanced_weights([])

@@ -69,3 +69,26 @@ def test_full_chain_keeps_mask_values_and_shapes() -> None:
     assert out["image"].shape == (1, 96, 96) and out["label"].shape == (1, 96, 96)
     assert set(np.unique(out["label"].numpy())) <= {-1.0, 0.0, 1.0}
     assert not torch.equal(out["image"], image)
+
+
+def test_dlnet_augment_flips_image_and_target_together_and_stays_in_range() -> None:
+    from pneumonitor.transforms import dlnet_augmentd
+
+    image = torch.zeros(1, 64, 64)
+    image[:, 8:24, 4:16] = 1.0  # a bright region on the image left ...
+    target = torch.zeros(1, 8, 8)
+    target[:, 1:3, 0:2] = 1.0  # ... and its localization target (stride 8)
+    flips = 0
+    for seed in range(12):
+        chain = dlnet_augmentd(gamma_prob=1.0, blur_prob=1.0, lowres_prob=1.0, noise_prob=1.0, histogram_prob=1.0)
+        chain.set_random_state(seed)
+        out = chain({"image": MetaTensor(image.clone()), "target": MetaTensor(target.clone())})
+        img, tgt = np.asarray(out["image"]), np.asarray(out["target"])
+        assert img.shape == (1, 64, 64) and tgt.shape == (1, 8, 8)
+        assert 0.0 <= img.min() and img.max() <= 1.0
+        assert set(np.unique(tgt)) == {0.0, 1.0}  # the target is only flipped, never blurred
+        image_right = img[0, 8:24, 48:60].mean() > img[0, 8:24, 4:16].mean()
+        target_right = tgt[0, 1:3, 6:8].sum() > 0
+        assert image_right == target_right
+        flips += int(target_right)
+    assert 0 < flips < 12

@@ -26,14 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--classification-threshold",
         type=float,
-        default=CLASSIFICATION_THRESHOLD,
-        help=f"probability below which an image is negative (default {CLASSIFICATION_THRESHOLD}, the paper's)",
+        default=None,
+        help="probability below which an image is negative (default: the DLNet weights' validated operating point "
+        f"from their bundle's inference.json or checkpoint, else the paper's {CLASSIFICATION_THRESHOLD})",
     )
     parser.add_argument(
         "--heatmap-threshold",
         type=float,
-        default=HEATMAP_THRESHOLD,
-        help=f"heatmap value at or above which a lung pixel is pneumonia (default {HEATMAP_THRESHOLD}, the paper's)",
+        default=None,
+        help="heatmap value at or above which a lung pixel is pneumonia (default: the DLNet weights' validated "
+        f"threshold, else the paper's {HEATMAP_THRESHOLD})",
     )
     parser.add_argument("--lung-threshold", type=float, default=0.5, help="LSNet probability threshold (default 0.5)")
     parser.add_argument(
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         logger.error("--batch-size must be at least 1")
         return 2
     for name in ("classification_threshold", "heatmap_threshold", "lung_threshold"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
+        if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
             logger.error("--%s must be in [0, 1]", name.replace("_", "-"))
             return 2
     paths = find_inputs(args.inputs)

@@ -75,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", nargs="+", required=True, type=Path,
                         help="reference datalist JSON or CSV, one per --results or one for all")
     parser.add_argument("--names", nargs="+", help="row names of the tables (default Dataset 1, Dataset 2, ...)")
+    parser.add_argument("--save-operating-point", type=Path, metavar="BUNDLE",
+                        help="write the classification threshold (ROC point nearest (0,1)) and the heatmap threshold "
+                        "(best pneumonia-mask Dice) of this evaluation into BUNDLE/configs/inference.json, where "
+                        "`pneumonitor analyze` takes its defaults from; needs --split validation and one --results")
     _add_metric_options(parser)
     parser.set_defaults(func=run)
 
@@ -125,14 +129,45 @@ def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespac
         return 1
     settings_json = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in vars(settings).items()}
     written = write_report(args.out, evaluations, settings_json)
+    if getattr(args, "save_operating_point", None):
+        from pneumonitor.evaluation.suite import operating_point
+
+        try:
+            chosen = operating_point(evaluations[0].metrics)
+        except ValueError as error:
+            LOGGER.error("cannot save an operating point: %s", error)
+            return 1
+        config_path = save_operating_point(args.save_operating_point, chosen)
+        print(f"operating point {chosen} -> {config_path}")
     if not args.quiet:
         print(markdown_report([e.metrics for e in evaluations]))
         print(f"wrote {', '.join(sorted(p.name for p in written.values()))} to {args.out.resolve()}")
     return 0
 
 
+def save_operating_point(bundle: Path, chosen: dict) -> Path:
+    """Merge ``chosen`` into ``bundle/configs/inference.json`` (atomically; other keys and their order kept)."""
+    import json
+
+    from pneumonitor.datasets.datalist import write_text_atomic
+
+    config_path = Path(bundle) / "configs" / "inference.json"
+    config = json.loads(config_path.read_text())
+    config.update(chosen)
+    write_text_atomic(config_path, json.dumps(config, indent=4) + "\n")
+    return config_path
+
+
 def run(args: argparse.Namespace) -> int:
     results, references = list(args.results), list(args.reference)
+    if args.save_operating_point is not None:
+        if args.split != "validation" or len(results) != 1:
+            LOGGER.error("--save-operating-point chooses thresholds on one validation split: "
+                         "use --split validation and one --results")
+            return 2
+        if not (args.save_operating_point / "configs" / "inference.json").is_file():
+            LOGGER.error("%s has no configs/inference.json", args.save_operating_point)
+            return 2
     if len(references) not in (1, len(results)):
         LOGGER.error("give one --reference, or one per --results (%d results, %d references)", len(results), len(references))
         return 2

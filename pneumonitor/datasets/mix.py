@@ -2,7 +2,12 @@
 
 DLNet (detection + localization) items, from
 * the COVID-19 Image Data Collection, frontal views with a known finding: positives (every pneumonia finding) and
-  negatives (``No Finding``); the 78 radiologist-annotated images bring pneumonia masks and boxes;
+  negatives (``No Finding``, and every image whose expert geographic-extent score is 0: a COVID-19 patient without a
+  visible opacity is a negative for DLNet, whose label means "pneumonia visible", as RSNA's "Lung Opacity" does;
+  ``finding`` keeps the diagnosis and ``relabelled`` says why); the 78 radiologist-annotated images bring pneumonia
+  masks and boxes. These are the only adult negatives that share a source with the adult positives, which is why
+  the bundle's training sampler weights each (source, label) group equally
+  (:func:`pneumonitor.training.group_balanced_weights`);
 * the pediatric set: normals (negatives) and bacterial/viral pneumonias (positives, no localization);
 * JSRT: negatives (nodules or normal, no pneumonia).
 
@@ -30,12 +35,21 @@ from pneumonitor.datasets.jsrt import convert_jsrt
 from pneumonitor.datasets.pediatric import convert_pediatric
 from pneumonitor.datasets.splits import DEFAULT_FRACTIONS, check_fractions
 
-MIX_KEYS = ("image", "label", "boxes", "mask", "has_localization", "patient_id", "source", "split")
+MIX_KEYS = ("image", "label", "boxes", "mask", "has_localization", "patient_id", "source", "relabelled", "split")
+
+
+def dlnet_label(item: dict[str, Any]) -> tuple[int, str]:
+    """(label, reason it differs from the converter's label or ""): expert extent 0 -> no visible pneumonia."""
+    label = int(item["label"])
+    severity = item.get("severity")
+    if label == 1 and severity is not None and float(severity) == 0.0:
+        return 0, f"expert geographic extent 0 ({item.get('severity_source', 'score')})"
+    return label, ""
 
 
 def _dlnet_item(item: dict[str, Any]) -> dict[str, Any]:
     has_mask = bool(item.get("mask"))
-    label = int(item["label"])
+    label, relabelled = dlnet_label(item)
     return {
         "image": item["image"],
         "label": label,
@@ -44,6 +58,7 @@ def _dlnet_item(item: dict[str, Any]) -> dict[str, Any]:
         "has_localization": int(label == 0 or has_mask),
         "patient_id": f"{item['source']}:{item['patient_id']}",
         "source": item["source"],
+        "relabelled": relabelled,
         "split": item["split"],
     }
 
@@ -93,4 +108,4 @@ def build_training_mix(
     return dlnet, lsnet, excluded
 
 
-__all__ = ["MIX_KEYS", "build_training_mix"]
+__all__ = ["MIX_KEYS", "build_training_mix", "dlnet_label"]

@@ -67,6 +67,10 @@ def save_checkpoint(network: nn.Module, path: str | Path, image_size: tuple[int,
     return path
 
 
+#: scalar settings a checkpoint file may carry besides its weights (see ``pneumonitor.pipeline.AnalysisSettings``)
+OPERATING_POINT_KEYS = ("classification_threshold", "heatmap_threshold")
+
+
 def _state_dict_of(payload: Any) -> dict[str, torch.Tensor]:
     if isinstance(payload, dict):
         for key in ("state_dict", "model", "network_weights"):
@@ -130,6 +134,11 @@ def load_network(
         network_args = {k: v for k, v in stored.items() if k != "name"}
     if isinstance(payload, dict) and "image_size" in payload:
         size = tuple(int(s) for s in payload["image_size"])
+    if isinstance(payload, dict):
+        # operating points chosen on validation travel with the weights (a bundle's inference.json may also hold them)
+        for key in OPERATING_POINT_KEYS:
+            if key in payload and key not in settings:
+                settings[key] = float(payload[key])
     try:
         inferred = cls.config_from_state_dict(state_dict)
     except (KeyError, ValueError) as exc:

@@ -12,7 +12,7 @@ from pneumonitor.transforms.intensity import (
     ImageNetNormalized,
 )
 from pneumonitor.transforms.io import LoadMask, LoadMaskd, LoadRadiograph, LoadRadiographd
-from pneumonitor.transforms.augment import RandBlobImplantd, RandLungOpacityd, lsnet_augmentd
+from pneumonitor.transforms.augment import RandBlobImplantd, RandLungOpacityd, dlnet_augmentd, lsnet_augmentd
 from pneumonitor.transforms.targets import LocalizationTarget, LocalizationTargetd, boxes_to_map, soften_target
 from pneumonitor.transforms.presets import ResizeRadiograph, ResizeRadiographd, dlnet_preprocess, dlnet_preprocessd, lsnet_preprocess, lsnet_preprocessd
 
@@ -32,6 +32,7 @@ __all__ = [
     "RandBlobImplantd",
     "RandLungOpacityd",
     "boxes_to_map",
+    "dlnet_augmentd",
     "lsnet_augmentd",
     "soften_target",
     "ResizeRadiograph",

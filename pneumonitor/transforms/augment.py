@@ -10,6 +10,12 @@ The paper adds to the classic zoom / translation / rotation / horizontal flip:
   soft-tissue level, as ground glass (partial) and consolidation (near-complete) do; the mask is unchanged, because
   the lung still occupies the same place.
 
+DLNet (:func:`dlnet_augmentd`, our addition; the paper trained DLNet on RSNA, one source): horizontal flip of the image
+and its localization target, gamma, blur, resolution loss, noise and histogram shifts. They exist to hide the
+acquisition source (film digitiser vs. digital detector, resolution, contrast curve), which is confounded with the
+label in the training mix (see :mod:`pneumonitor.datasets.mix`); they touch no geometry beyond the flip, so the
+stride-8 target map stays aligned.
+
 All transforms take channel-first ``(1, H, W)`` images in [0, 1] (MONOCHROME2: lungs dark), i.e. they run before the
 per-image standardization. Each is a MONAI ``RandomizableTransform`` with a probability ``prob``.
 :func:`lsnet_augmentd` assembles the whole chain (the bundle's ``train.json`` lists the same transforms one by one).
@@ -28,6 +34,11 @@ from monai.transforms import (
     MapTransform,
     RandAdjustContrastd,
     RandAffined,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandHistogramShiftd,
+    RandSimulateLowResolutiond,
+    ScaleIntensityRanged,
     RandFlipd,
     RandomizableTransform,
     RandRotated,
@@ -36,7 +47,7 @@ from monai.transforms import (
 from monai.utils import convert_to_dst_type
 from scipy import ndimage
 
-__all__ = ["RandBlobImplantd", "RandLungOpacityd", "lsnet_augmentd"]
+__all__ = ["RandBlobImplantd", "RandLungOpacityd", "dlnet_augmentd", "lsnet_augmentd"]
 
 
 def _as_numpy(img: Any) -> np.ndarray:
@@ -241,5 +252,40 @@ def lsnet_augmentd(
             RandRotated(keys=keys, prob=rotate_prob, range_x=np.deg2rad(rotate_degrees),
                         mode=["bilinear", "nearest"], padding_mode="zeros"),
             RandFlipd(keys=keys, prob=flip_prob, spatial_axis=1),
+        ]
+    )
+
+
+def dlnet_augmentd(
+    image_key: str = "image",
+    target_key: str = "target",
+    flip_prob: float = 0.5,
+    gamma_prob: float = 0.5,
+    gamma_range: Sequence[float] = (0.6, 1.6),
+    blur_prob: float = 0.25,
+    blur_sigma: Sequence[float] = (0.3, 1.2),
+    lowres_prob: float = 0.25,
+    lowres_zoom: Sequence[float] = (0.4, 0.9),
+    noise_prob: float = 0.25,
+    noise_std: float = 0.02,
+    histogram_prob: float = 0.2,
+    histogram_points: Sequence[int] = (5, 10),
+) -> Compose:
+    """Source-hiding augmentations for DLNet: ``(1, H, W)`` image in [0, 1] (already resized) and ``(1, h, w)`` target.
+
+    Order: flip (image and target together), gamma, Gaussian blur (sigma in pixels of the resized image),
+    low resolution (area down-sampling by a random factor in ``lowres_zoom``, bilinear back), Gaussian noise (std
+    in [0, 1] intensity units), histogram shift, then a clip back to [0, 1] for CLAHE.
+    """
+    return Compose(
+        [
+            RandFlipd(keys=[image_key, target_key], prob=flip_prob, spatial_axis=1),
+            RandAdjustContrastd(keys=image_key, prob=gamma_prob, gamma=tuple(gamma_range)),
+            RandGaussianSmoothd(keys=image_key, prob=blur_prob, sigma_x=tuple(blur_sigma), sigma_y=tuple(blur_sigma)),
+            RandSimulateLowResolutiond(keys=image_key, prob=lowres_prob, zoom_range=tuple(lowres_zoom),
+                                       downsample_mode="area", upsample_mode="bilinear"),
+            RandGaussianNoised(keys=image_key, prob=noise_prob, std=noise_std),
+            RandHistogramShiftd(keys=image_key, prob=histogram_prob, num_control_points=tuple(histogram_points)),
+            ScaleIntensityRanged(keys=image_key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
         ]
     )

@@ -19,7 +19,6 @@ from lib.infers.base import RadiographInferTask
 from lib.infers.radiograph import NetworkCache
 from lib.labels import LABELS, compose_label
 from pneumonitor.pipeline import AnalysisSettings, Analyzer
-from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD
 
 
 class PneumoniaInfer(RadiographInferTask):
@@ -40,8 +39,9 @@ class PneumoniaInfer(RadiographInferTask):
             description="DLNet heatmap thresholded inside LSNet's lungs (pneumonia 3 over lungs 1/2); "
             "Grad-CAM proposal inside the boxes for box-only images",
             config={
-                "classification_threshold": CLASSIFICATION_THRESHOLD,
-                "heatmap_threshold": HEATMAP_THRESHOLD,
+                # empty: the DLNet weights' validated operating point (else the paper's 0.62 / 0.8)
+                "classification_threshold": "",
+                "heatmap_threshold": "",
                 "lung_threshold": 0.5,
                 "use_boxes": True,
             },
@@ -54,11 +54,12 @@ class PneumoniaInfer(RadiographInferTask):
     def compute(self, data: dict[str, Any], device: str) -> tuple[np.ndarray, dict[str, Any]]:
         dlnet, lsnet = self.networks.get(device), self.lung_networks.get(device)
         settings = AnalysisSettings(
-            classification_threshold=float(data.get("classification_threshold", CLASSIFICATION_THRESHOLD)),
-            heatmap_threshold=float(data.get("heatmap_threshold", HEATMAP_THRESHOLD)),
+            classification_threshold=_optional_float(data.get("classification_threshold")),
+            heatmap_threshold=_optional_float(data.get("heatmap_threshold")),
             lung_threshold=float(data.get("lung_threshold", 0.5)),
         )
         analyzer = Analyzer(dlnet, lsnet, settings=settings, device=device)
+        settings = analyzer.settings  # thresholds not given: the DLNet weights' validated operating point
         radiograph = data["radiograph"]
         dl_input, ls_input = analyzer.preprocess(radiograph)
         probabilities, heatmaps, lungs = analyzer.infer(dl_input[None], ls_input[None])
@@ -84,6 +85,10 @@ class PneumoniaInfer(RadiographInferTask):
             columns=radiograph.shape[1],
         )
         return compose_label(severity.right_lung, severity.left_lung, pneumonia), result
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None or str(value).strip() == "" else float(value)
 
 
 def _truthy(value: Any) -> bool:
