@@ -1,28 +1,58 @@
 #!/usr/bin/env bash
 # Retrain the shipped default models from ../shared/data with the bundles' CPU recipes (issue "Ship trained weights").
 #
-#   bash scripts/train_default_models.sh [WORK_DIR]      # default WORK_DIR: runs/default-models
+#   bash scripts/train_default_models.sh [WORK_DIR] [lsnet|dlnet ...]   # default WORK_DIR: runs/default-models; both
 #
 # 1. `pneumonitor datasets mix` builds the seeded, patient-level training mix (DLNet and LSNet datalists);
-# 2. each bundle trains in a working copy under WORK_DIR with train.json + train_cpu.json (both in parallel: they
-#    share the cores; resume by re-running with `--ckpt` support of the bundle if cut);
-# 3. the best checkpoints (validation Dice / AUC) are copied to bundles/<name>/models/model.pt.
+# 2. each bundle trains in a working copy under WORK_DIR with train.json + train_cpu.json (one after the other: on
+#    2 cores, parallel runs only share the same CPU time);
+# 3. the best checkpoints (validation Dice / AUC) are copied to bundles/<name>/models/model.pt (DLNet in fp16);
+# 4. DLNet's operating point is chosen on the validation split only: `pneumonitor analyze` on the validation images,
+#    then `pneumonitor evaluate --split validation --save-operating-point bundles/dlnet` writes the classification
+#    threshold (ROC point nearest (0,1)) and the heatmap threshold (best pneumonia-mask Dice) into its inference.json;
+# 5. the test split is analyzed and evaluated once, for the model cards (WORK_DIR/eval_test/tables.md).
 # The compact architecture/input size of the CPU recipe is what bundles/<name>/configs/inference.json describes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT/runs/default-models}"
+shift || true
+NETWORKS=("${@:-lsnet dlnet}")
+read -r -a NETWORKS <<< "${NETWORKS[*]}"
 mkdir -p "$WORK"
+WORK="$(cd "$WORK" && pwd)"
 pneumonitor datasets mix --out "$WORK/datalists"
-for name in lsnet dlnet; do
-  rm -rf "$WORK/$name"
+for name in "${NETWORKS[@]}"; do
+  rm -rf "${WORK:?}/$name"
   cp -r "$ROOT/bundles/$name" "$WORK/$name"
   rm -f "$WORK/$name/models/"*.pt
+  echo "training $name (log: $WORK/$name.log)"
   (cd "$WORK/$name" && python -m monai.bundle run training \
       --config_file "['configs/train.json','configs/train_cpu.json']" \
-      --bundle_root "$WORK/$name" --dataset_dir "$WORK/datalists" > "$WORK/$name.log" 2>&1) &
+      --bundle_root "$WORK/$name" --dataset_dir "$WORK/datalists" > "$WORK/$name.log" 2>&1)
+  if [[ "$name" == dlnet ]]; then  # fp16 halves the file (50 -> 25 MB); the model card measures that nothing changed
+    python -c "import sys; from pneumonitor.networks import save_half_precision; save_half_precision(*sys.argv[1:])" \
+      "$WORK/$name/models/model.pt" "$ROOT/bundles/$name/models/model.pt"
+  else
+    cp "$WORK/$name/models/model.pt" "$ROOT/bundles/$name/models/model.pt"
+  fi
+  echo "bundles/$name/models/model.pt <- $WORK/$name/models/model.pt"
 done
-wait
-for name in lsnet dlnet; do
-  cp "$WORK/$name/models/model.pt" "$ROOT/bundles/$name/models/model.pt"
-  echo "bundles/$name/models/model.pt <- $WORK/$name/models/model.pt (log: $WORK/$name.log)"
+
+split_images() {  # the image paths of one split of the DLNet datalist, one per line
+  python -c "import json, sys; [print(i['image']) for i in json.load(open(sys.argv[1]))[sys.argv[2]]]" \
+    "$WORK/datalists/datalist.json" "$1"
+}
+for split in validation test; do
+  rm -rf "${WORK:?}/analyze_$split" "${WORK:?}/eval_$split"
+  mapfile -t images < <(split_images "$split")
+  pneumonitor analyze "${images[@]}" --out "$WORK/analyze_$split" --no-progress
+  if [[ "$split" == validation ]]; then
+    extra=(--save-operating-point "$ROOT/bundles/dlnet")
+  else  # test: sensitivity/specificity at the threshold chosen on validation, not the test split's own best
+    extra=(--threshold "$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['classification_threshold'])" \
+      "$ROOT/bundles/dlnet/configs/inference.json")")
+  fi
+  pneumonitor evaluate --results "$WORK/analyze_$split" --reference "$WORK/datalists/datalist.json" --split "$split" \
+    --out "$WORK/eval_$split" --quiet "${extra[@]}"
 done
+echo "validation: $WORK/eval_validation/tables.md; test: $WORK/eval_test/tables.md"

@@ -76,3 +76,22 @@ def test_thresholds_default_to_the_weights_operating_point(tmp_path):
     assert (explicit.settings.classification_threshold, explicit.settings.heatmap_threshold) == (0.3, 0.9)
     with pytest.raises(ValueError, match="heatmap_threshold"):
         AnalysisSettings(heatmap_threshold=1.5).resolved()
+
+
+def test_half_precision_checkpoint_loads_and_predicts_the_same(tmp_path):
+    from pneumonitor.networks import save_half_precision
+
+    torch.manual_seed(0)
+    dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16)).eval()
+    torch.save(dl.state_dict(), tmp_path / "full.pt")  # what the bundle's CheckpointSaver writes
+    save_half_precision(tmp_path / "full.pt", tmp_path / "half.pt")
+    assert (tmp_path / "half.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
+    stored = torch.load(tmp_path / "half.pt", weights_only=True)
+    assert {v.dtype for v in stored.values()} == {torch.float16, torch.int64}  # BatchNorm counters stay integers
+    loaded = load_network(tmp_path / "half.pt", "DLNet", image_size=(64, 64)).network
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        (p_full, m_full), (p_half, m_half) = dl(x), loaded(x)
+    assert torch.allclose(torch.sigmoid(p_full), torch.sigmoid(p_half), atol=2e-3)
+    assert torch.allclose(m_full, m_half, atol=2e-2 * float(m_full.abs().max()) + 1e-6)

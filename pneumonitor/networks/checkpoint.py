@@ -26,7 +26,7 @@ from torch import nn
 from pneumonitor.networks.dlnet import DLNet
 from pneumonitor.networks.lsnet import LSNet
 
-__all__ = ["LoadedNetwork", "load_network", "save_checkpoint", "WeightsNotFound", "NETWORK_CLASSES"]
+__all__ = ["LoadedNetwork", "load_network", "save_checkpoint", "save_half_precision", "WeightsNotFound", "NETWORK_CLASSES"]
 
 NETWORK_CLASSES: dict[str, type[nn.Module]] = {"DLNet": DLNet, "LSNet": LSNet}
 PAPER_IMAGE_SIZE = (448, 448)
@@ -69,6 +69,24 @@ def save_checkpoint(network: nn.Module, path: str | Path, image_size: tuple[int,
 
 #: scalar settings a checkpoint file may carry besides its weights (see ``pneumonitor.pipeline.AnalysisSettings``)
 OPERATING_POINT_KEYS = ("classification_threshold", "heatmap_threshold")
+
+
+def save_half_precision(source: str | Path, destination: str | Path) -> Path:
+    """Rewrite a checkpoint with its floating-point tensors in fp16 (half the bytes), atomically.
+
+    The file stays the plain state dict MONAI's ``CheckpointLoader`` and :func:`load_network` read (the fp32
+    parameters receive the fp16 values on loading). Integer tensors (BatchNorm's ``num_batches_tracked``) are kept.
+    Whether the metrics survive is the caller's measurement (the shipped DLNet: see its model card).
+    """
+    payload = torch.load(Path(source), map_location="cpu", weights_only=True)
+    state_dict = _state_dict_of(payload)
+    half = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in state_dict.items()}
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(destination.name + ".tmp")
+    torch.save(half, tmp)
+    tmp.replace(destination)
+    return destination
 
 
 def _state_dict_of(payload: Any) -> dict[str, torch.Tensor]:
