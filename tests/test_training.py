@@ -178,3 +178,16 @@ def test_group_balanced_weights_draw_each_group_equally() -> None:
     assert torch.allclose(group_balanced_weights(items, power=0.0), torch.ones(len(items), dtype=torch.float64))
     with pytest.raises(ValueError):
         group_balanced_weights([])
+
+
+def test_nested_weights_balance_sources_then_labels_then_localization() -> None:
+    from pneumonitor.training import group_balanced_weights
+
+    items = ([{"source": "covid", "label": 1, "loc": 1}] * 10 + [{"source": "covid", "label": 1, "loc": 0}] * 80
+             + [{"source": "covid", "label": 0, "loc": 1}] * 5 + [{"source": "jsrt", "label": 0, "loc": 1}] * 40)
+    weights = group_balanced_weights(items, keys=("source", "label", "loc"), nested=True)
+    n = len(items)
+    shares = [weights[:10].sum() / n, weights[10:90].sum() / n, weights[90:95].sum() / n, weights[95:].sum() / n]
+    # sources 1/2 each; covid: labels 1/4 each; covid positives: localized / not 1/8 each
+    assert [s.item() for s in shares] == pytest.approx([1 / 8, 1 / 8, 1 / 4, 1 / 2])
+    assert weights.sum().item() == pytest.approx(n)
