@@ -127,6 +127,12 @@ def test_duality_end_to_end_with_test_checkpoints(small_ct, checkpoints, tmp_pat
     # At 6 mm voxels partial volume inflates the measured CT ratio, but it still follows the implanted truth.
     assert summary["PA"]["ct_vs_truth"]["r"] > 0.9 and summary["PA"]["ct_vs_truth"]["slope"] > 0.5
     assert summary["PA"]["trend_agreement_footprint_vs_ct"]["n_transitions"] == 3 * 2
+    # transfer diagnostics: these test networks call every DRR positive and mark almost everything as lung
+    transfer = summary["PA"]["transfer"]
+    assert transfer["n"] == 9 and transfer["called_positive"] == 9
+    assert all(0.0 < float(r["lung_dice_vs_footprint"]) < 1.0 for r in rows)
+    assert transfer["lung_dice_mean"] == pytest.approx(
+        np.mean([float(r["lung_dice_vs_footprint"]) for r in rows if r["view"] == "PA"]), abs=1e-3)  # csv: 4 decimals
     for name in ("regression.png", "profiles.png", "report.html"):
         assert (out / name).stat().st_size > 1000
 
@@ -147,6 +153,17 @@ def test_regression_and_trend_summary_on_known_rows():
     assert (trend["n_agree"], trend["n_transitions"]) == (3, 4) and trend["accuracy"] == pytest.approx(0.75)
     assert summary["trend_agreement_footprint_vs_ct"]["accuracy"] == 1.0
     assert summary["footprint_vs_ct"]["slope"] == pytest.approx(2.0)
+
+
+def test_transfer_diagnostics_rank_probability_against_the_ct_ratio():
+    from pneumonitor.drr.study import transfer_diagnostics
+
+    rows = [{"ct_ratio": c, "pneumonia_probability": p, "positive": int(p >= 0.5), "lung_dice_vs_footprint": d}
+            for c, p, d in ((5, 0.01, 0.5), (10, 0.02, 0.6), (20, 0.04, 0.7), (30, 0.6, float("nan")))]
+    out = transfer_diagnostics(rows)
+    assert out["n"] == 4 and out["called_positive"] == 1
+    assert out["probability_vs_ct_spearman"] == pytest.approx(1.0)  # below threshold, yet ordered by disease
+    assert out["lung_dice_mean"] == pytest.approx(0.6) and out["lung_dice_sd"] == pytest.approx(0.1)
 
 
 def test_duality_simulate_only_needs_no_weights(small_ct, tmp_path, monkeypatch):

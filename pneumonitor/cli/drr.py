@@ -250,5 +250,11 @@ def run_duality(args: argparse.Namespace) -> int:
         fit = entry["ct_vs_truth"]
         print(f"{view} CT ratio vs implanted truth: r={fit['r']:.4f} slope={fit['slope']:.3f} "
               f"intercept={fit['intercept']:.2f}")
+        transfer = entry["transfer"]
+        if transfer["n"]:
+            print(f"{view} CXR models on DRRs: {transfer['called_positive']}/{transfer['n']} called positive, median "
+                  f"probability {transfer['probability_median']:.3g}, Spearman(probability, CT ratio) "
+                  f"{transfer['probability_vs_ct_spearman']:.3f} (p {transfer['probability_vs_ct_p']:.2g}), "
+                  f"LSNet lungs vs lung footprint Dice {transfer['lung_dice_mean']:.3f} ± {transfer['lung_dice_sd']:.3f}")
     print(f"wrote {args.out / 'duality.csv'}, summary.json, regression.png, profiles.png, report.html")
     return 0

@@ -51,7 +51,7 @@ TABLE_COLUMNS = [
     "patient", "timepoint", "view", "image", "lesion_seed",
     "ct_truth_ratio", "ct_ratio", "ct_ratio_right", "ct_ratio_left", "ct_infection_ml", "ct_lung_ml",
     "footprint_ratio", "footprint_ratio_right", "footprint_ratio_left", "gamma_applied",
-    "status", "reason", "pneumonia_probability", "positive", "drr_ratio", "drr_ratio_right", "drr_ratio_left",
+    "status", "reason", "lung_dice_vs_footprint", "pneumonia_probability", "positive", "drr_ratio", "drr_ratio_right", "drr_ratio_left",
     "score_right", "score_left", "score_total",
 ]
 
@@ -177,6 +177,7 @@ def merge_analysis(rows: list[dict], results_csv: Path) -> list[dict]:
         else:
             out.update(
                 status=result["status"], reason=result["reason"],
+                lung_dice_vs_footprint=_lung_dice(result, results_csv.parent, Path(row["image"])),
                 pneumonia_probability=result["pneumonia_probability"], positive=result["positive"],
                 drr_ratio=result["ratio_total"], drr_ratio_right=result["ratio_right"],
                 drr_ratio_left=result["ratio_left"], score_right=result["score_right"],
@@ -184,6 +185,46 @@ def merge_analysis(rows: list[dict], results_csv: Path) -> list[dict]:
             )
         merged.append(out)
     return merged
+
+
+def _lung_dice(result: dict, results_dir: Path, drr_image: Path) -> float:
+    """Dice of analyze's lung mask (both lungs) against the DRR's projected lung footprint; NaN when unavailable.
+
+    The footprint holds every ray through lung, including lung behind the heart and the diaphragm domes, which a
+    radiograph-trained lung segmentation leaves out: even a perfect transfer scores below 1 here.
+    """
+    from pneumonitor.datasets.images import read_gray
+    from pneumonitor.evaluation.segmentation import overlap
+
+    footprint = drr_image.parent / "footprints" / f"{drr_image.stem}_lungs.png"
+    if result.get("status") != "ok" or not result.get("lung_mask") or not footprint.is_file():
+        return math.nan
+    predicted, reference = read_gray(results_dir / result["lung_mask"]), read_gray(footprint)
+    if predicted.shape != reference.shape:
+        return math.nan
+    return float(overlap(predicted > 0, reference > 0)[0])
+
+
+def transfer_diagnostics(view_rows: list[dict]) -> dict:
+    """Whether the CXR models transfer to these DRRs, beyond the pipeline ratio (which is 0 when nothing is called
+    positive): images called positive, the Spearman rank correlation of DLNet's probability with the CT ratio (does
+    the classifier see the disease grow, even below its threshold?) and LSNet's lung Dice against the footprint."""
+    from scipy import stats
+
+    probability = np.asarray([_float(r.get("pneumonia_probability")) for r in view_rows])
+    ct = np.asarray([_float(r["ct_ratio"]) for r in view_rows])
+    keep = np.isfinite(probability) & np.isfinite(ct)
+    out: dict = {"n": int(keep.sum()), "called_positive": int(sum(_float(r.get("positive")) == 1 for r in view_rows)),
+                 "probability_median": float(np.median(probability[keep])) if keep.any() else math.nan,
+                 "probability_vs_ct_spearman": math.nan, "probability_vs_ct_p": math.nan}
+    if keep.sum() >= 3 and np.ptp(probability[keep]) > 0 and np.ptp(ct[keep]) > 0:
+        rho = stats.spearmanr(ct[keep], probability[keep])
+        out.update(probability_vs_ct_spearman=float(rho.statistic), probability_vs_ct_p=float(rho.pvalue))
+    dice = np.asarray([_float(r.get("lung_dice_vs_footprint")) for r in view_rows])
+    dice = dice[np.isfinite(dice)]
+    out.update(lung_dice_mean=float(dice.mean()) if dice.size else math.nan,
+               lung_dice_sd=float(dice.std(ddof=1)) if dice.size > 1 else math.nan)
+    return out
 
 
 def _float(value) -> float:
@@ -222,6 +263,7 @@ def summarize(rows: list[dict], views: Sequence[str]) -> dict:
             "ct_vs_truth": regression(
                 [r["ct_truth_ratio"] for r in view_rows], [r["ct_ratio"] for r in view_rows]
             ),
+            "transfer": transfer_diagnostics(view_rows),
         }
         for name, key in (("drr", "drr_ratio"), ("footprint", "footprint_ratio")):
             pairs = []
@@ -357,6 +399,14 @@ def write_report(rows: list[dict], summary: dict, settings: dict, path: Path) ->
                 f"<li>{view}: trend agreement {name} vs CT = {fmt(t['accuracy'])} "
                 f"({t['n_agree']}/{t['n_transitions']} transitions, {t['n_patients']} patients)</li>"
             )
+    for view, entry in summary.items():
+        t = entry.get("transfer", {})
+        parts.append(
+            f"<li>{view}: CXR models on DRRs: {t.get('called_positive')}/{t.get('n')} called positive, median "
+            f"probability {fmt(t.get('probability_median'))}, Spearman(probability, CT ratio) = "
+            f"{fmt(t.get('probability_vs_ct_spearman'))} (p {fmt(t.get('probability_vs_ct_p'))}), LSNet lungs vs "
+            f"lung footprint Dice {fmt(t.get('lung_dice_mean'))} ± {fmt(t.get('lung_dice_sd'))}</li>"
+        )
     parts.append("</ul><img src='regression.png' width='900'><br><img src='profiles.png' width='1100'>")
     parts.append("<h2>Settings</h2><pre>" + html.escape(json.dumps(settings, indent=1)) + "</pre>")
     parts.append("<h2>Table</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in TABLE_COLUMNS if c != "image") + "</tr>")
