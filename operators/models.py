@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pneumonitor.networks.checkpoint import LoadedNetwork, WeightsNotFound, _sha256, load_network
+from pneumonitor.networks.checkpoint import OPERATING_POINT_KEYS, LoadedNetwork, WeightsNotFound, _sha256, load_network
 from pneumonitor.pipeline import AnalysisSettings, Analyzer, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,8 @@ def load_analyzer(
     if not models_dir.is_dir():
         raise ModelsNotFound(
             f"models folder {models_dir} does not exist; it must hold dlnet/model.ts and lsnet/model.ts "
-            "(exported from the bundles with ckpt_export; no trained weights ship with pneumonitor yet)"
+            "(exported from the bundles with ckpt_export) or dlnet/ and lsnet/ bundle folders: -m bundles uses the shipped "
+            "weights"
         )
     torch_device = resolve_device(device)
     loaded = {sub: load_model(models_dir / sub, kind, torch_device) for sub, kind in MODEL_KINDS.items()}
@@ -167,7 +168,9 @@ def export_torchscript(loaded: LoadedNetwork, folder: str | Path) -> Path:
     target = folder / TORCHSCRIPT_NAME
     # the input size travels inside the archive, as ckpt_export stores configs/inference.json: a second file in
     # the model folder would make the SDK's model factory refuse the folder as a named model
-    config = {"image_size": list(loaded.image_size), "network_def": dict(getattr(network, "config", {}))}
+    config = {"image_size": list(loaded.image_size), "network_def": dict(getattr(network, "config", {})),
+              # the weights' operating point (chosen on validation) travels with them
+              **{k: loaded.settings[k] for k in OPERATING_POINT_KEYS if k in loaded.settings}}
     tmp = target.with_name(f".{target.name}.tmp")
     torch.jit.save(traced, str(tmp), _extra_files={"inference.json": json.dumps(config)})
     tmp.replace(target)
