@@ -61,6 +61,12 @@ def save_checkpoint(network: nn.Module, path: str | Path, image_size: tuple[int,
     path.parent.mkdir(parents=True, exist_ok=True)
     config = dict(getattr(network, "config", {}))
     payload = {"state_dict": network.state_dict(), "network": config, "image_size": list(image_size), **extra}
+    return _torch_save_atomic(payload, path)
+
+
+def _torch_save_atomic(payload: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary sibling, then rename: readers never see a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -81,12 +87,7 @@ def save_half_precision(source: str | Path, destination: str | Path) -> Path:
     payload = torch.load(Path(source), map_location="cpu", weights_only=True)
     state_dict = _state_dict_of(payload)
     half = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in state_dict.items()}
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(destination.name + ".tmp")
-    torch.save(half, tmp)
-    tmp.replace(destination)
-    return destination
+    return _torch_save_atomic(half, Path(destination))
 
 
 def _state_dict_of(payload: Any) -> dict[str, torch.Tensor]:
