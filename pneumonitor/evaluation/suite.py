@@ -116,14 +116,13 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
 
     tasks = set(settings.tasks)
     # classification
-    cls = [(item["label"], row["pneumonia_probability"]) for item, row in matched.pairs
+    cls = [(item["label"], row["pneumonia_probability"], item.get("source")) for item, row in matched.pairs
            if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
-    if "classification" in tasks and cls and len({label for label, _ in cls}) == 2:
-        labels, scores = zip(*cls)
+    if "classification" in tasks and cls and len({label for label, _, _ in cls}) == 2:
+        labels, scores, _ = zip(*cls)
         result = evaluate_classification(labels, scores, settings.threshold, settings.n_bootstrap, settings.seed)
         metrics["classification"] = result.to_dict()
-        sources = [item.get("source") for item, row in matched.pairs
-                   if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
+        sources = [source for _, _, source in cls]
         if len({source for source in sources if source}) > 1:
             metrics["classification"]["by_source"] = by_source(labels, scores, sources, result.threshold)
     elif "classification" in tasks and cls:
@@ -171,7 +170,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     for key, scores in (("lung_segmentation", lung_scores), ("pneumonia_segmentation", pneumonia_scores)):
         if scores:
             metrics[key] = {"dice": vars(mean_sd([s[0] for s in scores])),
-                            "jaccard": vars(mean_sd([s[1] for s in scores])), **metrics.get(key, {})}
+                            "jaccard": vars(mean_sd([s[1] for s in scores]))}
     if dice_sweep:
         means = np.asarray(dice_sweep).mean(axis=0)
         best_index = int(np.argmax(means))
