@@ -25,3 +25,17 @@ def dicom_samples(shared_data: Path) -> list[Path]:
     if len(files) != 5:
         pytest.skip(f"expected the 5 CR/DX samples in {folder}, found {len(files)}")
     return files
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On 2 shared cores one torch thread is several times faster than two (no spinning on a busy core).
+
+    Modules that train tiny networks opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,13 +23,7 @@ SIZE = 64
 NET = {"backbone": "resnet18", "dense_units": [32, 16], "fpn_channels": 16, "localization_maps": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On 2 shared cores one torch thread is several times faster than two (no spinning on a busy core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ the draw
