@@ -57,11 +57,9 @@ def _sha256(path: Path) -> str:
 
 def save_checkpoint(network: nn.Module, path: str | Path, image_size: tuple[int, int] | list[int], **extra: Any) -> Path:
     """Write a self-describing checkpoint (weights, constructor args, input size) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config = dict(getattr(network, "config", {}))
     payload = {"state_dict": network.state_dict(), "network": config, "image_size": list(image_size), **extra}
-    return _torch_save_atomic(payload, path)
+    return _torch_save_atomic(payload, Path(path))
 
 
 def _torch_save_atomic(payload: Any, path: Path) -> Path:
