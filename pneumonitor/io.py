@@ -6,7 +6,15 @@ the film. Inputs that are not usable frontal chest radiographs raise :class:`Uns
 for the user; callers turn it into a "skipped" row.
 
 DICOM pixel pipeline (PS3.3 C.11): stored values -> Modality LUT (Rescale Slope/Intercept or LUT) -> VOI LUT
-(or Window Center/Width; the first window when several are given) -> MONOCHROME1 inversion -> min-max to [0, 1].
+(or Window Center/Width; the first window when several are given; without either, a 0.5-99.5 percentile window
+over the non-padding pixels, so that padding, collimator edges and burned-in text do not set the contrast) ->
+min-max to [0, 1] -> MONOCHROME1 / Presentation LUT INVERSE inversion -> PixelPaddingValue pixels set to 0 ->
+flips from PatientOrientation so that the patient's right is on the image left and the head at the top.
+
+DICOM semantic rules (:func:`dicom_view_problem`, checked before decoding): the view must be frontal by an
+allowlist (ViewPosition PA/AP, ViewCodeSequence postero-anterior/antero-posterior, PatientOrientation whose row
+direction is not anterior/posterior); FOR PROCESSING (raw detector) images are refused. When the header says
+nothing about the view, the image QC network (``pneumonitor.qc``) decides.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ __all__ = [
     "MIN_IMAGE_SIDE",
     "RADIOGRAPH_MODALITIES",
     "LATERAL_VIEW_POSITIONS",
+    "FRONTAL_VIEW_POSITIONS",
+    "dicom_view_problem",
 ]
 
 #: Images whose shorter side is below this many pixels are refused: the networks see 224-448 px and CLAHE tiles.
@@ -39,6 +49,17 @@ MIN_IMAGE_SIDE = 64
 RADIOGRAPH_MODALITIES = ("CR", "DX")
 #: ViewPosition values (PS3.3 C.8.11.5.1.1, plus common vendor spellings) that mean a lateral projection.
 LATERAL_VIEW_POSITIONS = ("LL", "RL", "LLD", "RLD", "LAT", "LATERAL", "LLAT", "RLAT", "XTABLE LAT")
+#: ViewPosition first words accepted as frontal ("AP SUPINE", "PA ERECT" and the like are kept): an allowlist.
+FRONTAL_VIEW_POSITIONS = ("PA", "AP")
+#: ViewCodeSequence codes (CID 4010; SNOMED CT and the older SRT codes) of the frontal projections.
+FRONTAL_VIEW_CODES = {
+    "399348003": "postero-anterior",
+    "R-10214": "postero-anterior",
+    "399182009": "antero-posterior",
+    "R-10206": "antero-posterior",
+}
+#: Window used when a DICOM has no VOI LUT/window: percentiles of the non-padding pixels.
+PERCENTILE_WINDOW = (0.5, 99.5)
 
 BITMAP_SUFFIXES = (".png", ".jpg", ".jpeg")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -147,6 +168,94 @@ def _dicom_pixel_spacing(ds: Any) -> tuple[float, float] | None:
     return None
 
 
+def dicom_view_problem(ds: Any) -> str | None:
+    """Why a CR/DX header is not a frontal presentation image, or ``None`` (also when the header is silent).
+
+    Allowlist, not denylist: a ViewPosition or a ViewCodeSequence that is present must be PA/AP; a PatientOrientation
+    whose row direction is anterior/posterior means a lateral projection; FOR PROCESSING images are raw detector
+    data that no reader looks at. Shared by :func:`read_dicom_radiograph` and the Deploy app's series selection.
+    """
+    intent = str(ds.get("PresentationIntentType", "") or "").strip().upper()
+    if intent == "FOR PROCESSING":
+        return "a FOR PROCESSING (raw detector) image; only FOR PRESENTATION images are analysed"
+    view = " ".join(str(ds.get("ViewPosition", "") or "").replace("_", " ").upper().split())
+    if view:
+        if view in LATERAL_VIEW_POSITIONS or view.startswith("LAT") or "LATERAL" in view:
+            return f"lateral view (ViewPosition {view}); only frontal PA/AP views are analysed"
+        if view.replace("-", " ").split()[0] not in FRONTAL_VIEW_POSITIONS:
+            return f"not a frontal view (ViewPosition {view}); only frontal PA/AP views are analysed"
+    for item in ds.get("ViewCodeSequence", None) or []:
+        code = str(item.get("CodeValue", "") or "").strip()
+        meaning = str(item.get("CodeMeaning", "") or "").strip()
+        text = meaning.lower().replace(" ", "-")
+        if "lateral" in text:
+            return f"lateral view (ViewCodeSequence {code} {meaning!r}); only frontal PA/AP views are analysed"
+        frontal = code in FRONTAL_VIEW_CODES or "antero-posterior" in text or "postero-anterior" in text
+        if not frontal or "oblique" in text:
+            return f"not a frontal view (ViewCodeSequence {code} {meaning!r}); only frontal PA/AP views are analysed"
+    rows_toward = _patient_orientation(ds)[0]
+    if rows_toward[:1] in ("A", "P"):
+        orientation = "\\".join(_patient_orientation(ds))
+        return f"lateral view (PatientOrientation {orientation}); only frontal PA/AP views are analysed"
+    return None
+
+
+def _patient_orientation(ds: Any) -> tuple[str, str]:
+    """(direction of the rows, direction of the columns) from PatientOrientation, ``("", "")`` when absent."""
+    value = ds.get("PatientOrientation", None)
+    if value is None or isinstance(value, str):
+        parts = [p for p in str(value or "").split("\\") if p]
+    else:
+        parts = [str(p) for p in value]
+    parts = [p.strip().upper() for p in parts]
+    return (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+
+
+def _orient(pixels: np.ndarray, ds: Any, what: str) -> tuple[np.ndarray, list[str]]:
+    """Flip so the rows run toward the patient's left (patient's right on the image left) and the columns toward
+    the feet, as a frontal chest is read; an AP film stored unflipped would otherwise swap right and left lung.
+
+    Returns the pixels and the warnings (an absent PatientOrientation leaves the image as stored, with a warning).
+    """
+    rows_toward, columns_toward = _patient_orientation(ds)
+    if not rows_toward:
+        return pixels, ["PatientOrientation absent: patient's right assumed on the image left"]
+    notes = []
+    if rows_toward[:1] == "R":
+        pixels = pixels[:, ::-1]
+        notes.append(f"flipped left-right (PatientOrientation {rows_toward}\\{columns_toward})")
+    if columns_toward[:1] == "H":
+        pixels = pixels[::-1, :]
+        notes.append(f"flipped top-bottom (PatientOrientation {rows_toward}\\{columns_toward})")
+    for note in notes:
+        logger.info("%s: %s", what, note)
+    return np.ascontiguousarray(pixels), notes
+
+
+def _padding_mask(stored: np.ndarray, ds: Any) -> np.ndarray | None:
+    """Pixels equal to PixelPaddingValue (or within [value, PixelPaddingRangeLimit]): outside the image proper."""
+    if "PixelPaddingValue" not in ds:
+        return None
+    values = [int(ds.PixelPaddingValue)]
+    if "PixelPaddingRangeLimit" in ds:
+        values.append(int(ds.PixelPaddingRangeLimit))
+    mask = (stored >= min(values)) & (stored <= max(values))
+    return mask if mask.any() and not mask.all() else None
+
+
+def _percentile_window(values: np.ndarray, padding: np.ndarray | None, what: str) -> np.ndarray:
+    """Clip to the 0.5-99.5 percentiles of the non-padding pixels (a few extreme pixels - collimator edges,
+    burned-in text, markers - would otherwise compress the lung contrast); min-max when that range is empty."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise UnsupportedInput(f"{what} contains NaN or infinite pixel values")
+    content = values[~padding] if padding is not None else values
+    low, high = np.percentile(content, PERCENTILE_WINDOW)
+    if high > low:
+        values = np.clip(values, low, high)
+    return values
+
+
 def read_dicom_radiograph(path: str | Path) -> Radiograph:
     """Read a CR/DX DICOM file into a :class:`Radiograph`.
 
@@ -180,8 +289,9 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
             "are analysed"
         )
     view = str(ds.get("ViewPosition", "") or "").strip().upper()
-    if view in LATERAL_VIEW_POSITIONS or view.startswith("LAT"):
-        raise UnsupportedInput(f"{what} is a lateral view (ViewPosition {view}); only frontal PA/AP views are analysed")
+    problem = dicom_view_problem(ds)
+    if problem is not None:
+        raise UnsupportedInput(f"{what}: {problem}")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise UnsupportedInput(f"{what} has {frames} frames; a single-frame radiograph is expected")
@@ -198,13 +308,22 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
         raise UnsupportedInput(f"{what}: pixel data could not be decoded (transfer syntax {name}): {exc}") from exc
     _check_size(stored.shape, what)
 
+    padding = _padding_mask(stored, ds)
     values = apply_modality_lut(stored, ds)
     # apply_voi_lut uses the VOI LUT Sequence when present, else the first Window Center/Width; else a no-op.
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
         values = apply_voi_lut(values, ds, index=0)
+    else:
+        values = _percentile_window(values, padding, what)
     pixels = _scale_to_unit(values, what)
-    if photometric == "MONOCHROME1":
-        pixels = 1.0 - pixels  # MONOCHROME1: minimum value displays white; bring it to MONOCHROME2.
+    # MONOCHROME1 and Presentation LUT Shape INVERSE both say "the minimum displays white" (PS3.3 C.8.11.6.1.2
+    # pairs them on DX); either one alone inverts, both together are one statement, not a double inversion.
+    presentation_lut = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    if photometric == "MONOCHROME1" or presentation_lut == "INVERSE":
+        pixels = 1.0 - pixels  # bring it to MONOCHROME2.
+    if padding is not None:
+        pixels[padding] = 0.0  # padding is no anatomy: show it as background, not as a bright frame
+    pixels, warnings = _orient(pixels, ds, what)
 
     meta: dict[str, Any] = {key: str(ds.get(tag, "") or "") for key, tag in IDENTITY_ATTRIBUTES.items()}
     meta.update(
@@ -213,6 +332,7 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored", 0) or 0),
         format="dicom",
+        warnings=warnings,
     )
     meta["view_position"] = view
     meta["modality"] = modality

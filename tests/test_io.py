@@ -207,3 +207,85 @@ def test_find_inputs_recurses_and_keeps_explicit_files(tmp_path):
     assert names == ["NOSUFFIX", "notes.txt", "x.png"]
     with pytest.raises(UnsupportedInput):
         read_radiograph(tmp_path / "a" / "notes.txt")
+
+
+# -- DICOM semantic rules (issue 18) ------------------------------------------------------------------------------
+def _code(value, meaning, scheme="SCT"):
+    item = pydicom.Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+@pytest.mark.parametrize(
+    "attributes,reason",
+    [
+        ({"ViewPosition": "RLO"}, "not a frontal view"),
+        ({"ViewPosition": "LLD"}, "lateral view"),
+        ({"ViewCodeSequence": [_code("399198007", "right lateral")]}, "lateral view"),
+        ({"ViewCodeSequence": [_code("399163007", "right posterior oblique")]}, "not a frontal view"),
+        ({"PatientOrientation": ["A", "F"]}, "lateral view"),
+        ({"PresentationIntentType": "FOR PROCESSING"}, "FOR PROCESSING"),
+    ],
+)
+def test_view_allowlist_and_intent_refuse(tmp_path, attributes, reason):
+    path = make_dicom(tmp_path / "x.dcm", gradient(np.uint8, 255), **attributes)
+    with pytest.raises(UnsupportedInput, match=reason):
+        read_radiograph(path)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"ViewPosition": "AP SUPINE"},
+        {"ViewPosition": "PA"},
+        {"ViewCodeSequence": [_code("399348003", "postero-anterior")]},
+        {"ViewCodeSequence": [_code("R-10206", "antero-posterior", "SRT")]},
+        {"PresentationIntentType": "FOR PRESENTATION", "PatientOrientation": ["L", "F"]},
+        {},  # a silent header is left to the QC network
+    ],
+)
+def test_view_allowlist_accepts_frontal(tmp_path, attributes):
+    assert read_radiograph(make_dicom(tmp_path / "x.dcm", gradient(np.uint8, 255), **attributes)).shape == (80, 96)
+
+
+def test_patient_orientation_flips_and_warns(tmp_path):
+    pixels = gradient(np.uint8, 255)
+    pixels[:10] = 0  # a dark band at the top tells top from bottom
+    standard = read_radiograph(make_dicom(tmp_path / "lf.dcm", pixels, PatientOrientation=["L", "F"]))
+    assert standard.meta["warnings"] == [] and standard.pixels[40, -1] > standard.pixels[40, 0]
+    # rows running toward the patient's right: an AP film stored unflipped; the columns must be flipped
+    mirrored = read_radiograph(make_dicom(tmp_path / "rf.dcm", pixels, PatientOrientation=["R", "F"]))
+    np.testing.assert_array_equal(mirrored.pixels, standard.pixels[:, ::-1])
+    assert "flipped left-right" in mirrored.meta["warnings"][0]
+    upside_down = read_radiograph(make_dicom(tmp_path / "lh.dcm", pixels, PatientOrientation=["L", "H"]))
+    np.testing.assert_array_equal(upside_down.pixels, standard.pixels[::-1])
+    silent = read_radiograph(make_dicom(tmp_path / "none.dcm", pixels))
+    assert "PatientOrientation absent" in silent.meta["warnings"][0]
+    np.testing.assert_array_equal(silent.pixels, standard.pixels)
+
+
+def test_presentation_lut_inverse(tmp_path):
+    identity = read_radiograph(make_dicom(tmp_path / "i.dcm", gradient(np.uint8, 255), PresentationLUTShape="IDENTITY"))
+    inverse = read_radiograph(make_dicom(tmp_path / "v.dcm", gradient(np.uint8, 255), PresentationLUTShape="INVERSE"))
+    np.testing.assert_allclose(inverse.pixels, 1.0 - identity.pixels, atol=1e-6)
+    # MONOCHROME1 with INVERSE is one statement (the DX rule), not a double inversion
+    both = read_radiograph(make_dicom(tmp_path / "b.dcm", gradient(np.uint8, 255), photometric="MONOCHROME1",
+                                      PresentationLUTShape="INVERSE"))
+    np.testing.assert_allclose(both.pixels, inverse.pixels, atol=1e-6)
+
+
+def test_pixel_padding_is_masked_and_ignored_by_the_window(tmp_path):
+    pixels = gradient(np.uint16, 1000, shape=(80, 96)) + 1000  # anatomy: 1000..2000
+    pixels[:, :8] = 4095  # padding outside the collimated field, brighter than anything
+    r = read_radiograph(make_dicom(tmp_path / "pad.dcm", pixels, BitsStored=12, PixelPaddingValue=4095))
+    assert np.all(r.pixels[:, :8] == 0.0)
+    # the anatomy spans the full range: the padding did not set the contrast
+    assert r.pixels[:, 8].max() < 0.02 and r.pixels[:, -1].min() > 0.98
+
+
+def test_percentile_window_without_voi(tmp_path):
+    pixels = gradient(np.uint16, 1000, shape=(80, 96)) + 1000
+    pixels[2, 2:6] = 4095  # burned-in text: a handful of extreme pixels
+    r = read_radiograph(make_dicom(tmp_path / "text.dcm", pixels, BitsStored=12))
+    # min-max would put the middle of the anatomy at (1500-1000)/3095 = 0.16; the percentile window near 0.5
+    assert 0.4 < float(np.median(r.pixels[40:, 48])) < 0.6
