@@ -38,6 +38,7 @@ __all__ = [
     "PRIVATE_SCHEME",
     "derivation_source",
     "algorithm_identification",
+    "uid_problem",
 ]
 
 MANUFACTURER = "pneumonitor"
@@ -75,6 +76,24 @@ _TYPE2_ATTRIBUTES = (
     "AccessionNumber",
 )
 _AGE = re.compile(r"^\d{3}[DWMY]$")
+#: PS3.5 9.1 UI syntax, leniently: digit components separated by dots (leading zeros, common in old archives, pass)
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+UID_MAX_LENGTH = 64
+
+
+def uid_problem(keyword: str, value: Any) -> str | None:
+    """Why ``value`` is not a usable DICOM UID (``None`` when it is one).
+
+    UIDs name output folders and are copied into the derived objects, so anything else (``..``, a path, a newline)
+    must be refused before it reaches a path or an object.
+    """
+    text = str(value or "")
+    if not text:
+        return f"{keyword} is missing"
+    if len(text) > UID_MAX_LENGTH or not _UID.match(text):
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        return f"{keyword} {shown!r} is not a valid DICOM UID (digits and dots, at most {UID_MAX_LENGTH} characters)"
+    return None
 
 
 def derivation_source(dataset: Dataset) -> Dataset:

@@ -17,12 +17,14 @@ from typing import Any
 from monai.deploy.core import ConditionType, Fragment, OperatorSpec
 from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorOperator
 
+from operators.dicom_common import uid_problem
 from operators.records import CaseRecord
 from pneumonitor.io import LATERAL_VIEW_POSITIONS, RADIOGRAPH_MODALITIES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CXRDataLoaderOperator", "CXRSeriesSelectorOperator", "CXR_SELECTION_RULES", "frontal_view_problem"]
+__all__ = ["CXRDataLoaderOperator", "CXRSeriesSelectorOperator", "CXR_SELECTION_RULES", "frontal_view_problem",
+           "identity_problem"]
 
 #: SDK selection rules: every CR or DX series of each study (the view is checked per instance).
 CXR_SELECTION_RULES = json.dumps(
@@ -105,6 +107,17 @@ def frontal_view_problem(dataset: Any) -> str | None:
     return None
 
 
+def identity_problem(dataset: Any) -> str | None:
+    """Why an instance's Study/Series/SOP Instance UIDs cannot be used (``None`` when all are valid UIDs).
+
+    The study UID names the output folder and all three are copied into the derived objects.
+    """
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if (problem := uid_problem(keyword, dataset.get(keyword, ""))) is not None:
+            return problem
+    return None
+
+
 class CXRSeriesSelectorOperator(DICOMSeriesSelectorOperator):
     """Select frontal CR/DX chest radiographs: SDK series rules on Modality, then the view of each instance.
 
@@ -147,7 +160,9 @@ class CXRSeriesSelectorOperator(DICOMSeriesSelectorOperator):
                         sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
                         dataset=dataset,
                     )
-                    if id(series) not in selected_series:
+                    if (problem := identity_problem(dataset)) is not None:
+                        record.skip(problem)
+                    elif id(series) not in selected_series:
                         modality = str(dataset.get("Modality", "") or "missing")
                         record.skip(
                             f"modality {modality}; only chest radiographs ({'/'.join(RADIOGRAPH_MODALITIES)}) "

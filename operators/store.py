@@ -24,6 +24,7 @@ from typing import Any
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
+from operators.dicom_common import uid_problem
 from operators.records import CaseRecord
 from pneumonitor.pipeline import ImageAnalysis, result_row, write_results
 
@@ -100,7 +101,13 @@ class DICOMStoreOperator(Operator):
                 if record.ok:
                     record.fail(f"another image of study {study_uid} failed")
             return None
-        final = self.output_folder / _safe_name(study_uid)
+        problem = uid_problem("StudyInstanceUID", study_uid)
+        if problem is not None:  # the folder name comes from the header: never build a path from an invalid one
+            for record in records:
+                record.fail(f"study not written: {problem}")
+            logger.error("study %r not written: %s", study_uid, problem)
+            return None
+        final = self.output_folder / study_uid
         partial = self.output_folder / f".{final.name}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -111,7 +118,7 @@ class DICOMStoreOperator(Operator):
                     record.objects[kind].save_as(partial / name, enforce_file_format=True)
                     record.files[kind] = f"{final.name}/{name}"
             if final.exists():  # a re-run replaces the study's previous outputs as a whole
-                shutil.rmtree(final)
+                _remove_child(self.output_folder, final)
             partial.rename(final)
         except Exception as exc:  # noqa: BLE001 - disk full, permissions: fail the study, keep going
             shutil.rmtree(partial, ignore_errors=True)
@@ -145,7 +152,8 @@ class DICOMStoreOperator(Operator):
         return row
 
 
-def _safe_name(uid: str) -> str:
-    """A folder name from a UID (UIDs are digits and dots; anything else is replaced)."""
-    cleaned = "".join(c if c.isalnum() or c in ".-_" else "_" for c in uid.strip())
-    return cleaned or "unknown-study"
+def _remove_child(folder: Path, path: Path) -> None:
+    """Remove ``path`` (a study folder); refuse anything that is not a real folder directly inside ``folder``."""
+    if path.parent != folder or path.name in ("", ".", "..") or path.is_symlink() or not path.is_dir():
+        raise RuntimeError(f"refusing to remove {path}: not a study folder directly inside {folder}")
+    shutil.rmtree(path)

@@ -75,10 +75,14 @@ def test_app_runs_and_accounts_for_every_input(app_run):
     proc, root, _ = app_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = app_rows(root / "out")
+    refused = ("lateral.dcm", "truncated.dcm", "dx_image.dcm", "Fake_MONOHR1.dcm")
     assert sorted(n for n, r in rows.items() if r["status"] == "ok") == sorted(
-        p.name for p in (root / "in").glob("*.dcm") if p.name not in ("lateral.dcm", "truncated.dcm")
+        p.name for p in (root / "in").glob("*.dcm") if p.name not in refused
     )
     assert "lateral view" in rows["lateral.dcm"]["reason"]
+    # the image QC gate of pneumonitor analyze: the lateral animal thorax and the inverted copy of the CR sample
+    assert rows["dx_image.dcm"]["reason"].startswith("image QC: lateral view")
+    assert rows["Fake_MONOHR1.dcm"]["reason"].startswith("image QC: inverted")
     assert "could not be decoded" in rows["truncated.dcm"]["reason"]
     assert "not a readable DICOM file" in rows["README.txt"]["reason"]
     log = proc.stdout + proc.stderr
@@ -91,7 +95,7 @@ def test_app_runs_and_accounts_for_every_input(app_run):
     assert lateral_study not in folders and not any(name.startswith(".") for name in folders)
     written = sorted(str(p.relative_to(root / "out")) for p in (root / "out").rglob("*.dcm"))
     expected = sorted(r[kind] for r in rows.values() if r["status"] == "ok" for kind in ("seg", "sr", "sc"))
-    assert written == expected and len(written) == 15
+    assert written == expected and len(written) == 9
 
 
 def test_sr_numbers_equal_pneumonitor_analyze(app_run):
@@ -116,7 +120,8 @@ def test_sr_numbers_equal_pneumonitor_analyze(app_run):
         # the app's own table says the same
         assert float(row["ratio_total"]) == pytest.approx(float(expected["ratio_total"]), abs=0.02)
         ratios.append(float(expected["ratio_total"]))
-    assert len(ratios) == 5 and all(0 < r < 100 for r in ratios), ratios  # the comparison is not trivial
+    assert len(ratios) == 3 and all(0 < r < 100 for r in ratios), ratios  # the comparison is not trivial
+    assert cli["dx_image.dcm"]["status"] == "skipped" and "lateral view" in cli["dx_image.dcm"]["reason"]
 
 
 def test_seg_frames_match_the_cli_masks(app_run):
@@ -208,3 +213,30 @@ def test_missing_models_are_clear(tmp_path):
     assert proc.returncode == 2, log[-3000:]
     assert "no DLNet model" in log and "Traceback" not in log
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_hostile_study_uids_delete_nothing(tmp_path, models):
+    """Regression (issue 16, item 1): StudyInstanceUID ``..`` made the app delete the parent of ``-o``, ``.`` emptied
+    ``-o``. Such instances are now skipped with the reason; the neighbours and earlier outputs stay."""
+    inputs, work = tmp_path / "in", tmp_path / "work"
+    inputs.mkdir()
+    out = work / "out"
+    out.mkdir(parents=True)
+    (work / "neighbour.txt").write_text("keep me")
+    (out / "earlier.txt").write_text("keep me too")
+    image = gradient(np.uint8, 255, shape=(128, 128))
+    for name, uid in (("dot.dcm", "."), ("dotdot.dcm", ".."), ("evil.dcm", "../../evil")):
+        make_dicom(inputs / name, image, StudyInstanceUID=uid)
+    make_dicom(inputs / "good.dcm", image)
+    proc = run_app(inputs, out, models["models"])
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log
+    assert (work / "neighbour.txt").read_text() == "keep me" and (out / "earlier.txt").read_text() == "keep me too"
+    assert sorted(p.name for p in work.iterdir()) == ["neighbour.txt", "out"]
+    rows = app_rows(out)
+    assert rows["good.dcm"]["status"] == "ok"
+    for name in ("dot.dcm", "dotdot.dcm", "evil.dcm"):
+        assert rows[name]["status"] == "skipped" and "is not a valid DICOM UID" in rows[name]["reason"], rows[name]
+    good_study = pydicom.dcmread(inputs / "good.dcm").StudyInstanceUID
+    assert sorted(p.name for p in out.iterdir()) == sorted([good_study, "earlier.txt", "results.csv", "results.json"])

@@ -88,7 +88,8 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def analyzer(models):
-    return load_analyzer(models["models"], device="cpu")
+    # the gate is off here: these tests follow every sample through the operators (the gate: test_qc_gate_...)
+    return load_analyzer(models["models"], device="cpu", qc="off")
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +213,16 @@ def analysed(selected, analyzer):
     PneumoniaInferenceOperator.predict(_Host(analyzer=analyzer, batch_size=3), records)
     host = _Host(analyzer=analyzer)
     return [SeverityOperator.assess(host, r) for r in records]
+
+
+def test_qc_gate_in_the_inference_operator(selected, models):
+    analyzer = load_analyzer(models["models"], device="cpu")  # qc on, the shipped bundles/qc
+    records = [RadiographConverterOperator.convert(r) for r in selected]
+    PneumoniaInferenceOperator.predict(_Host(analyzer=analyzer, batch_size=3), records)
+    named = {r.source.name: r for r in records}
+    assert named["dx_image.dcm"].reason.startswith("image QC: lateral view") and not named["dx_image.dcm"].ok
+    assert named["Fake_MONOHR1.dcm"].reason.startswith("image QC: inverted")
+    assert sum(r.ok and r.prediction is not None for r in records) == 3
 
 
 def test_inference_and_severity(analysed):
@@ -376,3 +387,41 @@ def test_derivation_source_repairs_without_touching_the_source(dicom_samples):
     derived = derivation_source(source)
     assert derived.PatientAge == "062Y" and derived.PatientBirthDate in (None, "")
     assert source.PatientAge == "62" and "PatientBirthDate" not in source
+
+
+@pytest.mark.parametrize("study_uid", ["..", ".", "../../evil", ""])
+def test_store_never_derives_a_folder_from_an_invalid_study_uid(fragment, built, tmp_path, study_uid):
+    """Regression: a StudyInstanceUID ``..`` made the store remove the parent of the output folder, ``.`` the
+    output folder itself. Now the study fails with the reason and nothing outside its own folder is touched."""
+    work = tmp_path / "work"
+    out = work / "out"
+    out.mkdir(parents=True)
+    (work / "neighbour.txt").write_text("keep me")
+    (out / "earlier.txt").write_text("keep me too")
+    source = built[0]
+    record = CaseRecord(source=source.source, study_instance_uid=study_uid, sop_instance_uid=source.sop_instance_uid,
+                        dataset=source.dataset, radiograph=source.radiograph, analysis=source.analysis,
+                        objects=dict(source.objects))
+    counts = DICOMStoreOperator(fragment, output_folder=out, name="store").store([record])
+    assert counts == {"ok": 0, "skipped": 0, "failed": 1}
+    assert record.reason.startswith("study not written: StudyInstanceUID")
+    assert "not a valid DICOM UID" in record.reason or "is missing" in record.reason
+    assert (work / "neighbour.txt").read_text() == "keep me" and (out / "earlier.txt").read_text() == "keep me too"
+    assert sorted(p.name for p in work.iterdir()) == ["neighbour.txt", "out"]
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.txt", "results.csv", "results.json"]
+
+
+def test_selector_skips_instances_with_invalid_uids(fragment, tmp_path):
+    """UIDs name output folders and are copied into the derived objects: a path or a newline is refused up front."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = gradient(np.uint8, 255, shape=(128, 128))
+    make_dicom(folder / "dotdot.dcm", image, StudyInstanceUID="..")
+    make_dicom(folder / "evil-series.dcm", image, SeriesInstanceUID="../../evil")
+    make_dicom(folder / "good.dcm", image)
+    loader = CXRDataLoaderOperator(fragment, input_folder=folder, name="loader")
+    records = by_name(CXRSeriesSelectorOperator(fragment, name="selector").select(loader.load_data_to_studies(folder)))
+    assert records["good.dcm"].ok
+    assert records["dotdot.dcm"].status == "skipped"
+    assert records["dotdot.dcm"].reason.startswith("StudyInstanceUID '..' is not a valid DICOM UID")
+    assert records["evil-series.dcm"].reason.startswith("SeriesInstanceUID '../../evil' is not a valid DICOM UID")
