@@ -256,6 +256,36 @@ def _percentile_window(values: np.ndarray, padding: np.ndarray | None, what: str
     return values
 
 
+def _pixel_data_length_problem(ds: Any) -> str | None:
+    """Why native (uncompressed) Pixel Data does not fit Rows x Columns x SamplesPerPixel x BitsAllocated, or ``None``.
+
+    pydicom decodes too long data by dropping the excess, so a header that disagrees with its pixel data gives
+    stripes that the networks score as severe pneumonia. Encapsulated (compressed) data is checked by its decoder.
+    """
+    try:
+        from pydicom.pixels.utils import get_expected_length
+    except ImportError:  # pydicom < 3 (the MONAI Label environment)
+        from pydicom.pixel_data_handlers.util import get_expected_length
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in ds or (syntax is not None and syntax.is_encapsulated):
+        return None
+    try:
+        expected = int(get_expected_length(ds, unit="bytes"))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        return f"the image pixel module is incomplete ({type(exc).__name__}: {exc})"
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + expected % 2):  # odd lengths are padded to even (PS3.5 8.1.1)
+        return (
+            f"pixel data could not be decoded: it is {actual} bytes but the header (Rows {ds.get('Rows')}, Columns "
+            f"{ds.get('Columns')}, SamplesPerPixel {ds.get('SamplesPerPixel')}, BitsAllocated "
+            f"{ds.get('BitsAllocated')}) needs {expected} ("
+            + ("a truncated file, or " if actual < expected else "")
+            + "header and pixel data disagree)"
+        )
+    return None
+
+
 def read_dicom_radiograph(path: str | Path) -> Radiograph:
     """Read a CR/DX DICOM file into a :class:`Radiograph`.
 
@@ -299,6 +329,9 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
     photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise UnsupportedInput(f"{what} has PhotometricInterpretation {photometric or 'missing'}; grayscale expected")
+    problem = _pixel_data_length_problem(ds)
+    if problem is not None:
+        raise UnsupportedInput(f"{what}: {problem}")
 
     try:
         stored = ds.pixel_array

@@ -425,3 +425,14 @@ def test_selector_skips_instances_with_invalid_uids(fragment, tmp_path):
     assert records["dotdot.dcm"].status == "skipped"
     assert records["dotdot.dcm"].reason.startswith("StudyInstanceUID '..' is not a valid DICOM UID")
     assert records["evil-series.dcm"].reason.startswith("SeriesInstanceUID '../../evil' is not a valid DICOM UID")
+
+
+def test_converter_skips_pixel_data_that_disagrees_with_the_header(tmp_path):
+    """Regression (issue 16, item 3): striped pixels of a wrong header were scored 8/8 and stored as SEG/SR/SC."""
+    path = make_dicom(tmp_path / "striped.dcm", gradient(np.uint8, 255, shape=(128, 128)))
+    ds = pydicom.dcmread(path)
+    ds.Columns = 127
+    ds.save_as(path)
+    record = RadiographConverterOperator.convert(CaseRecord(source=path))
+    assert record.status == "skipped" and record.radiograph is None
+    assert record.reason.endswith("needs 16256 (header and pixel data disagree)"), record.reason
