@@ -47,6 +47,13 @@ class PneumoniaInferenceOperator(CaseOperator):
     def predict(self, records: list[CaseRecord]) -> list[CaseRecord]:
         """Run both networks on the ``ok`` records in batches of ``batch_size``; returns the records."""
         todo = [r for r in records if r.ok]
+        # the image QC gate of pneumonitor analyze (laterals, inverted/rotated images, non-radiographs)
+        for record, qc in zip(todo, self.analyzer.quality_check([r.radiograph for r in todo])):
+            reason = self.analyzer.qc_refusal(qc)
+            if reason is not None:
+                record.skip(reason)
+                logger.warning("skipped %s: %s", record.source, reason)
+        todo = [r for r in todo if r.ok]
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
             inputs = [self.analyzer.preprocess(r.radiograph) for r in batch]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +132,13 @@ def load_model(folder: str | Path, kind: str, device: str | torch.device = "cpu"
 
 
 def load_analyzer(
-    models_dir: str | Path, device: str = "auto", settings: AnalysisSettings | None = None
+    models_dir: str | Path, device: str = "auto", settings: AnalysisSettings | None = None, qc: str = "on"
 ) -> Analyzer:
     """The pipeline's :class:`Analyzer` on the app's models (``models_dir/dlnet``, ``models_dir/lsnet``).
 
     ``device``: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu`` or ``cuda``.
+    ``qc``: the image QC gate (``on``/``warn``/``off``, :mod:`pneumonitor.qc`), loaded from ``models_dir/qc``
+    (a ``bundles/qc`` copy) when there is one, else from the shipped ``bundles/qc``.
 
     Raises:
         ModelsNotFound: a model is missing or unusable; the message lists what was looked for.
@@ -149,7 +152,16 @@ def load_analyzer(
         )
     torch_device = resolve_device(device)
     loaded = {sub: load_model(models_dir / sub, kind, torch_device) for sub, kind in MODEL_KINDS.items()}
-    return Analyzer(loaded["dlnet"], loaded["lsnet"], settings=settings, device=torch_device)
+    settings = replace(settings or AnalysisSettings(), qc=qc)
+    gate = None
+    if qc != "off":
+        from pneumonitor.qc import QCGate, QCWeightsNotFound
+
+        try:
+            gate = QCGate.from_bundle(models_dir / "qc" if (models_dir / "qc").is_dir() else None, device=torch_device)
+        except QCWeightsNotFound as exc:
+            raise ModelsNotFound(str(exc)) from exc
+    return Analyzer(loaded["dlnet"], loaded["lsnet"], settings=settings, device=torch_device, qc_gate=gate)
 
 
 def export_torchscript(loaded: LoadedNetwork, folder: str | Path) -> Path:

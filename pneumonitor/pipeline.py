@@ -5,6 +5,17 @@ both resized back to the radiograph's size (bilinear, then thresholded) -> ``pne
 
 Lung-mask post-processing: lung probability >= ``lung_threshold`` (0.5), holes filled, then split into the
 patient's right and left lung (two largest components by side, see :func:`pneumonitor.severity.split_lungs`).
+
+Image QC (``settings.qc``, :mod:`pneumonitor.qc`): before the networks run, the QC gate says whether each image is an
+upright frontal chest radiograph; ``on`` skips the others with the finding as reason, ``warn`` analyses them and
+reports the finding in the ``qc`` column, ``off`` (or an Analyzer built without a gate) does not look.
+
+Uncertainty (``settings.uncertainty``): the reported numbers are those of the image as given; extra passes give their
+spread. ``flip``: the horizontally mirrored image through both networks (outputs mirrored back), the whole severity
+computed on it too; ``flip+mc``: also ``mc_samples`` DLNet passes with its dropout active (MC-dropout, probability
+only). From all passes: SDs of the probability and the ratios, ``p +- z SD`` (clipped to [0, 1]) and the score range
+(the scores of the passes and of the ratios ``+- z SD``); ``uncertain`` = 1 when the probability interval contains
+the operating point, i.e. the image could fall on either side of it.
 """
 
 from __future__ import annotations
@@ -32,6 +43,8 @@ from pneumonitor import __version__
 from pneumonitor.io import Radiograph, UnsupportedInput, read_radiograph
 from pneumonitor.networks.checkpoint import LoadedNetwork, WeightsNotFound, load_network
 from pneumonitor.networks.dlnet import maps_to_heatmap
+from pneumonitor.qc import QC_MODES, QCGate, QCResult, QCWeightsNotFound
+from pneumonitor.qc.ood import ood_flags
 from pneumonitor.severity import (
     CLASSIFICATION_THRESHOLD,
     HEATMAP_THRESHOLD,
@@ -39,6 +52,7 @@ from pneumonitor.severity import (
     SeverityResult,
     assess_severity,
     lung_label_image,
+    lung_score,
 )
 from pneumonitor.transforms.presets import dlnet_preprocess, lsnet_preprocess
 
@@ -60,7 +74,24 @@ RESULT_COLUMNS = (
     "image,status,reason,pneumonia_probability,positive,ratio_total,ratio_right,ratio_left,score_right,score_left,"
     "score_total,lung_mask,pneumonia_mask,overlay,heatmap,patient_id,study_instance_uid,series_instance_uid,"
     "sop_instance_uid,study_date,acquisition_datetime,view_position,rows,columns"
-).split(",")
+).split(",") + [
+    # image QC, reader warnings and out-of-distribution flags (issue 18, pneumonitor.qc.ood)
+    "qc",
+    "warnings",
+    "ood",
+    # uncertainty of every number (issue 18): SDs over the passes, p +- z SD, the score range, the flag
+    "pneumonia_probability_sd",
+    "pneumonia_probability_low",
+    "pneumonia_probability_high",
+    "uncertain",
+    "ratio_total_sd",
+    "ratio_right_sd",
+    "ratio_left_sd",
+    "score_total_low",
+    "score_total_high",
+]
+#: ``AnalysisSettings.uncertainty`` values
+UNCERTAINTY_MODES = ("off", "flip", "flip+mc")
 
 IDENTITY_COLUMNS = (
     "patient_id",
@@ -105,6 +136,14 @@ class AnalysisSettings:
     clahe_tile_grid: int = 8
     #: CUDA only: "bf16" (default), "fp16" or "none" (fp32). CPU inference is always fp32.
     mixed_precision: str = "bf16"
+    #: image QC gate: "on" (refuse), "warn" (analyse, report the finding), "off"
+    qc: str = "on"
+    #: extra passes for the spread of every number: "off", "flip", "flip+mc" (see the module docstring)
+    uncertainty: str = "flip"
+    #: MC-dropout passes of DLNet with ``uncertainty="flip+mc"``
+    mc_samples: int = 8
+    #: interval half-width in SDs (1.96: a 95 % interval if the spread were normal)
+    interval_z: float = 1.96
 
     def resolved(self, weights_settings: dict[str, Any] | None = None) -> AnalysisSettings:
         """A copy with unset thresholds taken from ``weights_settings`` (a loaded DLNet's ``settings``), else the paper's."""
@@ -115,6 +154,10 @@ class AnalysisSettings:
             chosen[name] = float(value if value is not None else weights_settings.get(name, paper))
             if not 0.0 <= chosen[name] <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {chosen[name]}")
+        if self.qc not in QC_MODES:
+            raise ValueError(f"qc must be one of {QC_MODES}, got {self.qc!r}")
+        if self.uncertainty not in UNCERTAINTY_MODES:
+            raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {self.uncertainty!r}")
         return replace(self, **chosen)
 
 
@@ -129,6 +172,12 @@ class ImageAnalysis:
     severity: SeverityResult | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False)
     lung_probability: np.ndarray | None = field(default=None, repr=False)
+    #: the QC gate's answer (None: no gate)
+    qc: QCResult | None = None
+    #: spread of the numbers (``RESULT_COLUMNS``' uncertainty columns), None when not measured
+    uncertainty: dict[str, Any] | None = None
+    #: out-of-distribution flags of an ``ok`` result (:func:`pneumonitor.qc.ood.ood_flags`)
+    ood: list[str] = field(default_factory=list)
 
 
 class Analyzer:
@@ -138,6 +187,8 @@ class Analyzer:
         dlnet, lsnet: loaded networks (``pneumonitor.networks.load_network``).
         settings: thresholds and preprocessing.
         device: where the networks run.
+        qc_gate: the image QC gate (:class:`pneumonitor.qc.QCGate`); ``None``: no QC whatever ``settings.qc`` says
+            (:meth:`from_locations` loads the shipped one unless ``settings.qc`` is ``off``).
     """
 
     def __init__(
@@ -146,6 +197,7 @@ class Analyzer:
         lsnet: LoadedNetwork,
         settings: AnalysisSettings | None = None,
         device: torch.device | str = "cpu",
+        qc_gate: QCGate | None = None,
     ) -> None:
         self.dlnet = dlnet
         self.lsnet = lsnet
@@ -157,6 +209,10 @@ class Analyzer:
             dlnet.image_size, self.settings.clahe_clip_limit, self.settings.clahe_tile_grid
         )
         self._ls_pre = lsnet_preprocess(lsnet.image_size)
+        self.qc_gate = qc_gate if self.settings.qc != "off" else None
+        if self.qc_gate is not None:
+            self.qc_gate.network.to(self.device)
+            self.qc_gate.device = self.device
         #: wall seconds spent per stage (decode, preprocess, dlnet, lsnet, severity), for benchmarks
         self.stage_seconds: Counter[str] = Counter()
 
@@ -167,8 +223,10 @@ class Analyzer:
         lsnet: str | Path | None = None,
         device: str = "auto",
         settings: AnalysisSettings | None = None,
+        qc_bundle: str | Path | None = None,
     ) -> Analyzer:
-        """Load both networks (default: the shipped bundles) on ``device``.
+        """Load both networks (default: the shipped bundles) and, unless ``settings.qc`` is ``off``, the QC gate
+        (``qc_bundle``, default ``bundles/qc``) on ``device``.
 
         Raises:
             WeightsNotFound: with a message listing where weights were looked for and how to get them.
@@ -188,7 +246,13 @@ class Analyzer:
                     f"python -m monai.bundle run training --config_file bundles/{bundle}/configs/train.json "
                     "(README, 'Models'). pneumonitor does not report results from untrained networks."
                 ) from exc
-        return cls(loaded["DLNet"], loaded["LSNet"], settings=settings, device=torch_device)
+        gate = None
+        if (settings or AnalysisSettings()).qc != "off":
+            try:
+                gate = QCGate.from_bundle(qc_bundle, device=torch_device)
+            except QCWeightsNotFound as exc:
+                raise WeightsNotFound(str(exc)) from exc
+        return cls(loaded["DLNet"], loaded["LSNet"], settings=settings, device=torch_device, qc_gate=gate)
 
     def describe(self) -> dict[str, Any]:
         """Models and settings, for results.json."""
@@ -209,6 +273,7 @@ class Analyzer:
                 "image_size": list(self.lsnet.image_size),
                 "network": getattr(self.lsnet.network, "config", {}),
             },
+            "qc_gate": self.qc_gate.describe() if self.qc_gate is not None else None,
             **asdict(self.settings),
         }
 
@@ -247,24 +312,100 @@ class Analyzer:
             lungs.float().cpu().numpy(),
         )
 
-    def postprocess(
-        self, radiograph: Radiograph, probability: float, heatmap: np.ndarray, lung_probability: np.ndarray
-    ) -> ImageAnalysis:
-        """Resize the network outputs to the radiograph and assess severity; a failure becomes a skip."""
-        size = radiograph.shape
+    def quality_check(self, radiographs: list[Radiograph]) -> list[QCResult | None]:
+        """The QC gate's answer per radiograph (``None`` each when there is no gate)."""
+        if self.qc_gate is None or not radiographs:
+            return [None] * len(radiographs)
+        started = time.perf_counter()
+        results = self.qc_gate.check([r.pixels for r in radiographs])
+        self.stage_seconds["qc"] += time.perf_counter() - started
+        return results
+
+    def qc_refusal(self, qc: QCResult | None) -> str | None:
+        """The skip reason when ``settings.qc`` is ``on`` and the gate did not pass the image, else ``None``.
+
+        Used by :meth:`analyze`, the Deploy app's inference operator and the Label app's infer task.
+        """
+        if qc is None or qc.passed or self.settings.qc != "on":
+            return None
+        return qc.refusal_reason()
+
+    @torch.inference_mode()
+    def infer_spread(
+        self, dl_batch: torch.Tensor, ls_batch: torch.Tensor
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray]:
+        """The extra passes of ``settings.uncertainty``: mirrored passes ``[(probs, heatmaps, lungs)]`` (outputs
+        mirrored back, same shapes as :meth:`infer`) and MC-dropout probabilities ``(mc_samples, B)``."""
+        passes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        mc = np.zeros((0, len(dl_batch)), np.float32)
+        if self.settings.uncertainty == "off":
+            return passes, mc
+        started = time.perf_counter()
+        probs, heatmaps, lungs = self.infer(dl_batch.flip(-1), ls_batch.flip(-1))
+        passes.append((probs, heatmaps[..., ::-1].copy(), lungs[..., ::-1].copy()))
+        if self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0:
+            dropouts = [m for m in self.dlnet.network.modules() if isinstance(m, torch.nn.Dropout)]
+            if not dropouts:
+                logger.warning("DLNet has no dropout layer: MC-dropout adds no spread")
+            try:
+                for module in dropouts:
+                    module.train()  # dropout active, batch norm still in eval mode
+                batch = dl_batch.to(self.device)
+                mc = np.stack([
+                    torch.sigmoid(self.dlnet.network(batch)[0][:, 0].float()).cpu().numpy()
+                    for _ in range(self.settings.mc_samples)
+                ])
+            finally:
+                for module in dropouts:
+                    module.eval()
+        self.stage_seconds["uncertainty"] += time.perf_counter() - started
+        return passes, mc
+
+    def _severity(self, size: tuple[int, int], probability: float, heatmap: np.ndarray, lung_probability: np.ndarray):
         heatmap_full = _resize(heatmap, size)
         lung_full = _resize(lung_probability, size)
         lung_mask = ndimage.binary_fill_holes(lung_full >= self.settings.lung_threshold)
+        severity = assess_severity(
+            probability,
+            heatmap_full,
+            lung_mask,
+            classification_threshold=self.settings.classification_threshold,
+            heatmap_threshold=self.settings.heatmap_threshold,
+        )
+        return severity, heatmap_full, lung_full
+
+    def postprocess(
+        self,
+        radiograph: Radiograph,
+        probability: float,
+        heatmap: np.ndarray,
+        lung_probability: np.ndarray,
+        passes: list[tuple[float, np.ndarray, np.ndarray]] | None = None,
+        mc_probabilities: np.ndarray | None = None,
+    ) -> ImageAnalysis:
+        """Resize the network outputs to the radiograph and assess severity; a failure becomes a skip.
+
+        ``passes`` (extra ``(probability, heatmap, lung probability)`` of one image) and ``mc_probabilities`` give
+        the uncertainty columns (see the module docstring); without them the result has no uncertainty.
+        """
+        size = radiograph.shape
         try:
-            severity = assess_severity(
-                probability,
-                heatmap_full,
-                lung_mask,
-                classification_threshold=self.settings.classification_threshold,
-                heatmap_threshold=self.settings.heatmap_threshold,
-            )
+            severity, heatmap_full, lung_full = self._severity(size, probability, heatmap, lung_probability)
         except (InsufficientLungs, ValueError) as exc:
             return ImageAnalysis(radiograph.source, "skipped", str(exc), radiograph=radiograph)
+        uncertainty = None
+        if passes or (mc_probabilities is not None and len(mc_probabilities)):
+            others = []
+            for p, h, lung in passes or []:
+                try:
+                    others.append(self._severity(size, float(p), h, lung)[0])
+                except (InsufficientLungs, ValueError):  # a pass that finds no lungs adds no ratio, only its p
+                    logger.debug("an uncertainty pass found no lungs in %s", radiograph.source)
+                    others.append(float(p))
+            uncertainty = summarize_spread(
+                severity, others, list(mc_probabilities if mc_probabilities is not None else []),
+                self.settings.classification_threshold, self.settings.interval_z,
+            )
         return ImageAnalysis(
             radiograph.source,
             "ok",
@@ -272,6 +413,8 @@ class Analyzer:
             severity=severity,
             heatmap=heatmap_full,
             lung_probability=lung_full,
+            uncertainty=uncertainty,
+            ood=ood_flags(radiograph, severity),
         )
 
     # -- driver -----------------------------------------------------------------------------------------------
@@ -309,13 +452,27 @@ class Analyzer:
         def flush() -> Iterator[ImageAnalysis]:
             if not pending:
                 return
-            radiographs, dl_inputs, ls_inputs = zip(*pending)
+            batch = list(pending)
             pending.clear()
-            probs, heatmaps, lungs = self.infer(torch.stack(dl_inputs), torch.stack(ls_inputs))
-            for radiograph, p, h, lung in zip(radiographs, probs, heatmaps, lungs):
-                started = time.perf_counter()
-                result = self.postprocess(radiograph, float(p), h, lung)
-                self.stage_seconds["severity"] += time.perf_counter() - started
+            checks = self.quality_check([radiograph for radiograph, _, _ in batch])
+            refusals = [self.qc_refusal(qc) for qc in checks]
+            kept = [i for i, reason in enumerate(refusals) if reason is None]
+            outputs: dict[int, ImageAnalysis] = {}
+            if kept:
+                dl_batch = torch.stack([batch[i][1] for i in kept])
+                ls_batch = torch.stack([batch[i][2] for i in kept])
+                probs, heatmaps, lungs = self.infer(dl_batch, ls_batch)
+                passes, mc = self.infer_spread(dl_batch, ls_batch)
+                for j, i in enumerate(kept):
+                    started = time.perf_counter()
+                    outputs[i] = self.postprocess(
+                        batch[i][0], float(probs[j]), heatmaps[j], lungs[j],
+                        passes=[(float(p[j]), h[j], lung[j]) for p, h, lung in passes], mc_probabilities=mc[:, j],
+                    )
+                    self.stage_seconds["severity"] += time.perf_counter() - started
+            for i, (radiograph, _, _) in enumerate(batch):
+                result = outputs.get(i) or ImageAnalysis(radiograph.source, "skipped", refusals[i], radiograph=radiograph)
+                result.qc = checks[i]
                 bar.update(1)
                 yield result
 
@@ -330,6 +487,52 @@ class Analyzer:
                 yield from flush()
         yield from flush()
         bar.close()
+
+
+def summarize_spread(
+    severity: SeverityResult,
+    others: list[SeverityResult | float],
+    mc_probabilities: list[float],
+    classification_threshold: float,
+    z: float = 1.96,
+) -> dict[str, Any]:
+    """The uncertainty columns from the reported ``severity`` and the extra passes.
+
+    ``others``: the severity of each mirrored pass (or only its probability when it found no lungs);
+    ``mc_probabilities``: MC-dropout probabilities. SDs are sample SDs (ddof 1) over the reported pass and the
+    others; intervals are centred on the reported value.
+    """
+    severities = [severity] + [o for o in others if isinstance(o, SeverityResult)]
+    probabilities = [severity.probability] + [o.probability if isinstance(o, SeverityResult) else o for o in others]
+    probabilities += [float(p) for p in mc_probabilities]
+
+    def sd(values: list[float]) -> float:
+        return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+    p_sd = sd(probabilities)
+    low, high = max(0.0, severity.probability - z * p_sd), min(1.0, severity.probability + z * p_sd)
+    ratio_sd = {side: sd([getattr(s, f"ratio_{side}") for s in severities]) for side in ("total", "right", "left")}
+    # the score range: the scores of every pass, and those of the reported ratios +- z SD (when positive)
+    scores = [s.score_total for s in severities]
+    if severity.positive:
+        for sign in (-1.0, 1.0):
+            scores.append(sum(
+                lung_score(float(np.clip(getattr(severity, f"ratio_{side}") + sign * z * ratio_sd[side], 0.0, 100.0)))
+                for side in ("right", "left")
+            ))
+    if high >= classification_threshold > low:
+        scores.append(0)  # the image could be negative: score 0 is in the range
+    return {
+        "pneumonia_probability_sd": round(p_sd, 6),
+        "pneumonia_probability_low": round(low, 6),
+        "pneumonia_probability_high": round(high, 6),
+        "uncertain": int(high >= classification_threshold > low),
+        "ratio_total_sd": round(ratio_sd["total"], 2),
+        "ratio_right_sd": round(ratio_sd["right"], 2),
+        "ratio_left_sd": round(ratio_sd["left"], 2),
+        "score_total_low": int(min(scores)),
+        "score_total_high": int(max(scores)),
+    }
 
 
 def _prefetch(items: list, fn, workers: int, depth: int) -> Iterator:
@@ -412,6 +615,15 @@ def write_image_outputs(result: ImageAnalysis, out_dir: Path) -> dict[str, str]:
         f"p={sev.probability:.2f}  score {sev.score_total}/8 (R {sev.score_right}, L {sev.score_left})  "
         f"ratio {sev.ratio_total:.1f}%"
     )
+    if result.uncertainty:
+        spread = result.uncertainty
+        caption += (
+            f"  (p {spread['pneumonia_probability_low']:.2f}-{spread['pneumonia_probability_high']:.2f}, score "
+            f"{spread['score_total_low']}-{spread['score_total_high']}, ratio SD {spread['ratio_total_sd']:.1f})"
+            + ("  UNCERTAIN" if spread["uncertain"] else "")
+        )
+    if result.qc is not None and not result.qc.passed:
+        caption += f"  QC: {result.qc.finding}"
     _save_png(lung_label_image(sev.right_lung, sev.left_lung), out_dir / paths["lung_mask"])
     _save_png(sev.pneumonia_mask.astype(np.uint8) * 255, out_dir / paths["pneumonia_mask"])
     _save_png(np.round(np.clip(result.heatmap, 0, 1) * 255).astype(np.uint8), out_dir / paths["heatmap"])
@@ -428,9 +640,14 @@ def result_row(result: ImageAnalysis, files: dict[str, str] | None = None) -> di
         meta = result.radiograph.meta
         row.update({key: meta.get(key, "") or "" for key in IDENTITY_COLUMNS})
         row.update(rows=result.radiograph.shape[0], columns=result.radiograph.shape[1])
+        row.update(warnings="; ".join(meta.get("warnings") or []))
+    if result.qc is not None:
+        row.update(qc=result.qc.describe() or "pass")
     if result.severity is not None:
         row.update(result.severity.as_row())
         row.update(files or {})
+        row.update(result.uncertainty or {})
+        row.update(ood="; ".join(result.ood))
     return row
 
 

@@ -48,7 +48,9 @@ class PneumonitorApp(Application):
         context = Application.init_app_context(self.argv)
         logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every copied module at INFO
         input_folder, output_folder = Path(context.input_path), Path(context.output_path)
-        self.analyzer = load_analyzer(context.model_path, device=os.environ.get("PNEUMONITOR_DEVICE", "auto"))
+        # PNEUMONITOR_QC=on|warn|off: the image QC gate of pneumonitor analyze (default on)
+        self.analyzer = load_analyzer(context.model_path, device=os.environ.get("PNEUMONITOR_DEVICE", "auto"),
+                                      qc=os.environ.get("PNEUMONITOR_QC", "on"))
         logger.info("input %s, output %s, models %s on %s", input_folder, output_folder, context.model_path,
                     self.analyzer.device)
 

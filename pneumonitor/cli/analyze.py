@@ -44,6 +44,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--mixed-precision", choices=["bf16", "fp16", "none"], default="bf16", help="CUDA autocast dtype (CPU: always fp32)"
     )
+    parser.add_argument(
+        "--qc",
+        choices=["on", "warn", "off"],
+        default="on",
+        help="image QC gate (bundles/qc): 'on' skips laterals, inverted or rotated images and non-radiographs with "
+        "the finding as reason; 'warn' analyses them and names the finding in the qc column; 'off' (default: on)",
+    )
+    parser.add_argument("--qc-bundle", type=Path, help="QC bundle folder (default: bundles/qc)")
+    parser.add_argument(
+        "--uncertainty",
+        choices=["off", "flip", "flip+mc"],
+        default="flip",
+        help="spread of every number: 'flip' = a mirrored pass, 'flip+mc' = also MC-dropout passes of DLNet "
+        "(--mc-samples); 'off' = none (default: flip)",
+    )
+    parser.add_argument("--mc-samples", type=int, default=8, help="MC-dropout passes with --uncertainty flip+mc (default 8)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -69,9 +85,14 @@ def run(args: argparse.Namespace) -> int:
         heatmap_threshold=args.heatmap_threshold,
         lung_threshold=args.lung_threshold,
         mixed_precision=args.mixed_precision,
+        qc=args.qc,
+        uncertainty=args.uncertainty,
+        mc_samples=args.mc_samples,
     )
     try:
-        analyzer = Analyzer.from_locations(args.dlnet, args.lsnet, device=args.device, settings=settings)
+        analyzer = Analyzer.from_locations(
+            args.dlnet, args.lsnet, device=args.device, settings=settings, qc_bundle=args.qc_bundle
+        )
     except (WeightsNotFound, ValueError, RuntimeError) as exc:
         logger.error("%s", exc)
         return 2

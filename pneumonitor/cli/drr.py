@@ -225,6 +225,8 @@ def run_duality(args: argparse.Namespace) -> int:
 
     def analyze(images: list[Path], out_dir: Path) -> Path:
         argv = ["analyze", *[str(p) for p in images], "--out", str(out_dir), "--device", args.device]
+        # DRRs are frontal by construction and not what the image QC gate was trained on: record, do not refuse
+        argv += ["--qc", "warn"]
         argv += ["--dlnet", str(args.dlnet)] if args.dlnet else []
         argv += ["--lsnet", str(args.lsnet)] if args.lsnet else []
         argv += ["--no-progress"] if args.no_progress else []

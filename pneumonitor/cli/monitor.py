@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-score-step", type=float, default=1.0,
                         help="change rule: minimum change of the total score (default 1)")
     parser.add_argument("--uncertainty-z", type=float, default=1.96,
-                        help="change rule: margin = z * combined SD when results have ratio_total_std (default 1.96)")
+                        help="change rule: margin = z * combined SD when results have ratio_total_sd (default 1.96)")
     parser.add_argument("--classification-threshold", type=float, default=None,
                         help="threshold drawn on the plots (default: from results.json, else 0.62)")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")

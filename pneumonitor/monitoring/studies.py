@@ -38,7 +38,7 @@ NUMERIC_RESULT_COLUMNS: tuple[str, ...] = REQUIRED_RESULT_COLUMNS[2:]
 #: Output image columns of ``results.csv``, paths relative to the folder of the CSV.
 IMAGE_OUTPUT_COLUMNS: tuple[str, ...] = ("lung_mask", "pneumonia_mask", "overlay", "heatmap")
 #: Optional per-study standard deviation of ``ratio_total`` (percentage points), used by the change rule.
-RATIO_SD_COLUMN = "ratio_total_std"
+RATIO_SD_COLUMN = "ratio_total_sd"  # written by pneumonitor analyze (uncertainty passes)
 
 TIME_OFFSET = "offset"
 TIME_DATETIME = "datetime"

@@ -143,7 +143,8 @@ def make_app(studies: Path, bundles: Path, model_dir: Path, **conf: str):
     """The app object itself (what ``monailabel start_server`` instantiates)."""
     from main import PneumonitorLabelApp
 
-    config = {"bundles": str(bundles), "model_dir": str(model_dir), "epistemic_passes": "8", **conf}
+    # qc off: these tests use the lateral dx_image as a stand-in radiograph; test_api turns the gate on per request
+    config = {"bundles": str(bundles), "model_dir": str(model_dir), "epistemic_passes": "8", "qc": "off", **conf}
     return PneumonitorLabelApp(str(APP_DIR), str(studies), config)
 
 
@@ -206,7 +207,7 @@ def dicomweb(tmp_path_factory, source_bundles, shared_data):
     with orthanc(work / "orthanc") as orthanc_url:
         upload(orthanc_url, radiographs + ct)
         conf = {"bundles": str(source_bundles), "model_dir": str(work / "model"),
-                "dlnet_train_configs": "test_tiny.json", "lsnet_train_configs": "test_tiny.json"}
+                "dlnet_train_configs": "test_tiny.json", "lsnet_train_configs": "test_tiny.json", "qc": "off"}
         with label_server(f"{orthanc_url}/dicom-web", work / "server", conf) as server:
             series = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID: p for p in radiographs}
             yield {"orthanc": orthanc_url, "server": server, "series": series, "work": work,

@@ -97,6 +97,15 @@ def test_infer_errors_are_reasons_not_tracebacks(client, studies):
     assert response.status_code == 422 and response.json()["detail"].startswith("image skipped"), response.text
 
 
+def test_image_qc_gate_refuses_the_lateral_dx_with_its_finding(client):
+    response = client.post("/infer/lungs?image=dx_image&output=json", data={"params": json.dumps({"qc": "on"})})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("image skipped: image QC: lateral view"), response.text
+    response = client.post("/infer/pneumonia?image=dx_image&output=json", data={"params": json.dumps({"qc": "warn"})})
+    assert response.status_code == 200, response.text
+    assert "qc" in response.text and "lateral view" in response.text
+
+
 def test_infer_pneumonia_on_box_only_image_is_proposal_inside_boxes(client, studies):
     image = sorted(p.stem for p in studies.glob("*.png"))[1]
     rows, columns = _shape(studies, image)

@@ -56,6 +56,8 @@ class RadiographInferTask(BundleInferTask):
         )
         self.kind = kind
         self.networks = NetworkCache(path, kind)
+        #: image QC gate default (``--conf qc on|warn|off``); a request's ``qc`` option overrides it
+        self.qc_mode = str(conf.get("qc", "on")).strip().lower()
         if not self.valid:
             return
         # the bundle's channel_def names network channels; annotators see the app's label map instead
@@ -64,7 +66,7 @@ class RadiographInferTask(BundleInferTask):
         self.description = description
         # weights are loaded by pneumonitor (any checkpoint layout, architecture checked), not by MONAI Label
         self.network = None
-        self._config.update(config or {})
+        self._config.update({"qc": self.qc_mode, **(config or {})})  # image QC gate: on / warn / off
 
     def is_valid(self) -> bool:
         return bool(self.valid) and self.networks.weights.is_file()
@@ -82,13 +84,33 @@ class RadiographInferTask(BundleInferTask):
         from pneumonitor.io import UnsupportedInput
 
         try:
-            return super().run_pre_transforms(data, transforms)
+            data = super().run_pre_transforms(data, transforms)
         except UnsupportedInput as exc:
             raise HTTPException(status_code=422, detail=f"image skipped: {exc}") from exc
         except (OSError, ValueError) as exc:  # a damaged file: the reason, not a traceback
             raise HTTPException(
                 status_code=422, detail=f"image skipped: could not be read ({type(exc).__name__}: {exc})"
             ) from exc
+        return self.quality_gate(data)
+
+    def quality_gate(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The image QC gate of ``pneumonitor analyze`` (request option ``qc``: on / warn / off, default on):
+        a lateral, inverted, rotated image or a non-radiograph gets a 422 with the finding (``on``) or a ``qc``
+        field in the result (``warn``)."""
+        from pneumonitor.qc import QCWeightsNotFound, shared_gate
+
+        mode = str(data.get("qc") or self.qc_mode).strip().lower()
+        if mode == "off":
+            return data
+        try:
+            gate = shared_gate(device="cpu")  # 0.2 M parameters at 96 px: a GPU would not pay for the transfer
+        except QCWeightsNotFound as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
+        result = gate.check([data["radiograph"].pixels])[0]
+        if not result.passed and mode == "on":
+            raise HTTPException(status_code=422, detail=f"image skipped: {result.refusal_reason()}")
+        data["qc_finding"] = result.describe() or "pass"
+        return data
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
         """Fill ``data["pred"]`` (``uint8 (rows, columns)`` label map) and ``data["result"]`` (JSON-able dict)."""
@@ -96,6 +118,8 @@ class RadiographInferTask(BundleInferTask):
             label, result = self.compute(data, device)
         except ValueError as exc:  # InsufficientLungs, bad shapes: the user gets the reason, not a traceback
             raise HTTPException(status_code=422, detail=f"no result for this image: {exc}") from exc
+        if "qc_finding" in data:
+            result = {**result, "qc": data["qc_finding"]}
         data[self.output_label_key] = label
         data[self.output_json_key] = result
         return data
