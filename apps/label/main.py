@@ -17,15 +17,19 @@ Start it with ``apps/label/start_server.sh`` (binds 127.0.0.1); ``--conf`` keys:
 ``epistemic_passes``  MC-dropout passes per image (20); ``epistemic_max_images``: images scored per request (200)
 ``modalities``        DICOMweb modalities listed (``DX,CR``)
 ====================  ============================================================================================
+
+Only images of the datastore are analysed, named by id: an unknown id, a server path or an unknown model is 404.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.activelearning.first import First
@@ -90,6 +94,24 @@ class PneumonitorLabelApp(BoxesInRequest, MONAILabelApp):
         self.studies = self.studies.rstrip("/")
         modalities = [m.strip() for m in self.conf.get("modalities", "DX,CR").split(",") if m.strip()]
         return make_dicomweb_datastore(self.studies, modalities)
+
+    # -- requests --------------------------------------------------------------------------------------------
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """MONAI Label's ``infer`` for images of the datastore only, named by id.
+
+        MONAI Label's own resolves an unknown id to ``""`` (read as the server's working directory: another image's
+        result) and takes any existing server path as the image; both are answered 404 here, as is an unknown model.
+        """
+        model = request.get("model")
+        if model not in self._infers:
+            raise HTTPException(status_code=404, detail=f"no model {model!r}; models: {', '.join(sorted(self._infers))}")
+        image = request.get("image")
+        if isinstance(image, str):
+            store = datastore if datastore else self.datastore()
+            uri = store.get_image_uri(image) if image else ""
+            if not uri or not os.path.exists(uri):
+                raise HTTPException(status_code=404, detail=f"image {image!r} is not in the datastore")
+        return super().infer(request, datastore)
 
     # -- tasks -----------------------------------------------------------------------------------------------
     def init_infers(self) -> dict[str, Any]:
