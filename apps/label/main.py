@@ -16,6 +16,9 @@ Start it with ``apps/label/start_server.sh`` (binds 127.0.0.1); ``--conf`` keys:
 ``dlnet_max_epochs``, ``lsnet_max_epochs``        default epochs of a training request (30)
 ``epistemic_passes``  MC-dropout passes per image (20); ``epistemic_max_images``: images scored per request (200)
 ``modalities``        DICOMweb modalities listed (``DX,CR``)
+``cors_origins``      origins allowed cross-origin requests, comma-separated (default none: OHIF at ``/ohif`` is
+                      same-origin). MONAI Label's own default lets any origin in, with credentials, and its
+                      ``MONAI_LABEL_CORS_ORIGINS`` setting stops ``monailabel start_server`` (0.8.5) at start-up.
 ====================  ============================================================================================
 
 Only images of the datastore are analysed, named by id: an unknown id, a server path or an unknown model is 404.
@@ -47,6 +50,26 @@ from lib.labels import LABELS  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
+def restrict_cors(origins: list[str]) -> bool:
+    """Re-initialise the running MONAI Label server's CORS middleware with ``origins`` (credentials kept).
+
+    Its middleware stack is built before the app is created (the app is made in the server's lifespan), so the
+    layer is re-initialised in place. Returns False when no server runs in this process (nothing to restrict).
+    """
+    from starlette.middleware.cors import CORSMiddleware
+
+    server = sys.modules.get("monailabel.app")
+    layer = getattr(getattr(server, "app", None), "middleware_stack", None)
+    while layer is not None:
+        if isinstance(layer, CORSMiddleware):
+            layer.__init__(layer.app, allow_origins=origins, allow_credentials=True, allow_methods=["*"],
+                           allow_headers=["*"])
+            logger.info("cross-origin requests allowed from: %s", ", ".join(origins) or "no origin")
+            return True
+        layer = getattr(layer, "app", None)
+    return False
+
+
 def _source_bundles(conf: dict[str, str]) -> Path:
     if conf.get("bundles"):
         return Path(conf["bundles"]).resolve()
@@ -60,6 +83,7 @@ class PneumonitorLabelApp(BoxesInRequest, MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         conf = conf or {}
+        restrict_cors([o.strip().rstrip("/") for o in conf.get("cors_origins", "").split(",") if o.strip()])
         source = _source_bundles(conf)
         model_dir = Path(conf.get("model_dir") or Path(app_dir) / "model").resolve()
         lsnet = prepare_bundle(source / "lsnet", model_dir / "lsnet")

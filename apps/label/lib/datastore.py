@@ -11,6 +11,12 @@ with ``save_label``) is:
    datastore index (``datastore_v2.json``) is rewritten the same way, under the datastore's file lock.
 
 So a reader never sees a partial label, and concurrent saves (OHIF tabs, scripts) lose nothing.
+
+Label tags and new image ids become folder and file names, so they must be names (:data:`SAFE_NAME`), never paths
+(HTTP 422 otherwise). ``PUT /datastore/image`` (MONAI Label's inherited ``add_image``) takes only a readable
+PNG/JPEG/DICOM radiograph under a new id; it never overwrites an image (409). An upload larger than
+:data:`MAX_UPLOAD_BYTES` is refused (413), and a refused upload's temp file is removed (the endpoint removes it only
+after a success).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -36,6 +43,27 @@ logger = logging.getLogger(__name__)
 
 #: the radiographs a local datastore lists
 IMAGE_EXTENSIONS = ("*.png", "*.jpg", "*.jpeg", "*.dcm")
+#: what a label tag or a new image id may be: MONAI Label joins both into paths
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+#: the largest label or image upload accepted (a 4000 x 4000 px OHIF ``label.bin`` is 16 MB)
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+
+
+def checked_name(kind: str, value: Any) -> str:
+    """``value`` when it is a plain name (:data:`SAFE_NAME`, not only dots); else HTTP 422 with the reason."""
+    if not isinstance(value, str) or not SAFE_NAME.match(value) or set(value) == {"."}:
+        raise HTTPException(
+            status_code=422,
+            detail=f"{kind} {str(value)[:80]!r} refused: 1-128 letters, digits, '_', '.' or '-' (a name, not a path)",
+        )
+    return value
+
+
+def check_upload_size(path: str | os.PathLike) -> None:
+    """HTTP 413 when an uploaded file is larger than :data:`MAX_UPLOAD_BYTES`."""
+    size = os.path.getsize(path)
+    if size > MAX_UPLOAD_BYTES:
+        raise HTTPException(status_code=413, detail=f"upload of {size} bytes refused: at most {MAX_UPLOAD_BYTES}")
 
 
 class InvalidLabel(HTTPException):
@@ -129,9 +157,18 @@ class ValidatedLabelsMixin:
         return radiograph_shape(self.get_image_uri(image_id))
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        try:
+            return self._save_label(image_id, label_filename, label_tag, label_info)
+        except Exception:
+            Path(label_filename).unlink(missing_ok=True)  # the endpoint removes its temp file only after a success
+            raise
+
+    def _save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        checked_name("label tag", label_tag)
         obj = self._datastore.objects.get(image_id)
         if not obj:
             raise HTTPException(status_code=404, detail=f"image {image_id} is not in the datastore")
+        check_upload_size(label_filename)
         label = decode_label(label_filename, self._image_shape(image_id))
         name = self._filename(image_id, ".png")
         destination = Path(self._datastore.label_path(label_tag)) / name
@@ -143,6 +180,28 @@ class ValidatedLabelsMixin:
             self._update_datastore_file(lock=False)
         logger.info("saved label %s (%s) %s", image_id, label_tag, info["values"])
         return image_id
+
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        """``PUT /datastore/image``: a readable radiograph under a new, plain id; refusals remove the upload."""
+        from pneumonitor.io import UnsupportedInput, read_radiograph
+
+        try:
+            checked_name("image id", image_id)
+            suffix = "".join(Path(image_filename).suffixes).lower()
+            if f"*{suffix}" not in IMAGE_EXTENSIONS:
+                raise HTTPException(status_code=422, detail=f"image refused: {suffix or 'no extension'} is not one of "
+                                    f"{', '.join(e[1:] for e in IMAGE_EXTENSIONS)}")
+            if image_id in self._datastore.objects:
+                raise HTTPException(status_code=409, detail=f"image {image_id} exists; it is not overwritten")
+            check_upload_size(image_filename)
+            try:
+                read_radiograph(image_filename)
+            except UnsupportedInput as exc:
+                raise HTTPException(status_code=422, detail=f"image refused: {exc}") from exc
+            return super().add_image(image_id, image_filename, image_info)
+        except Exception:
+            Path(image_filename).unlink(missing_ok=True)
+            raise
 
     def _update_datastore_file(self, lock: bool = True) -> None:
         def write() -> None:

@@ -17,19 +17,21 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
+from fastapi import HTTPException
 from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel
 from monailabel.datastore.utils.dicom import dicom_web_download_series
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
-from lib.datastore import ValidatedLabelsMixin, write_png_atomically
+from lib.datastore import ValidatedLabelsMixin, checked_name, write_png_atomically
 from lib.infers.radiograph import resolve_radiograph_path
 from lib.labels import LABELS
 
@@ -174,9 +176,12 @@ class RadiographDICOMwebDatastore(ValidatedLabelsMixin, DICOMWebDatastore):
 
     # -- images ----------------------------------------------------------------------------------------------
     def get_image_uri(self, image_id: str) -> str:
-        image_dir = Path(self._datastore.image_path()) / image_id
+        image_dir = Path(self._datastore.image_path()) / checked_name("image id", image_id)  # a name, not a path
         if not image_dir.is_dir() or not any(image_dir.iterdir()):
             dicom_web_download_series(None, image_id, str(image_dir), self._client, self._fetch_by_frame)
+            if not image_dir.is_dir() or not any(image_dir.iterdir()):
+                shutil.rmtree(image_dir, ignore_errors=True)
+                raise HTTPException(status_code=404, detail=f"series {image_id} is not on the DICOMweb server")
         if image_id not in self._datastore.objects:
             self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(ext="", info=self._dicom_info(image_id)))
             self._update_datastore_file()
@@ -191,9 +196,9 @@ class RadiographDICOMwebDatastore(ValidatedLabelsMixin, DICOMWebDatastore):
         super().update_image_info(image_id, info)
 
     # -- labels ----------------------------------------------------------------------------------------------
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+    def _save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         image_dir = self.get_image_uri(image_id)
-        label_id = super().save_label(image_id, label_filename, label_tag, label_info)
+        label_id = super()._save_label(image_id, label_filename, label_tag, label_info)
         if label_tag == DefaultLabelTag.FINAL:
             label = np.asarray(_read_png(self._label_png(image_id, label_tag)))
             source = pydicom.dcmread(resolve_radiograph_path(image_dir))
