@@ -37,6 +37,8 @@ __all__ = [
     "read_nifti_radiograph",
     "find_inputs",
     "MIN_IMAGE_SIDE",
+    "MAX_IMAGE_PIXELS",
+    "max_image_pixels",
     "RADIOGRAPH_MODALITIES",
     "LATERAL_VIEW_POSITIONS",
     "FRONTAL_VIEW_POSITIONS",
@@ -45,6 +47,9 @@ __all__ = [
 
 #: Images whose shorter side is below this many pixels are refused: the networks see 224-448 px and CLAHE tiles.
 MIN_IMAGE_SIDE = 64
+#: Images with more pixels are refused before their pixel data is decoded (a 10000x10000 PNG compresses to 129 kB
+#: and would need gigabytes); the largest detectors give ~18 MP. ``PNEUMONITOR_MAX_PIXELS`` overrides it.
+MAX_IMAGE_PIXELS = 50_000_000
 #: DICOM modalities accepted as projection radiographs.
 RADIOGRAPH_MODALITIES = ("CR", "DX")
 #: ViewPosition values (PS3.3 C.8.11.5.1.1, plus common vendor spellings) that mean a lateral projection.
@@ -124,6 +129,49 @@ def _scale_to_unit(array: np.ndarray, what: str) -> np.ndarray:
     if high <= low:
         raise UnsupportedInput(f"{what} is constant (all pixels {low:g}): no image content")
     return ((array - low) / (high - low)).astype(np.float32)
+
+
+def max_image_pixels() -> int:
+    """The pixel cap: ``$PNEUMONITOR_MAX_PIXELS`` when set to a positive integer, else :data:`MAX_IMAGE_PIXELS`."""
+    import os
+
+    value = os.environ.get("PNEUMONITOR_MAX_PIXELS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return MAX_IMAGE_PIXELS
+
+
+def _check_pixel_count(rows: int, columns: int, what: str) -> None:
+    """Refuse an image larger than the pixel cap; called with header dimensions, before anything is decoded."""
+    cap = max_image_pixels()
+    if rows * columns > cap:
+        raise UnsupportedInput(
+            f"{what} is too large ({rows}x{columns} px = {rows * columns / 1e6:.1f} MP; at most {cap / 1e6:g} MP, "
+            "set PNEUMONITOR_MAX_PIXELS to change)"
+        )
+
+
+def _nifti_size_problem(path: Path, image: Any) -> str | None:
+    """Why the voxel data a NIfTI header declares cannot be in the file (``None`` when it can).
+
+    For ``.nii.gz`` the uncompressed size is the gzip trailer's ISIZE (RFC 1952; single-member files, as nibabel
+    and ITK write them), so a 4 kB header declaring gigabytes is refused before anything is allocated.
+    """
+    header = image.header
+    offset = int(getattr(image.dataobj, "offset", header.get_data_offset()))  # a loaded header's vox_offset is reset
+    declared = offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        if size < 18:
+            return f"is {size} bytes, too short for a gzip file"
+        with path.open("rb") as handle:
+            handle.seek(-4, 2)
+            size = int.from_bytes(handle.read(4), "little")
+        if declared < 2**32 and declared > size:
+            return f"declares {declared} bytes of header and voxel data but decompresses to {size}"
+    elif declared > size:
+        return f"declares {declared} bytes of header and voxel data but the file has {size}"
+    return None
 
 
 def _check_size(shape: tuple[int, ...], what: str) -> None:
@@ -326,6 +374,7 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
     if frames > 1:
         raise UnsupportedInput(f"{what} has {frames} frames; a single-frame radiograph is expected")
     _check_size((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)), what)
+    _check_pixel_count(int(ds.Rows), int(ds.Columns), what)
     photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise UnsupportedInput(f"{what} has PhotometricInterpretation {photometric or 'missing'}; grayscale expected")
@@ -384,13 +433,16 @@ def read_bitmap_radiograph(path: str | Path) -> Radiograph:
     what = f"image {path.name}"
     try:
         with Image.open(path) as img:
+            _check_pixel_count(img.height, img.width, what)  # from the header; nothing is decoded yet
             img.load()
             mode = img.mode
             if mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
                 img = img.convert("L")  # ITU-R 601-2 luma
                 mode = "L"
             array = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnsupportedInput:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UnsupportedInput(f"{path.name} could not be read as an image ({exc})") from exc
     _check_size(array.shape, what)
     if mode in ("L", "1"):
@@ -423,8 +475,17 @@ def read_nifti_radiograph(path: str | Path) -> Radiograph:
     path = Path(path)
     what = f"NIfTI file {path.name}"
     try:
-        image = nibabel.load(str(path))
+        image = nibabel.load(str(path))  # the header only; the voxels are read below, after the checks
+        shape = tuple(int(n) for n in image.header.get_data_shape())
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 1):
+            raise UnsupportedInput(f"{what} has shape {shape}; a single-channel 2-D radiograph is expected")
+        _check_pixel_count(shape[1], shape[0], what)
+        problem = _nifti_size_problem(path, image)
+        if problem is not None:
+            raise UnsupportedInput(f"{what} {problem}")
         array = np.asarray(image.dataobj)
+    except UnsupportedInput:
+        raise
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors... on corrupt files
         raise UnsupportedInput(f"{path.name} could not be read as NIfTI ({type(exc).__name__}: {exc})") from exc
     zooms = tuple(float(z) for z in image.header.get_zooms())

@@ -571,6 +571,25 @@ def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
+#: overlays are drawn at most this many pixels on their longer side: drawing costs ~40 bytes per pixel, and a reader
+#: sees no more on a screen; the masks and the heatmap keep the radiograph's full size
+OVERLAY_MAX_SIDE = 2048
+
+
+def _overlay_layers(pixels: np.ndarray, *masks: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The radiograph (area-averaged) and masks (nearest) at most :data:`OVERLAY_MAX_SIDE` px on the longer side."""
+    height, width = pixels.shape
+    scale = OVERLAY_MAX_SIDE / max(height, width)
+    if scale >= 1.0:
+        return (pixels, *masks)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small = F.interpolate(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None, None], size=size,
+                          mode="area")[0, 0].numpy()
+    rows = np.minimum((np.arange(size[0]) + 0.5) * height / size[0], height - 1).astype(np.intp)
+    columns = np.minimum((np.arange(size[1]) + 0.5) * width / size[1], width - 1).astype(np.intp)
+    return (small, *(np.asarray(mask)[np.ix_(rows, columns)] for mask in masks))
+
+
 def _save_png(array: np.ndarray, path: Path) -> None:
     """Write an 8-bit PNG atomically (temp file + rename) so that no partial file is ever left."""
     from PIL import Image
@@ -627,7 +646,9 @@ def write_image_outputs(result: ImageAnalysis, out_dir: Path) -> dict[str, str]:
     _save_png(lung_label_image(sev.right_lung, sev.left_lung), out_dir / paths["lung_mask"])
     _save_png(sev.pneumonia_mask.astype(np.uint8) * 255, out_dir / paths["pneumonia_mask"])
     _save_png(np.round(np.clip(result.heatmap, 0, 1) * 255).astype(np.uint8), out_dir / paths["heatmap"])
-    overlay = render_overlay(result.radiograph.pixels, sev.right_lung, sev.left_lung, sev.pneumonia_mask, caption)
+    overlay = render_overlay(
+        *_overlay_layers(result.radiograph.pixels, sev.right_lung, sev.left_lung, sev.pneumonia_mask), caption
+    )
     _save_png(overlay, out_dir / paths["overlay"])
     return {key: value.as_posix() for key, value in paths.items()}
 
