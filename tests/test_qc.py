@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ def test_shipped_gate_on_held_out_patients(gate, shared_data):
     nih = nih[[split_of(f"nih:{p}", seed) == "test" for p in nih.patient_id]].head(30)
     frontal = [read_radiograph(shared_data / "nih-chestxray-subset" / f).pixels for f in nih.stored_file]
     covid = pd.read_csv(shared_data / "covid-chestxray-dataset" / "manifest.csv")
-    laterals = covid[(covid.view == "L") & [split_of(f"covid:{p}", seed) == "test" for p in covid.patientid]]
+    laterals = covid[(covid.view == "L") & np.array([split_of(f"covid:{p}", seed) == "test" for p in covid.patientid])]
     lateral = [read_radiograph(shared_data / "covid-chestxray-dataset" / f).pixels for f in laterals.stored_file]
     assert len(frontal) == 30 and len(lateral) >= 5
     refused_frontal = sum(not r.passed for r in gate.check(frontal))
@@ -103,18 +104,22 @@ def test_text_and_photographs_are_not_chest_radiographs(gate):
 
 
 def test_bundle_inference_config_writes_qc_csv(tmp_path, dicom_samples):
-    from monai.bundle import ConfigParser
+    import subprocess
+    import sys
 
     from pneumonitor.qc import default_qc_bundle
 
-    bundle = default_qc_bundle()
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(bundle), "dataset_dir": str(dicom_samples[0].parent),
-                   "output_dir": str(tmp_path), "device": "$torch.device('cpu')"})
-    parser.get_parsed_content("run")
+    configs = default_qc_bundle() / "configs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "inference.json"),
+         "--meta_file", str(configs / "metadata.json"), "--bundle_root", str(default_qc_bundle()),
+         "--dataset_dir", str(dicom_samples[0].parent), "--output_dir", str(tmp_path), "--image_extensions", "['dcm']"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["image"].rsplit("/", 1)[-1]: r for r in csv.DictReader((tmp_path / "qc.csv").open())}
     assert len(rows) == 5 and rows["dx_image.dcm"]["finding"] == "lateral view"
+    assert rows["Fake_MONOHR1.dcm"]["finding"] == "inverted" and rows["gdcm-CR-MONO1-10-chest.dcm"]["label"] == "frontal"
     assert abs(sum(float(rows["dx_image.dcm"][f"p_{c}"]) for c in QC_CLASSES) - 1) < 1e-3
 
 
