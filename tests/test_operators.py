@@ -7,6 +7,7 @@ Networks are small random-weight DLNet/LSNet exported to TorchScript; biases mak
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -217,7 +218,8 @@ def analysed(selected, analyzer):
 
 def test_qc_gate_in_the_inference_operator(selected, models):
     analyzer = load_analyzer(models["models"], device="cpu")  # qc on, the shipped bundles/qc
-    records = [RadiographConverterOperator.convert(r) for r in selected]
+    # copies: the module's other tests follow the same (module-scoped) records with the gate off
+    records = [RadiographConverterOperator.convert(copy.copy(r)) for r in selected]
     PneumoniaInferenceOperator.predict(_Host(analyzer=analyzer, batch_size=3), records)
     named = {r.source.name: r for r in records}
     assert named["dx_image.dcm"].reason.startswith("image QC: lateral view") and not named["dx_image.dcm"].ok
