@@ -16,7 +16,8 @@ Kinds (``pneumonitor.qc.QC_CLASSES``) and where they come from:
 Split: by patient (frontal, lateral), by sample image name (scikit-image), by volume (CT), by random seed (text):
 70 % train, 10 % validation (chooses ``frontal_threshold``), 20 % test. The test sets are not seen before the final
 measurement, which goes to ``docs/test_metrics.json`` of the bundle; the weights to ``models/model.pt`` and the
-threshold to ``configs/inference.json``. Seeded: a rerun on the same data and library versions gives the same numbers.
+threshold to ``configs/inference.json``. Seeded (NumPy, torch, MONAI's random transforms) and run on one
+torch thread, so that a rerun on the same data, machine and library versions repeats the run.
 """
 
 from __future__ import annotations
