@@ -29,6 +29,7 @@ __all__ = [
     "lung_score",
     "assess_severity",
     "lung_label_image",
+    "involvement_from_score",
 ]
 
 #: DLNet probability below which an image is negative (paper: ROC point nearest (0, 1)).
@@ -43,6 +44,22 @@ LEFT_LUNG_VALUE = 128
 
 #: a split-off piece smaller than this fraction of the larger lung is treated as segmentation noise.
 MIN_LUNG_FRACTION = 0.05
+
+
+def involvement_from_score(score_total):
+    """Percent of both lungs an expert's 0-8 geographic extent implies (the inverse of the scoring rule, mid-bin).
+
+    A lung scored ``k > 0`` is involved ``(k - 0.5) * 25`` % (the middle of its bin); a total ``T`` up to 2 is read
+    as one or two lungs at score 1 (``6.25 * T`` %: 6.25 % at T = 1, 12.5 % at T = 2), above 2 as both lungs
+    involved (``12.5 * (T - 1)`` %, 87.5 % at T = 8). ``T`` may be a mean of raters (not an integer); works on
+    floats, numpy arrays and torch tensors alike.
+    """
+    low = 6.25 * score_total
+    high = 12.5 * (score_total - 1.0)
+    if hasattr(score_total, "where"):  # torch
+        return low.where(score_total <= 2.0, high)
+    return np.where(np.asarray(score_total) <= 2.0, low, high) if np.ndim(score_total) else (
+        float(low) if score_total <= 2.0 else float(high))
 
 
 class InsufficientLungs(ValueError):

@@ -51,6 +51,7 @@ __all__ = [
     "ExcludeIgnoredd",
     "SelectOutput",
     "SavePNGd",
+    "ResumeCheckpoint",
     "ItemMean",
     "ItemMeanMetric",
     "group_balanced_weights",
@@ -101,9 +102,12 @@ def group_balanced_weights(
 class DLNetPrepareBatch(PrepareBatch):
     """Batch dict -> ``(image, targets)`` for DLNet's trainer and evaluator.
 
-    ``targets = {"label": (B, 1) float or None, "target": (B, 1, h, w) float or None, "has_target": (B,) float}``;
-    inference data (no ``label``, no ``target``) give ``None`` and ``has_target`` zeros.
+    ``targets = {"label": (B, 1) float or None, "target": (B, 1, h, w) float or None, "has_target": (B,) float}``
+    plus, when the batch has them, the weak-supervision inputs ``lung`` ``(B, 1, h, w)``, ``has_lung`` ``(B,)`` and
+    ``extent`` ``(B,)``; inference data (no ``label``, no ``target``) give ``None`` and ``has_target`` zeros.
     """
+
+    WEAK_KEYS = ("lung", "has_lung", "extent")
 
     def __init__(
         self, image_key: str = "image", label_key: str = "label", target_key: str = "target",
@@ -129,20 +133,26 @@ class DLNetPrepareBatch(PrepareBatch):
         has_target = (
             torch.zeros(batch) if has_target is None or target is None else torch.as_tensor(has_target).reshape(batch)
         ).to(device=device, dtype=torch.float32, non_blocking=non_blocking)
-        return image, {"label": label, "target": target, "has_target": has_target}
+        targets = {"label": label, "target": target, "has_target": has_target}
+        for key in self.WEAK_KEYS:
+            if batchdata.get(key) is not None:
+                targets[key] = torch.as_tensor(batchdata[key]).to(device=device, dtype=torch.float32,
+                                                                   non_blocking=non_blocking)
+        return image, targets
 
 
 class DLNetEngineLoss(nn.Module):
     """:class:`DLNetLoss` called as MONAI's engines call a loss: ``loss(pred=(logits, maps), targets=dict)``.
 
-    Args: those of :class:`DLNetLoss` (``localization_weight`` = lambda, ``mse_reduction``, ``pos_weight``).
-    ``last_terms`` holds the last call's unweighted ``bce`` and ``mse`` (for the training log).
+    Args: those of :class:`DLNetLoss`. ``last_terms`` holds the last call's unweighted terms (for the training log).
     """
 
-    def __init__(self, localization_weight: float = 1e-5, mse_reduction: str = "sum", pos_weight: float | None = None):
+    def __init__(self, localization_weight: float = 1e-5, mse_reduction: str = "sum", pos_weight: float | None = None,
+                 supervise: str = "maps", outside_lung_weight: float = 0.0, extent_weight: float = 0.0):
         super().__init__()
         self.loss = DLNetLoss(localization_weight=localization_weight, mse_reduction=mse_reduction,
-                              pos_weight=pos_weight)
+                              pos_weight=pos_weight, supervise=supervise, outside_lung_weight=outside_lung_weight,
+                              extent_weight=extent_weight)
 
     @property
     def last_terms(self) -> dict[str, float]:
@@ -150,7 +160,8 @@ class DLNetEngineLoss(nn.Module):
 
     def forward(self, pred: Sequence[torch.Tensor], targets: Mapping[str, torch.Tensor | None]) -> torch.Tensor:
         logits, maps = pred[0], pred[1]
-        return self.loss(logits, maps, targets["label"], targets.get("target"), targets.get("has_target"))
+        return self.loss(logits, maps, targets["label"], targets.get("target"), targets.get("has_target"),
+                         targets.get("lung"), targets.get("has_lung"), targets.get("extent"))
 
 
 class DLNetOutputd(MapTransform):
@@ -207,10 +218,13 @@ class DLNetOutputd(MapTransform):
                             region = torch.full_like(region, float("nan"))
                         d["truth_region"] = region
                 if self.loss is not None:
+                    weak = {key: None if targets.get(key) is None else torch.as_tensor(targets[key]).float()[None]
+                            for key in DLNetPrepareBatch.WEAK_KEYS}
                     with torch.no_grad():
                         value = self.loss(
                             logit.reshape(1, 1).float(), maps[None].float(), d[self.label_key],
                             None if target is None else target[None], None if target is None else has_target.reshape(1),
+                            weak["lung"], weak["has_lung"], weak["extent"],
                         )
                     d[self.loss_key] = value.detach().reshape(())
             if self.keep_maps:
@@ -338,6 +352,44 @@ class HeatmapBoxPrecision(IgniteMetricHandler):
     def __init__(self, threshold: float = 0.8, output_transform: Callable = lambda x: x) -> None:
         super().__init__(metric_fn=HeatmapBoxPrecisionMetric(threshold), output_transform=output_transform,
                          save_details=False)
+
+
+class ResumeCheckpoint:
+    """Makes a training run resumable: saves ``save_dict``'s states to ``path`` after every epoch (atomically) and,
+    when ``path`` exists as training starts, loads them back, so a killed run continues where it stopped.
+
+    ``save_dict`` should hold the network, the optimizer, the LR scheduler and the best-model saver's checkpoint
+    bookkeeping (so a resumed run does not overwrite a better ``model.pt`` with its first validation); the engine the
+    handler is attached to is added as ``trainer`` (its epoch and iteration counters: ignite then runs only the
+    remaining epochs; a config could not name it without a circular reference). Loading uses MONAI's
+    ``CheckpointLoader``; the file is removed by nobody: delete it to start over.
+    """
+
+    def __init__(self, path: str, save_dict: Mapping[str, Any]) -> None:
+        self.path = str(path)
+        self.save_dict = dict(save_dict)
+
+    def attach(self, engine: Any) -> None:
+        import logging
+        import os
+
+        from ignite.engine import Events
+        from monai.handlers import CheckpointLoader
+
+        self.save_dict.setdefault("trainer", engine)
+        if os.path.isfile(self.path):
+            logging.getLogger(__name__).info("resuming from %s", self.path)
+            CheckpointLoader(load_path=self.path, load_dict=self.save_dict, map_location="cpu").attach(engine)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
+
+    def _save(self, engine: Any) -> None:
+        from pathlib import Path
+
+        from pneumonitor.networks.checkpoint import _torch_save_atomic
+
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return  # one writer: every rank holds the same states under DDP
+        _torch_save_atomic({name: obj.state_dict() for name, obj in self.save_dict.items()}, Path(self.path))
 
 
 class SelectOutput(nn.Module):

@@ -9,7 +9,8 @@
 # 3. the best checkpoints (validation Dice / AUC) are copied to bundles/<name>/models/model.pt (DLNet in fp16);
 # 4. DLNet's operating point is chosen on the validation split only: `pneumonitor analyze` on the validation images,
 #    then `pneumonitor evaluate --split validation --save-operating-point bundles/dlnet` writes the classification
-#    threshold (ROC point nearest (0,1)) and the heatmap threshold (best pneumonia-mask Dice) into its inference.json;
+#    threshold (ROC point nearest (0,1)) and the heatmap threshold (lowest 0-8 score MAE against the expert scores of
+#    the validation patients, n >= 30) into its inference.json;
 # 5. the test split is analyzed and evaluated once, for the model cards (WORK_DIR/eval_test/tables.md).
 # The compact architecture/input size of the CPU recipe is what bundles/<name>/configs/inference.json describes.
 set -euo pipefail

@@ -183,12 +183,83 @@ def test_operating_point_is_chosen_on_validation_and_saved_to_the_bundle(tmp_pat
     config = json.loads((bundle / "configs" / "inference.json").read_text())
     assert list(config)[:2] == ["image_size", "bundle_root"]  # other keys kept, in order
     assert config["classification_threshold"] == pytest.approx(0.7)
-    # heatmap 0.863 on the true box only: every threshold up to 0.85 gives Dice 1 on the positives; argmax = first
+    # heatmap 0.863 on the true box only: every threshold up to 0.85 gives Dice 1 on the positives
     sweep = json.loads((tmp_path / "e1" / "metrics.json").read_text())["datasets"][0]["pneumonia_segmentation"]["heatmap_sweep"]
     assert sweep["images"] == 8 and sweep["dice"][sweep["threshold"].index(0.85)] == pytest.approx(1.0)
     assert sweep["dice"][sweep["threshold"].index(0.9)] == pytest.approx(0.5)  # positives lose their region
-    assert config["heatmap_threshold"] == pytest.approx(0.05)
-    assert "nearest (0,1)" in config["operating_point_basis"] and "Dice" in config["operating_point_basis"]
+    # ... but 8 images do not choose a heatmap threshold (at least 30 expert-scored images do)
+    assert "heatmap_threshold" not in config
+    assert "nearest (0,1)" in config["operating_point_basis"] and "heatmap" not in config["operating_point_basis"]
+
+
+def make_scored_set(root: Path, n: int = 32, reference_score: float = 2.0) -> tuple[Path, Path]:
+    """``n`` positives whose heatmaps cover 20 % of each lung at 0.8 and another 40 % at 0.4, written as analyze
+    writes them (lung labels right 255 / left 128, results.json with the operating point analyze used)."""
+    items, rows = [], []
+    for index in range(n):
+        image = write_png_atomic(root / "images" / f"cxr{index}.png", np.full((40, 40), 90 + index, np.uint8))
+        lungs = np.zeros((40, 40), np.uint8)
+        lungs[5:35, 2:17] = 255  # patient's right lung: image left
+        lungs[5:35, 22:37] = 128
+        heat = np.zeros((40, 40), np.uint8)
+        heat[5:11, :] = 204  # rows 5-10: 6 of 30 lung rows = 20 % at 0.8
+        heat[11:23, :] = 102  # 12 more rows = 40 % at 0.4
+        write_png_atomic(root / "results" / "masks" / f"lung{index}.png", lungs)
+        write_png_atomic(root / "results" / "masks" / f"heat{index}.png", heat)
+        items.append({"image": str(image), "label": 1, "severity": reference_score, "patient_id": f"p{index // 2}",
+                      "source": "synthetic", "split": "validation"})
+        rows.append({**dict.fromkeys(RESULT_COLUMNS, ""), "image": str(image), "status": "ok",
+                     "pneumonia_probability": 0.9, "positive": 1, "score_total": 6, "ratio_right": 60.0,
+                     "ratio_left": 60.0, "lung_mask": f"masks/lung{index}.png", "heatmap": f"masks/heat{index}.png",
+                     "rows": 40, "columns": 40})
+    for index in range(4):  # negatives, so a classification threshold exists
+        image = write_png_atomic(root / "images" / f"neg{index}.png", np.full((40, 40), 10, np.uint8))
+        items.append({"image": str(image), "label": 0, "patient_id": f"n{index}", "source": "synthetic",
+                      "split": "validation"})
+        rows.append({**dict.fromkeys(RESULT_COLUMNS, ""), "image": str(image), "status": "ok",
+                     "pneumonia_probability": 0.1, "positive": 0, "score_total": 0})
+    write_conversion(root / "reference", items)
+    with open(root / "results" / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "results" / "results.json").write_text(json.dumps({"settings": {"classification_threshold": 0.35}}))
+    return root / "reference" / "datalist.json", root / "results"
+
+
+def test_heatmap_threshold_is_chosen_by_the_score_error_against_experts(tmp_path: Path):
+    reference, results = make_scored_set(tmp_path)
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"heatmap_threshold": 0.4}))
+    assert main(["evaluate", "--results", str(results), "--reference", str(reference), "--split", "validation",
+                 "--out", str(tmp_path / "e"), "--n-bootstrap", "20", "--quiet",
+                 "--save-operating-point", str(bundle)]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["datasets"][0]
+    sweep = metrics["severity_sweep"]
+    at = {t: (m, b) for t, m, b in zip(sweep["threshold"], sweep["mae"], sweep["bias"])}
+    assert at[0.4] == pytest.approx((4.0, 4.0))  # 60 % of each lung: 3 + 3 = 6 against the experts' 2
+    assert at[0.5] == pytest.approx((0.0, 0.0)) and at[0.8] == pytest.approx((0.0, 0.0))  # 20 %: 1 + 1
+    assert at[0.85] == pytest.approx((2.0, -2.0))  # nothing left
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert config["heatmap_threshold"] == pytest.approx(0.45)  # lowest MAE, first of the ties
+    assert "0-8 score MAE" in config["operating_point_basis"] and "n=32" in config["operating_point_basis"]
+    # the CIs come from a patient-level bootstrap (two images per patient here)
+    assert metrics["classification"]["bootstrap"] == "patients (n=20)"
+    assert "baselines" in metrics and metrics["baselines"]["severity_mae_reference_mean"] == pytest.approx(0.0)
+
+
+def test_evaluate_uses_the_operating_point_analyze_used_unless_told_otherwise(tmp_path: Path):
+    reference, results = make_scored_set(tmp_path)
+    base = ["evaluate", "--results", str(results), "--reference", str(reference), "--split", "validation",
+            "--n-bootstrap", "20", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "op")]) == 0
+    cls = json.loads((tmp_path / "op" / "metrics.json").read_text())["datasets"][0]["classification"]
+    assert cls["threshold"] == pytest.approx(0.35) and "analyze used" in cls["threshold_rule"]
+    assert main(base + ["--out", str(tmp_path / "auto"), "--threshold", "auto"]) == 0
+    cls = json.loads((tmp_path / "auto" / "metrics.json").read_text())["datasets"][0]["classification"]
+    assert "tuned on the evaluated data" in cls["threshold_rule"]
+    assert "tuned on the evaluated data" in (tmp_path / "auto" / "tables.md").read_text()
 
 
 def test_by_source_exposes_a_model_that_learned_the_source():
@@ -204,4 +275,34 @@ def test_by_source_exposes_a_model_that_learned_the_source():
                           "auc": None}
     assert table["B"]["called_positive_negatives"] == 1.0 and table["C"]["called_positive_negatives"] == 0.0
     text = table_sources([{"name": "X", "classification": {"by_source": table}}])
-    assert "| X | B | 2 (0) | n/a | n/a / 0.80 | n/a / 1.00 |" in text
+    assert "| X | B | 2 (0) | n/a | n/a / 0.80 | n/a | 1.00 |" in text
+
+
+def test_patient_level_bootstrap_is_wider_when_patients_repeat():
+    from pneumonitor.evaluation.classification import evaluate_classification
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([1] * 10 + [0] * 10, 8)  # 20 patients, 8 near-identical images each
+    scores = np.repeat(rng.uniform(0.3, 0.9, 20) * np.r_[np.ones(10), np.full(10, 0.8)], 8)
+    patients = np.repeat(np.arange(20), 8)
+    by_image = evaluate_classification(labels, scores, 0.5, n_bootstrap=300, seed=0)
+    by_patient = evaluate_classification(labels, scores, 0.5, n_bootstrap=300, seed=0, groups=patients)
+    assert by_patient.auc.value == by_image.auc.value
+    assert (by_patient.auc.high - by_patient.auc.low) > 1.8 * (by_image.auc.high - by_image.auc.low)
+    assert by_patient.bootstrap == "patients (n=20)" and by_image.bootstrap == "images (n=160)"
+
+
+def test_clinical_course_block():
+    from types import SimpleNamespace
+
+    from pneumonitor.evaluation.suite import clinical_course
+
+    pairs = [({"icu_at_exam": 1, "died": 0}, {"score_total": 7.0, "ratio_total": 60.0, "pneumonia_probability": 0.9}),
+             ({"icu_at_exam": 1, "died": 1}, {"score_total": 5.0, "ratio_total": 40.0, "pneumonia_probability": 0.8}),
+             ({"icu_at_exam": 0, "died": 0}, {"score_total": 2.0, "ratio_total": 10.0, "pneumonia_probability": 0.7}),
+             ({"image": "no course"}, {"score_total": 2.0})]
+    block = clinical_course(SimpleNamespace(pairs=pairs))
+    icu = block["icu_at_exam"]
+    assert (icu["n"], icu["n_outcome"]) == (3, 2)
+    assert icu["score_total"]["mean_with"] == 6.0 and icu["score_total"]["auc"] == 1.0
+    assert block["died"]["n_outcome"] == 1

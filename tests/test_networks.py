@@ -31,7 +31,8 @@ def test_heatmap_is_max_over_maps():
     probability, heat = net.predict(x)
     _, raw = net(x)
     assert heat.shape == (1, 1, 128, 128) and 0 <= float(probability) <= 1
-    assert torch.allclose(heat.max(), raw.max(), rtol=0.05)
+    assert torch.allclose(heat.max(), raw.max().clamp(max=1.0), rtol=0.05)  # clipped to [0, 1]
+    assert float(maps_to_heatmap(maps * 3).max()) == 1.0
 
 
 @pytest.mark.parametrize("size,width", [(448, 0.25), (256, 1.0)])
@@ -114,3 +115,63 @@ def test_bundle_folder_weights_decide_the_architecture(tmp_path):
     assert loaded.network.config["backbone"] == "resnet18"  # from the shapes, not the config
     assert loaded.network.config["dropout"] == 0.3  # what shapes cannot tell comes from the config
     assert loaded.image_size == (224, 224)
+
+
+def test_heatmap_supervision_regresses_the_maximum_the_pipeline_thresholds():
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:5, 2:5] = 0.75
+    maps = torch.zeros(1, 128, 8, 8)
+    maps[:, 7] = target[:, 0]  # one map fits, the others stay below: the maximum is the target
+    maps[:, 3] = 0.5 * target[:, 0]
+    label = torch.tensor([1])
+    heatmap_loss = DLNetLoss(localization_weight=1.0, mse_reduction="mean", supervise="heatmap")
+    heatmap_loss(torch.zeros(1, 1), maps, label, target)
+    assert heatmap_loss.last_terms["mse"] == pytest.approx(0.0)
+    paper_loss = DLNetLoss(localization_weight=1.0, mse_reduction="mean", supervise="maps")
+    paper_loss(torch.zeros(1, 1), maps, label, target)
+    assert paper_loss.last_terms["mse"] > 0.01  # every map is asked to equal the target
+    with pytest.raises(ValueError, match="supervise"):
+        DLNetLoss(supervise="mean")
+
+
+def test_weak_terms_keep_the_heatmap_in_the_lungs_and_at_the_experts_extent():
+    from pneumonitor.severity import involvement_from_score
+
+    lung = torch.zeros(2, 1, 8, 8)
+    lung[..., :, :4] = 1.0  # the image's left half is lung
+    maps = torch.zeros(2, 1, 8, 8)
+    maps[0, 0, :, :4] = involvement_from_score(5.0) / 100  # lung coverage = what score 5 implies
+    maps[1, 0, :, 4:] = 1.0  # all of it outside the lungs
+    loss = DLNetLoss(localization_weight=1.0, mse_reduction="mean", supervise="heatmap",
+                     outside_lung_weight=1.0, extent_weight=1.0)
+    common = dict(target=torch.zeros(2, 1, 8, 8), has_target=torch.zeros(2), lung=lung, has_lung=torch.ones(2))
+    loss(torch.zeros(2, 1), maps[:1].expand(2, -1, -1, -1), torch.ones(2), extent=torch.tensor([5.0, -1.0]),
+         **common)
+    assert loss.last_terms["outside_lung"] == pytest.approx(0.0)
+    assert loss.last_terms["extent"] == pytest.approx(0.0, abs=1e-9)
+    loss(torch.zeros(2, 1), maps[1:].expand(2, -1, -1, -1), torch.ones(2), extent=torch.tensor([5.0, -1.0]),
+         **common)
+    assert loss.last_terms["outside_lung"] == pytest.approx(0.5)  # half the cells, coverage 1
+    assert loss.last_terms["extent"] == pytest.approx((involvement_from_score(5.0) / 100) ** 2)
+    localized = loss(torch.zeros(2, 1), maps[1:].expand(2, -1, -1, -1), torch.ones(2), extent=torch.tensor([5.0, 5.0]),
+                     **{**common, "has_target": torch.ones(2)})  # outlined lesions: the target term alone
+    assert loss.last_terms["outside_lung"] == 0.0 and loss.last_terms["extent"] == 0.0
+    assert float(localized) > 0.69
+
+
+def test_sigmoid_localization_head_and_its_bundle_config(tmp_path):
+    import json
+
+    net = DLNet("resnet18", localization_activation="sigmoid").eval()
+    with torch.no_grad():
+        _, maps = net(torch.randn(1, 3, 64, 64))
+    assert 0.0 < float(maps.min()) and float(maps.max()) < 1.0
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "models").mkdir()
+    torch.save(net.state_dict(), tmp_path / "models" / "model.pt")
+    network_def = {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "localization_activation": "sigmoid"}
+    (tmp_path / "configs" / "inference.json").write_text(json.dumps({"network_def": network_def, "image_size": [64, 64]}))
+    loaded = load_network(tmp_path, "DLNet")  # the activation has no weights: only the config can tell it
+    assert isinstance(loaded.network.localization_head.output_act, torch.nn.Sigmoid)
+    with pytest.raises(ValueError, match="activation"):
+        DLNet("resnet18", localization_activation="tanh")

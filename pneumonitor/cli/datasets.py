@@ -13,6 +13,9 @@ from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DEFAULT_LSNET = Path(__file__).resolve().parents[2] / "bundles" / "lsnet"
+#: the mix's datasets (kept in step with ``pneumonitor.datasets.mix.DEFAULT_INCLUDE``; a test checks)
+MIX_DEFAULT_INCLUDE = ("covid-collection", "pediatric", "jsrt", "nih", "rsna-normals", "hannover", "covidx-extra")
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -78,11 +81,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     covidx.add_argument("--root", type=Path, default=DEFAULT_DATA_ROOT / "covidx-severity-extra")
     common(covidx, "0,0,1")
 
+    adult = {"nih": ("NIH ChestX-ray8 subset: adult no finding / pneumonia (+ boxes)", "nih-chestxray-subset"),
+             "rsna-normals": ("RSNA-derived adult normals (224 px)", "rsna-normals-224"),
+             "hannover": ("Hannover adult COVID-19 radiographs with clinical course", "hannover-covid")}
+    for name, (text, folder) in adult.items():
+        sub = names.add_parser(name, help=text)
+        sub.add_argument("--root", type=Path, default=DEFAULT_DATA_ROOT / folder)
+        common(sub, "0.7,0.15,0.15")  # the mix's fractions for these sets, so the splits agree
+
     mix = names.add_parser("mix", help="the training mix for DLNet and LSNet (all local datasets)")
     mix.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding the datasets")
     mix.add_argument("--closing-radius", type=int, default=5, help="box merging radius in pixels (default 5)")
-    mix.add_argument("--include", default="covid-collection,pediatric,jsrt",
-                     help="comma-separated datasets (default covid-collection,pediatric,jsrt)")
+    mix.add_argument("--include", default=",".join(MIX_DEFAULT_INCLUDE),
+                     help=f"comma-separated datasets (default {','.join(MIX_DEFAULT_INCLUDE)})")
+    mix.add_argument("--lsnet", type=Path, default=DEFAULT_LSNET,
+                     help="LSNet bundle or checkpoint that predicts the lungs of DLNet items without a human lung mask "
+                          f"(default {DEFAULT_LSNET}); 'none' leaves them without lungs")
     common(mix)
     parser.set_defaults(func=run, _parser=parser)
 
@@ -126,6 +140,14 @@ def run(args: argparse.Namespace) -> int:
 
             items, excluded = convert_covidx_severity(args.root, seed=args.seed, fractions=args.fractions)
             info.update(dataset_dir=str(args.root.resolve()))
+        elif args.dataset in ("nih", "rsna-normals", "hannover"):
+            from pneumonitor.datasets.hannover import convert_hannover
+            from pneumonitor.datasets.nih import convert_nih
+            from pneumonitor.datasets.rsna_normals import convert_rsna_normals
+
+            convert = {"nih": convert_nih, "rsna-normals": convert_rsna_normals, "hannover": convert_hannover}
+            items, excluded = convert[args.dataset](args.root, seed=args.seed, fractions=args.fractions)
+            info.update(dataset_dir=str(args.root.resolve()))
         else:
             from pneumonitor.datasets.mix import build_training_mix
 
@@ -134,6 +156,17 @@ def run(args: argparse.Namespace) -> int:
                 args.data_root, args.out, seed=args.seed, fractions=args.fractions,
                 closing_radius=args.closing_radius, include=include, progress=progress)
             info.update(dataset_dir=str(args.data_root.resolve()), include=include, closing_radius=args.closing_radius)
+            if str(args.lsnet).lower() != "none" and items:
+                from pneumonitor.datasets.lungs import predict_lung_masks
+                from pneumonitor.networks.checkpoint import WeightsNotFound
+
+                try:
+                    predicted = predict_lung_masks(items, args.lsnet, args.out / "masks" / "lsnet-lungs",
+                                                   progress=progress)
+                except WeightsNotFound as error:
+                    LOGGER.error("%s (pass --lsnet none to build the mix without predicted lungs)", error)
+                    return 1
+                info.update(lsnet=str(args.lsnet.resolve()), lsnet_lung_masks_predicted=predicted)
         if "fractions" in args:
             info["fractions"] = list(args.fractions)
     except ValueError as error:

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
 
 
-def _threshold(text: str) -> float | None:
+def _threshold(text: str) -> float | str | None:
     if text == "auto":
         return None
+    if text == "operating":
+        return text
     try:
         value = float(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0,1], got {text!r}") from error
+        raise argparse.ArgumentTypeError(f"expected 'operating', 'auto' or a number in [0,1], got {text!r}") from error
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be in [0, 1], got {value}")
     return value
@@ -52,8 +55,10 @@ def _add_metric_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test",
                         help="datalist split to evaluate: training, validation, test or all (default test)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--threshold", type=_threshold, default=None,
-                        help="classification threshold, or 'auto' = ROC point nearest (0,1) (default auto)")
+    parser.add_argument("--threshold", type=_threshold, default="operating",
+                        help="classification threshold: 'operating' = the one `pneumonitor analyze` used (the weights' "
+                        "operating point, from results.json; default), 'auto' = the ROC point nearest (0,1) of the "
+                        "evaluated data (tuned on them, and labelled so), or a number")
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--heatmap-thresholds", type=_thresholds,
@@ -77,7 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--names", nargs="+", help="row names of the tables (default Dataset 1, Dataset 2, ...)")
     parser.add_argument("--save-operating-point", type=Path, metavar="BUNDLE",
                         help="write the classification threshold (ROC point nearest (0,1)) and the heatmap threshold "
-                        "(best pneumonia-mask Dice) of this evaluation into BUNDLE/configs/inference.json, where "
+                        "(lowest 0-8 score MAE against expert scores, n >= 30) of this evaluation into "
+                        "BUNDLE/configs/inference.json, where "
                         "`pneumonitor analyze` takes its defaults from; needs --split validation and one --results")
     _add_metric_options(parser)
     parser.set_defaults(func=run)
@@ -103,14 +109,15 @@ def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespac
     from pneumonitor.evaluation.report import markdown_report, write_report
     from pneumonitor.evaluation.suite import EvaluationSettings, evaluate_matched
 
-    settings = EvaluationSettings(
-        threshold=args.threshold, n_bootstrap=args.n_bootstrap, seed=args.seed,
+    base_settings = EvaluationSettings(
+        n_bootstrap=args.n_bootstrap, seed=args.seed,
         heatmap_thresholds=args.heatmap_thresholds, empty_policy=args.empty_policy,
         gate_by_classification=not args.no_gate)
     evaluations = []
     try:
         for name, results_path, reference_path in named_pairs:
             table, results_dir = load_results(results_path)
+            settings = replace(base_settings, **classification_threshold(args.threshold, results_dir))
             reference = load_reference(reference_path, args.split)
             matched = match(table, results_dir, reference)
             if not matched.pairs:
@@ -127,7 +134,8 @@ def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespac
     except ValueError as error:
         LOGGER.error("%s", error)
         return 1
-    settings_json = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in vars(settings).items()}
+    settings_json = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in vars(base_settings).items()}
+    settings_json["threshold"] = {e.name: e.metrics.get("classification", {}).get("threshold_rule") for e in evaluations}
     written = write_report(args.out, evaluations, settings_json)
     if getattr(args, "save_operating_point", None):
         from pneumonitor.evaluation.suite import operating_point
@@ -143,6 +151,26 @@ def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespac
         print(markdown_report([e.metrics for e in evaluations]))
         print(f"wrote {', '.join(sorted(p.name for p in written.values()))} to {args.out.resolve()}")
     return 0
+
+
+def classification_threshold(choice: float | str | None, results_dir: Path) -> dict:
+    """``EvaluationSettings`` fields for ``--threshold``: a number as given; ``"operating"`` the threshold analyze
+    used (results.json ``settings.classification_threshold``); ``None`` (auto) tuned on the evaluated data."""
+    import json
+
+    if choice is None:
+        return {"threshold": None, "threshold_rule": "nearest (0,1) on these data (tuned on the evaluated data)"}
+    if choice != "operating":
+        return {"threshold": float(choice), "threshold_rule": "given on the command line"}
+    settings_file = results_dir / "results.json"
+    try:
+        value = float(json.loads(settings_file.read_text())["settings"]["classification_threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        LOGGER.warning("%s records no classification threshold: tuning one on the evaluated data", settings_file)
+        return {"threshold": None,
+                "threshold_rule": "nearest (0,1) on these data (tuned on the evaluated data: no operating point "
+                                  "recorded in results.json)"}
+    return {"threshold": float(value), "threshold_rule": "the operating point analyze used (results.json)"}
 
 
 def save_operating_point(bundle: Path, chosen: dict) -> Path:
@@ -161,6 +189,8 @@ def save_operating_point(bundle: Path, chosen: dict) -> Path:
 def run(args: argparse.Namespace) -> int:
     results, references = list(args.results), list(args.reference)
     if args.save_operating_point is not None:
+        if args.threshold == "operating":  # the operating point is what is being chosen here
+            args.threshold = None
         if args.split != "validation" or len(results) != 1:
             LOGGER.error("--save-operating-point chooses thresholds on one validation split: "
                          "use --split validation and one --results")

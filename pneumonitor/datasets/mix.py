@@ -9,13 +9,25 @@ DLNet (detection + localization) items, from
   the bundle's training sampler weights each (source, label) group equally
   (:func:`pneumonitor.training.group_balanced_weights`);
 * the pediatric set: normals (negatives) and bacterial/viral pneumonias (positives, no localization);
-* JSRT: negatives (nodules or normal, no pneumonia).
+* JSRT: negatives (nodules or normal, no pneumonia);
+* the NIH ChestX-ray8 subset: adult "No Finding" negatives and "Pneumonia" positives (a few with NIH pneumonia boxes);
+* the RSNA-derived adult normals (negatives; the paper's own source);
+* Hannover: adult COVID-19 positives (mostly ICU AP) without location, with their clinical course;
+* COVIDx-S extra (Actualmed, Figure 1): adult COVID-19 positives with expert extent scores (validation and test only:
+  with the collection's own validation patients they give the >= 30 scored validation images the heatmap threshold
+  is chosen on).
+
+Adult normals thus come from four sources (NIH, RSNA, JSRT, the collection) and adult positives from four (NIH, the
+collection, Hannover, COVIDx-S extra), so no source predicts the label.
 
 Every DLNet item has the same keys, so MONAI's collate works after the trainer renders targets:
 ``image, label (0/1), boxes ([[x0,y0,x1,y1], ...] end-exclusive pixels; [] for negatives and for positives without
 localization), mask (pneumonia mask PNG path or ""), has_localization (1 when boxes/mask are the complete truth:
 negatives and radiologist-annotated positives; 0 for positives whose location is unknown), patient_id
-("<source>:<id>", unique across datasets), source``.
+("<source>:<id>", unique across datasets), source, lung_region`` (a human lung mask PNG, or "" until
+:func:`pneumonitor.datasets.lungs.predict_lung_masks` fills it from LSNet), ``extent`` (the expert geographic extent
+0-8, -1 when unknown: weak supervision of the heatmap's area) and whatever evaluation fields the converter gave
+(``severity*``, ``involvement_*``, ``offset_days``, the Hannover clinical course, ...).
 
 LSNet items: ``image, label (lung mask PNG), ignore_value (127: V7 "ignore" pixels; other masks never hold 127),
 patient_id, source`` from V7 human masks, radiologist (GeneralBlockchain) right ∪ left masks, lungVAE masks (model
@@ -31,11 +43,29 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pneumonitor.datasets.covid_collection import convert_covid_collection
+from pneumonitor.datasets.covidx_severity import convert_covidx_severity
+from pneumonitor.datasets.hannover import convert_hannover
 from pneumonitor.datasets.jsrt import convert_jsrt
+from pneumonitor.datasets.nih import convert_nih
 from pneumonitor.datasets.pediatric import convert_pediatric
+from pneumonitor.datasets.rsna_normals import convert_rsna_normals
 from pneumonitor.datasets.splits import DEFAULT_FRACTIONS, check_fractions
 
-MIX_KEYS = ("image", "label", "boxes", "mask", "has_localization", "patient_id", "source", "relabelled", "split")
+MIX_KEYS = ("image", "label", "boxes", "mask", "has_localization", "patient_id", "source", "relabelled", "split",
+            "lung_region", "extent")
+#: converter fields kept for evaluation (severity against experts, per-lung involvement, monitoring, clinical course)
+EVALUATION_KEYS = ("severity", "severity_source", "severity_official", "severity_covidx", "severity_right",
+                   "severity_left", "lung_mask", "involvement_right", "involvement_left", "involvement_total", "lung_mask_source",
+                   "offset_days", "view", "finding", "age", "icu", "icu_at_exam", "died", "admission_offset",
+                   "icu_admission_offset", "icu_release_offset", "death_offset")
+DATASET_FOLDERS = {
+    "covid-collection": "covid-chestxray-dataset", "pediatric": "pediatric-pneumonia", "jsrt": "jsrt-scr",
+    "nih": "nih-chestxray-subset", "rsna-normals": "rsna-normals-224", "hannover": "hannover-covid",
+    "covidx-extra": "covidx-severity-extra",
+}
+DEFAULT_INCLUDE = tuple(DATASET_FOLDERS)
+#: COVIDx-S extra is for measuring, never trained on: half its patients validate, half test
+COVIDX_EXTRA_FRACTIONS = (0.0, 0.5, 0.5)
 
 
 def dlnet_label(item: dict[str, Any]) -> tuple[int, str]:
@@ -50,16 +80,25 @@ def dlnet_label(item: dict[str, Any]) -> tuple[int, str]:
 def _dlnet_item(item: dict[str, Any]) -> dict[str, Any]:
     has_mask = bool(item.get("mask"))
     label, relabelled = dlnet_label(item)
+    boxes = item.get("boxes", []) if label == 1 else []
+    severity = item.get("severity")
+    kept = {key: item[key] for key in EVALUATION_KEYS if item.get(key) is not None}
     return {
+        **kept,
         "image": item["image"],
         "label": label,
-        "boxes": item.get("boxes", []) if label == 1 else [],
+        "boxes": boxes,
         "mask": item.get("mask", "") if label == 1 else "",
-        "has_localization": int(label == 0 or has_mask),
+        # NIH pneumonia boxes localize like the paper's RSNA boxes (stage 1 trains on boxes)
+        "has_localization": int(label == 0 or has_mask or (item["source"] == "nih" and bool(boxes))),
         "patient_id": f"{item['source']}:{item['patient_id']}",
         "source": item["source"],
         "relabelled": relabelled,
         "split": item["split"],
+        # the lungs DLNet's weak terms use: the human mask here, LSNet's later (``lung_mask`` stays human-only: the
+        # evaluation's lung Dice must never compare LSNet with itself)
+        "lung_region": item.get("lung_mask", ""),
+        "extent": float(severity) if severity is not None else -1.0,
     }
 
 
@@ -69,7 +108,7 @@ def build_training_mix(
     seed: int = 0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     closing_radius: int = 5,
-    include: Sequence[str] = ("covid-collection", "pediatric", "jsrt"),
+    include: Sequence[str] = DEFAULT_INCLUDE,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, str]]]:
     """(dlnet_items, lsnet_items, excluded) for the datasets under ``data_root`` (``/work/shared/data`` layout).
@@ -81,7 +120,7 @@ def build_training_mix(
     logger = logging.getLogger(__name__)
     check_fractions(fractions)
     data_root, out_dir = Path(data_root).resolve(), Path(out_dir).resolve()
-    folders = {"covid-collection": "covid-chestxray-dataset", "pediatric": "pediatric-pneumonia", "jsrt": "jsrt-scr"}
+    folders = DATASET_FOLDERS
     unknown = set(include) - set(folders)
     if unknown:
         raise ValueError(f"unknown datasets {sorted(unknown)}; choose from {sorted(folders)}")
@@ -100,12 +139,19 @@ def build_training_mix(
             )
         elif name == "pediatric":
             (items, rejected), ls_items = convert_pediatric(folder, seed=seed, fractions=fractions), []
-        else:
+        elif name == "jsrt":
             items, ls_items, rejected = convert_jsrt(folder, out_dir, seed=seed, fractions=fractions, progress=progress)
+        else:  # the adult sets keep their own split fractions (more validation/test patients); no lung masks
+            convert = {"nih": convert_nih, "rsna-normals": convert_rsna_normals, "hannover": convert_hannover,
+                       "covidx-extra": lambda f, seed: convert_covidx_severity(f, seed, COVIDX_EXTRA_FRACTIONS)}[name]
+            (items, rejected), ls_items = convert(folder, seed=seed), []
+            if name == "covidx-extra":  # rounding an odd patient count leaves one in training: it validates
+                for item in items:
+                    item["split"] = "validation" if item["split"] == "training" else item["split"]
         dlnet += [_dlnet_item(item) for item in items]
         lsnet += [{**it, "patient_id": f"{name}:{it['patient_id']}"} for it in ls_items]
         excluded += rejected
     return dlnet, lsnet, excluded
 
 
-__all__ = ["MIX_KEYS", "build_training_mix", "dlnet_label"]
+__all__ = ["DEFAULT_INCLUDE", "EVALUATION_KEYS", "MIX_KEYS", "build_training_mix", "dlnet_label"]

@@ -2,8 +2,10 @@
 specificity, accuracy and PPV (each with a CI) at the operating point nearest the ROC corner (0, 1).
 
 Conventions: ``labels`` are 0/1, ``scores`` are probabilities in [0, 1]; an image is called positive when
-``score >= threshold``. CIs are percentile bootstrap intervals over images (resampling with replacement, seeded);
-resamples that hold a single class are redrawn out of the AUC (they have no AUC). The operating threshold is fixed
+``score >= threshold``. CIs are percentile bootstrap intervals (resampling with replacement, seeded) over images, or
+over patients when ``groups`` (patient ids) are given: a cluster bootstrap draws patients and keeps all their
+images, so a patient's several images do not count as independent evidence; resamples that hold a single class are
+left out of the AUC (they have no AUC). The operating threshold is fixed
 while resampling (the CI describes the rates at that threshold, not the threshold search).
 """
 
@@ -113,6 +115,18 @@ def rates(labels: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
         }
 
 
+def cluster_bootstrap_indices(groups: Sequence, n_bootstrap: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n_bootstrap`` index arrays, each drawing as many groups (patients) as there are, with replacement, and taking
+    every member of each drawn group (so the resamples differ in length)."""
+    _, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)]
+    samples = []
+    for _ in range(n_bootstrap):
+        drawn = rng.integers(0, len(members), size=len(members))
+        samples.append(np.concatenate([members[g] for g in drawn]))
+    return samples
+
+
 @dataclass
 class ClassificationResult:
     """Table II row: estimates with 95 % CIs at ``threshold``; ROC points for plotting."""
@@ -121,6 +135,7 @@ class ClassificationResult:
     n_positive: int
     threshold: float
     threshold_rule: str
+    bootstrap: str
     auc: Estimate
     sensitivity: Estimate
     specificity: Estimate
@@ -140,6 +155,7 @@ def evaluate_classification(
     n_bootstrap: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    groups: Sequence | None = None,
 ) -> ClassificationResult:
     """All Table II metrics.
 
@@ -150,6 +166,7 @@ def evaluate_classification(
         n_bootstrap: bootstrap resamples for the CIs.
         seed: seed of the resampling.
         confidence: CI level (0.95).
+        groups: [N] patient ids: the CIs come from a patient-level (cluster) bootstrap; None: over images.
     """
     y, s = _as_arrays(labels, scores)
     rule = "given"
@@ -159,9 +176,18 @@ def evaluate_classification(
     point = {k: float(v) for k, v in rates(y, predicted).items()}
     auc = roc_auc(y, s)
     rng = np.random.default_rng(seed)
-    index = rng.integers(0, y.size, size=(n_bootstrap, y.size))
-    boot_y, boot_s, boot_p = y[index], s[index], predicted[index]
-    boot = {"auc": rank_auc(boot_y, boot_s), **rates(boot_y, boot_p)}
+    if groups is None:
+        index = rng.integers(0, y.size, size=(n_bootstrap, y.size))
+        boot_y, boot_s, boot_p = y[index], s[index], predicted[index]
+        boot = {"auc": rank_auc(boot_y, boot_s), **rates(boot_y, boot_p)}
+        unit = f"images (n={y.size})"
+    else:
+        if len(groups) != y.size:
+            raise ValueError(f"{len(groups)} patient ids for {y.size} images")
+        samples = cluster_bootstrap_indices(groups, n_bootstrap, rng)
+        per_sample = [{"auc": rank_auc(y[i], s[i]), **rates(y[i], predicted[i])} for i in samples]
+        boot = {name: np.asarray([float(row[name]) for row in per_sample]) for name in per_sample[0]}
+        unit = f"patients (n={len(set(map(str, groups)))})"
     tail = 100.0 * (1.0 - confidence) / 2.0
 
     def estimate(name: str, value: float) -> Estimate:
@@ -177,6 +203,7 @@ def evaluate_classification(
         n_positive=int(y.sum()),
         threshold=float(threshold),
         threshold_rule=rule,
+        bootstrap=unit,
         auc=estimate("auc", auc),
         sensitivity=estimate("sensitivity", point["sensitivity"]),
         specificity=estimate("specificity", point["specificity"]),
@@ -190,6 +217,7 @@ def evaluate_classification(
 __all__ = [
     "ClassificationResult",
     "Estimate",
+    "cluster_bootstrap_indices",
     "evaluate_classification",
     "nearest_corner_threshold",
     "rank_auc",

@@ -53,14 +53,15 @@ def table_classification(metrics: Sequence[dict[str, Any]]) -> str:
 
 def table_sources(metrics: Sequence[dict[str, Any]]) -> str:
     """Classification per data source: where a pooled AUC hides a model that learned the source."""
-    lines = ["| Dataset | source | n (pos) | AUC | median score pos / neg | called positive: pos / neg |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| Dataset | source | n (pos) | AUC | median p pos / neg | sensitivity | normals called positive | "
+             "mean 0-8 score pos / neg |", "|---|---|---|---|---|---|---|---|"]
     for block in metrics:
         for source, row in (block.get("classification") or {}).get("by_source", {}).items():
             medians = " / ".join(_number(row.get(f"median_score_{k}")) for k in ("positives", "negatives"))
-            called = " / ".join(_number(row.get(f"called_positive_{k}")) for k in ("positives", "negatives"))
+            scores = " / ".join(_number(row.get(f"mean_score_total_{k}")) for k in ("positives", "negatives"))
             lines.append(f"| {block['name']} | {source} | {row['n']} ({row['n_positive']}) | {_number(row['auc'])} | "
-                         f"{medians} | {called} |")
+                         f"{medians} | {_number(row.get('called_positive_positives'))} | "
+                         f"{_number(row.get('called_positive_negatives'))} | {scores} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -78,7 +79,8 @@ def table_segmentation(metrics: Sequence[dict[str, Any]]) -> str:
 
 def table_severity(metrics: Sequence[dict[str, Any]]) -> str:
     """Table IV: Pearson r (p), R^2, MAE of predicted vs reference 0-8 scores; per-lung involvement MAE."""
-    lines = ["| Method | r | p | R² | MAE | n | involvement MAE right / left (%) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| Method | r | p | R² | MAE | bias | n | involvement MAE right / left (%) |",
+             "|---|---|---|---|---|---|---|---|"]
     for block in metrics:
         sev = block.get("severity")
         if not sev:
@@ -88,7 +90,7 @@ def table_severity(metrics: Sequence[dict[str, Any]]) -> str:
         p = total["p_value"]
         p_text = "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
         lines.append(f"| {block['name']} | {_number(total['pearson_r'])} | {p_text} | {_number(total['r2'])} | "
-                     f"{_number(total['mae'])} | {total['n']} | {per_lung} |")
+                     f"{_number(total['mae'])} | {_number(total.get('bias'))} | {total['n']} | {per_lung} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -107,12 +109,65 @@ def table_localization(metrics: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: baseline keys -> (what they measure, the model's number they stand beside)
+BASELINE_LABELS = {
+    "classification_auc_mean_intensity": "classification AUC of the mean image intensity (better direction)",
+    "severity_mae_reference_mean": "0-8 score MAE of predicting the reference mean",
+    "severity_r_mean_intensity": "Pearson r of the mean image intensity with the reference score",
+    "pneumonia_dice_whole_lung": "pneumonia-mask Dice of calling the whole (predicted) lung pneumonia",
+    "involvement_right_mae_reference_mean": "right-lung involvement MAE (%) of predicting the reference mean",
+    "involvement_left_mae_reference_mean": "left-lung involvement MAE (%) of predicting the reference mean",
+    "involvement_right_mae_whole_lung": "right-lung involvement MAE (%) of calling the whole lung",
+    "involvement_left_mae_whole_lung": "left-lung involvement MAE (%) of calling the whole lung",
+}
+
+
+def table_baselines(metrics: Sequence[dict[str, Any]]) -> str:
+    """Trivial baselines measured on the same images as the model's numbers."""
+    lines = ["| Dataset | baseline | value |", "|---|---|---|"]
+    for block in metrics:
+        for key, value in (block.get("baselines") or {}).items():
+            shown = _mean_sd(value) if isinstance(value, dict) else _number(value)
+            lines.append(f"| {block['name']} | {BASELINE_LABELS.get(key, key)} | {shown} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def table_severity_sweep(metrics: Sequence[dict[str, Any]]) -> str:
+    """0-8 score MAE and bias against expert scores at each heatmap threshold."""
+    blocks = [b for b in metrics if b.get("severity_sweep")]
+    if not blocks:
+        return ""
+    thresholds = blocks[0]["severity_sweep"]["threshold"]
+    lines = ["| Dataset | " + " | ".join(f"t={t:.2f}" for t in thresholds) + " | best |",
+             "|---|" + "---|" * (len(thresholds) + 1)]
+    for block in blocks:
+        sweep = block["severity_sweep"]
+        cells = [f"{m:.2f} ({b:+.1f})" for m, b in zip(sweep["mae"], sweep["bias"])]
+        lines.append(f"| {block['name']} (n={sweep['images']}) | " + " | ".join(cells) +
+                     f" | {sweep['best_mae']:.2f} @ {sweep['best_threshold']} |")
+    return "\n".join(lines)
+
+
+def table_clinical(metrics: Sequence[dict[str, Any]]) -> str:
+    """Outputs against the clinical course: mean with / without the outcome and the AUC for it."""
+    lines = ["| Dataset | outcome | n (with) | output | mean with | mean without | AUC |", "|---|---|---|---|---|---|---|"]
+    for block in metrics:
+        for outcome, entry in (block.get("clinical_course") or {}).items():
+            for column in ("score_total", "ratio_total", "pneumonia_probability"):
+                row = entry[column]
+                lines.append(f"| {block['name']} | {outcome} | {entry['n']} ({entry['n_outcome']}) | {column} | "
+                             f"{_number(row['mean_with'])} | {_number(row['mean_without'])} | {_number(row['auc'])} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def markdown_report(metrics: Sequence[dict[str, Any]]) -> str:
     """All tables, with the conventions that matter to read them."""
     parts = ["# Evaluation", ""]
     sections = (
         ("Classification (Table II)", table_classification(metrics),
-         "CIs: percentile bootstrap over images. Threshold: given, or the ROC point nearest (0,1)."),
+         "CIs: percentile bootstrap over " + ", ".join(sorted({str((b.get("classification") or {}).get(
+             "bootstrap", "images")) for b in metrics})) + ". Threshold: " + ", ".join(sorted({str((
+             b.get("classification") or {}).get("threshold_rule", "")) for b in metrics})) + "."),
         ("Classification by data source", table_sources(metrics),
          "Per source of the reference items, at the threshold above; n/a: the source holds one class only."),
         ("Localization: RSNA mAP vs heatmap threshold (Fig. 8a)", table_localization(metrics),
@@ -121,7 +176,13 @@ def markdown_report(metrics: Sequence[dict[str, Any]]) -> str:
         ("Segmentation (Table III)", table_segmentation(metrics),
          "Dice/Jaccard mean ± sd over images; an empty reference scores 1 with an empty prediction, else 0."),
         ("Severity (Table IV, Fig. 10)", table_severity(metrics),
-         "R² = 1 - SS_res/SS_tot of the prediction as an estimate of the reference score."),
+         "R² = 1 - SS_res/SS_tot of the prediction as an estimate of the reference score; bias = mean(pred - ref)."),
+        ("Severity vs heatmap threshold", table_severity_sweep(metrics),
+         "0-8 score MAE (bias) against expert scores when the heatmap is thresholded at t (negatives score 0)."),
+        ("Clinical course", table_clinical(metrics),
+         "icu_at_exam: in an ICU on the day of the exam; died: a death date exists. AUC of each output for it."),
+        ("Baselines (same images)", table_baselines(metrics),
+         "A model number that does not beat its baseline is a finding, not a result."),
     )
     for title, table, note in sections:
         if table:

@@ -10,7 +10,16 @@ Tasks run when the reference has what they need:
   measures the heatmap), whose best threshold is the heatmap operating point :func:`operating_point` picks;
 * severity (Fig. 10, Table IV): reference ``severity`` (0-8) + ``score_total``; per lung: reference
   ``involvement_right/left`` (percent, mask-derived) vs ``ratio_right/left`` and ``severity_right/left`` vs
-  ``score_right/left``.
+  ``score_right/left``; with the result ``heatmap`` and ``lung_mask`` PNGs, a sweep of the 0-8 score's MAE and bias
+  against the expert scores over ``SEVERITY_SWEEP_THRESHOLDS`` (gated by classification, as the system scores),
+  whose lowest MAE is the heatmap operating point :func:`operating_point` prefers;
+* clinical course (Hannover): reference ``icu_at_exam`` / ``died`` vs ``score_total``, ``ratio_total`` and the
+  probability (AUC, means per group).
+
+Every quality number comes with a trivial baseline measured on the same images (``baselines``): the mean image
+intensity as a classifier and as a severity predictor, predicting the reference mean (score, per-lung involvement),
+and calling the whole lung pneumonia (mask Dice, involvement). A number that does not beat its baseline is a finding.
+CIs of the classification come from a patient-level (cluster) bootstrap when the reference has ``patient_id``s.
 """
 
 from __future__ import annotations
@@ -22,22 +31,27 @@ from typing import Any, Sequence
 import numpy as np
 
 from pneumonitor.datasets.images import image_size, read_gray
-from pneumonitor.evaluation.classification import evaluate_classification
+from pneumonitor.evaluation.classification import evaluate_classification, roc_auc
 from pneumonitor.evaluation.localization import HEATMAP_THRESHOLDS, heatmap_threshold_sweep
 from pneumonitor.evaluation.matching import MatchedSet
 from pneumonitor.evaluation.segmentation import mean_sd, overlap
 from pneumonitor.evaluation.severity_agreement import agreement, confusion_matrix
 
 
-#: heatmap thresholds of the pneumonia-mask Dice sweep (the operating-point choice); wider than the paper's mAP sweep
+#: heatmap thresholds of the pneumonia-mask Dice sweep; wider than the paper's mAP sweep
 DICE_SWEEP_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
+#: heatmap thresholds of the severity sweep (score MAE against expert scores: the heatmap operating-point choice)
+SEVERITY_SWEEP_THRESHOLDS: tuple[float, ...] = DICE_SWEEP_THRESHOLDS
+#: fewest expert-scored images a heatmap operating point may be chosen on (fewer: the threshold is left as it was)
+MIN_OPERATING_POINT_IMAGES = 30
 
 
 @dataclass
 class EvaluationSettings:
     """Options of one evaluation."""
 
-    threshold: float | None = None  # classification operating point; None = nearest (0,1)
+    threshold: float | None = None  # classification operating point; None = nearest (0,1) on the evaluated data
+    threshold_rule: str = ""  # where a given threshold came from (shown in the tables)
     n_bootstrap: int = 1000
     seed: int = 0
     heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS
@@ -77,11 +91,13 @@ def _scale_boxes(boxes: list[list[float]], source: tuple[int, int] | None, targe
 
 
 def by_source(
-    labels: Sequence[int], scores: Sequence[float], sources: Sequence[str | None], threshold: float
+    labels: Sequence[int], scores: Sequence[float], sources: Sequence[str | None], threshold: float,
+    severity_scores: Sequence[float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per data source: n, positives, median score per class, the share called positive at ``threshold`` per class
-    and the AUC when the source holds both classes. A model that learned the source instead of the disease shows
-    it here (e.g. every negative of one source called positive), not in the pooled AUC."""
+    (on negatives: the false-positive rate; on positives: the sensitivity), the mean 0-8 ``severity_scores`` per
+    class when given, and the AUC when the source holds both classes. A model that learned the source instead of
+    the disease shows it here (e.g. every negative of one source called positive), not in the pooled AUC."""
     from pneumonitor.evaluation.classification import roc_auc
 
     y, s = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
@@ -95,6 +111,10 @@ def by_source(
             if chosen.size:
                 row[f"median_score_{key}"] = float(np.median(chosen))
                 row[f"called_positive_{key}"] = float(np.mean(chosen >= threshold))
+                if severity_scores is not None:
+                    totals = np.asarray(severity_scores, dtype=float)[pick & (y == label)]
+                    if np.isfinite(totals).any():
+                        row[f"mean_score_total_{key}"] = float(np.nanmean(totals))
         row["auc"] = float(roc_auc(y[pick], s[pick])) if 0 < row["n_positive"] < row["n"] else None
         table[name] = row
     return table
@@ -116,15 +136,23 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
 
     tasks = set(settings.tasks)
     # classification
-    cls = [(item["label"], row["pneumonia_probability"], item.get("source")) for item, row in matched.pairs
+    cls = [(item["label"], row["pneumonia_probability"], item.get("source"), item.get("patient_id"),
+            row.get("score_total"), row["image"]) for item, row in matched.pairs
            if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
-    if "classification" in tasks and cls and len({label for label, _, _ in cls}) == 2:
-        labels, scores, _ = zip(*cls)
-        result = evaluate_classification(labels, scores, settings.threshold, settings.n_bootstrap, settings.seed)
+    if "classification" in tasks and cls and len({c[0] for c in cls}) == 2:
+        labels, scores, sources, patients, totals, images = zip(*cls)
+        groups = patients if all(patients) else None
+        result = evaluate_classification(labels, scores, settings.threshold, settings.n_bootstrap, settings.seed,
+                                         groups=groups)
         metrics["classification"] = result.to_dict()
-        sources = [source for _, _, source in cls]
+        if settings.threshold_rule:
+            metrics["classification"]["threshold_rule"] = settings.threshold_rule
+        totals = [float(t) if _finite(t) else math.nan for t in totals]
         if len({source for source in sources if source}) > 1:
-            metrics["classification"]["by_source"] = by_source(labels, scores, sources, result.threshold)
+            metrics["classification"]["by_source"] = by_source(labels, scores, sources, result.threshold, totals)
+        intensity = [mean_intensity(image) for image in images]
+        metrics.setdefault("baselines", {})["classification_auc_mean_intensity"] = _best_direction_auc(
+            labels, intensity)
     elif "classification" in tasks and cls:
         metrics["classification"] = {"skipped": "the reference holds a single class: no ROC"}
 
@@ -133,8 +161,16 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     heatmaps: list[np.ndarray | None] = []
     truths: list[list[list[float]]] = []
     dice_sweep: list[list[float]] = []
+    whole_lung_dice: list[float] = []
+    severity_sweep: list[tuple[float, list[int]]] = []  # (reference, score_total per threshold)
     for index, (item, row) in enumerate(tqdm(matched.pairs, desc=f"{name}: masks", unit="img", leave=False)):
         record = per_image[index]
+        if "severity" in tasks and _finite(item.get("severity")) and _finite(row.get("score_total")):
+            gate = metrics.get("classification", {}).get("threshold", settings.threshold)
+            scores = sweep_scores(matched, row, SEVERITY_SWEEP_THRESHOLDS,
+                                  gate if settings.gate_by_classification else None)
+            if scores is not None:
+                severity_sweep.append((float(item["severity"]), scores))
         if "lung_segmentation" in tasks and item.get("lung_mask"):
             pred_path = matched.result_path(row, "lung_mask")
             if pred_path is not None and pred_path.is_file():
@@ -152,6 +188,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 pneumonia_scores.append((dice, jaccard))
                 record.update(pneumonia_dice=dice, pneumonia_jaccard=jaccard)
                 heat_path, lung_path = matched.result_path(row, "heatmap"), matched.result_path(row, "lung_mask")
+                if lung_path is not None and lung_path.is_file():  # baseline: the whole lung is pneumonia
+                    whole_lung_dice.append(overlap(read_gray(lung_path) > 0, reference_mask)[0])
                 if heat_path is not None and heat_path.is_file() and lung_path is not None and lung_path.is_file():
                     heat = read_gray(heat_path).astype(np.float32) / 255.0
                     lungs = read_gray(lung_path) > 0
@@ -171,6 +209,20 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
         if scores:
             metrics[key] = {"dice": vars(mean_sd([s[0] for s in scores])),
                             "jaccard": vars(mean_sd([s[1] for s in scores]))}
+    if whole_lung_dice:
+        metrics.setdefault("baselines", {})["pneumonia_dice_whole_lung"] = vars(mean_sd(whole_lung_dice))
+    if severity_sweep:
+        reference = np.asarray([r for r, _ in severity_sweep])
+        predicted = np.asarray([scores for _, scores in severity_sweep], dtype=float)  # [images, thresholds]
+        mae = np.abs(predicted - reference[:, None]).mean(axis=0)
+        bias = (predicted - reference[:, None]).mean(axis=0)
+        best_index = int(np.lexsort((np.abs(bias), mae))[0])  # lowest MAE, then smallest |bias|
+        metrics.setdefault("severity_sweep", {}).update({
+            "threshold": list(SEVERITY_SWEEP_THRESHOLDS), "mae": [float(v) for v in mae],
+            "bias": [float(v) for v in bias], "images": len(severity_sweep),
+            "best_threshold": float(SEVERITY_SWEEP_THRESHOLDS[best_index]), "best_mae": float(mae[best_index]),
+            "best_bias": float(bias[best_index]),
+        })
     if dice_sweep:
         means = np.asarray(dice_sweep).mean(axis=0)
         best_index = int(np.argmax(means))
@@ -201,9 +253,17 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 per_image[index].update(severity_reference=float(item["severity"]), severity_predicted=row["score_total"])
         if pred_total:
             block: dict[str, Any] = {
-                "total": agreement(pred_total, ref_total).to_dict(),
+                "total": {**agreement(pred_total, ref_total).to_dict(),
+                          "bias": float(np.mean(np.subtract(pred_total, ref_total)))},
                 "confusion_matrix": confusion_matrix(pred_total, ref_total).tolist(),
             }
+            severity_images = [row["image"] for item, row in matched.pairs
+                               if _finite(item.get("severity")) and _finite(row.get("score_total"))]
+            intensity = [mean_intensity(image) for image in severity_images]
+            metrics.setdefault("baselines", {}).update({
+                "severity_mae_reference_mean": float(np.mean(np.abs(np.asarray(ref_total) - np.mean(ref_total)))),
+                "severity_r_mean_intensity": agreement(intensity, ref_total).pearson_r,
+            })
             for side in ("right", "left"):
                 ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in matched.pairs
                           if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
@@ -213,19 +273,92 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                     pred, ref = np.asarray(ratios).T
                     block[f"involvement_{side}"] = {"n": len(ratios), "mae_percent": float(np.mean(np.abs(pred - ref))),
                                                     "agreement": agreement(pred, ref).to_dict()}
+                    metrics.setdefault("baselines", {}).update({
+                        f"involvement_{side}_mae_reference_mean": float(np.mean(np.abs(ref - ref.mean()))),
+                        f"involvement_{side}_mae_whole_lung": float(np.mean(np.abs(100.0 - ref))),
+                    })
                 if scores:
                     pred, ref = np.asarray(scores).T
                     block[f"score_{side}"] = agreement(pred, ref).to_dict()
             metrics["severity"] = block
+    clinical = clinical_course(matched)
+    if clinical:
+        metrics["clinical_course"] = clinical
     return Evaluation(name=name, metrics=metrics, per_image=per_image, severity_pairs=(pred_total, ref_total))
+
+
+def mean_intensity(image: str) -> float:
+    """Mean gray value of an image file in [0, 1] (the brightness baseline); NaN when it cannot be read as a
+    bitmap (e.g. a DICOM, or a reference path on another machine)."""
+    try:
+        pixels = read_gray(image)
+    except (OSError, ValueError):
+        return math.nan
+    return float(pixels.astype(np.float64).mean() / (65535.0 if pixels.dtype == np.uint16 else 255.0))
+
+
+def _best_direction_auc(labels: Sequence[int], values: Sequence[float]) -> float:
+    """AUC of a baseline score in whichever direction ranks better (a baseline gets its best chance)."""
+    y, v = np.asarray(labels), np.asarray(values, dtype=float)
+    keep = np.isfinite(v)
+    if len(set(y[keep].tolist())) < 2:
+        return math.nan
+    auc = roc_auc(y[keep], v[keep])
+    return float(max(auc, 1.0 - auc))
+
+
+def sweep_scores(
+    matched: MatchedSet, row: dict[str, Any], thresholds: Sequence[float], gate_threshold: float | None
+) -> list[int] | None:
+    """The 0-8 score of one analyzed image at each heatmap threshold, from its heatmap and lung-label PNGs (right
+    lung = 255, left = 128, as ``pneumonitor analyze`` writes them); 0 everywhere when its probability is below
+    ``gate_threshold`` (the classification threshold of this evaluation, which may be the one being chosen: not
+    analyze's ``positive``; None = no gate). None when the files are missing or their sizes differ."""
+    from pneumonitor.severity import LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE, lung_score, pneumonia_ratio
+
+    if gate_threshold is not None and float(row["pneumonia_probability"]) < gate_threshold:
+        return [0] * len(thresholds)
+    heat_path, lung_path = matched.result_path(row, "heatmap"), matched.result_path(row, "lung_mask")
+    if heat_path is None or lung_path is None or not heat_path.is_file() or not lung_path.is_file():
+        return None
+    heat = read_gray(heat_path).astype(np.float32) / 255.0
+    lungs = read_gray(lung_path)
+    if heat.shape != lungs.shape:
+        return None
+    right, left = lungs == RIGHT_LUNG_VALUE, lungs == LEFT_LUNG_VALUE
+    if not right.any() or not left.any():
+        return None
+    return [lung_score(pneumonia_ratio(heat >= t, right)) + lung_score(pneumonia_ratio(heat >= t, left))
+            for t in thresholds]
+
+
+def clinical_course(matched: MatchedSet) -> dict[str, Any]:
+    """Outputs against the clinical course (reference ``icu_at_exam``, ``died``): per outcome, n per group, the mean
+    ``score_total``/``ratio_total``/probability per group and the AUC of each for the outcome."""
+    block: dict[str, Any] = {}
+    for outcome in ("icu_at_exam", "died"):
+        pairs = [(int(item[outcome]), row) for item, row in matched.pairs
+                 if item.get(outcome) in (0, 1) and _finite(row.get("score_total"))]
+        if not pairs:
+            continue
+        y = np.asarray([p[0] for p in pairs])
+        entry: dict[str, Any] = {"n": len(pairs), "n_outcome": int(y.sum())}
+        for column in ("score_total", "ratio_total", "pneumonia_probability"):
+            values = np.asarray([float(row[column]) for _, row in pairs])
+            entry[column] = {"mean_with": float(values[y == 1].mean()) if y.any() else None,
+                             "mean_without": float(values[y == 0].mean()) if (1 - y).any() else None,
+                             "auc": float(roc_auc(y, values)) if 0 < y.sum() < y.size else None}
+        block[outcome] = entry
+    return block
 
 
 def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
     """The operating point an evaluation of a validation split supports, for ``inference.json``.
 
-    ``classification_threshold``: the ROC point nearest (0, 1) (paper Sec. V-B); ``heatmap_threshold``: the best of
-    the pneumonia-mask Dice sweep, else the best of the RSNA mAP sweep, else absent. ``operating_point_basis`` says
-    what each came from (rule and image counts).
+    ``classification_threshold``: the ROC point nearest (0, 1) (paper Sec. V-B); ``heatmap_threshold``: the lowest
+    0-8 score MAE against expert scores (at least ``MIN_OPERATING_POINT_IMAGES`` scored images), else the best
+    pneumonia-mask Dice or RSNA mAP on at least as many images, else absent (a handful of images does not choose a
+    threshold). ``operating_point_basis`` says what each came from (rule and image counts).
 
     Raises:
         ValueError: the metrics hold no classification result (nothing to choose from).
@@ -237,7 +370,17 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
     basis = [f"classification: {classification.get('threshold_rule', 'nearest (0,1)')}, n={classification.get('n')}"]
     sweep = metrics.get("pneumonia_segmentation", {}).get("heatmap_sweep")
     localization = metrics.get("localization", {})
-    if sweep:
+    severity = metrics.get("severity_sweep", {})
+    enough = MIN_OPERATING_POINT_IMAGES
+    if sweep and sweep["images"] < enough:
+        sweep = None
+    if localization.get("images", 0) < enough:
+        localization = {}
+    if severity.get("images", 0) >= enough:
+        chosen["heatmap_threshold"] = severity["best_threshold"]
+        basis.append(f"heatmap: lowest 0-8 score MAE {severity['best_mae']:.2f} (bias {severity['best_bias']:+.2f}) "
+                     f"against expert scores, n={severity['images']}")
+    elif sweep:
         chosen["heatmap_threshold"] = sweep["best_threshold"]
         basis.append(f"heatmap: best mean Dice {sweep['best_dice']:.3f} of (heatmap>=t)∩lungs vs reference masks, "
                      f"n={sweep['images']}")
@@ -248,4 +391,5 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
     return chosen
 
 
-__all__ = ["DICE_SWEEP_THRESHOLDS", "by_source", "Evaluation", "EvaluationSettings", "evaluate_matched", "operating_point"]
+__all__ = ["DICE_SWEEP_THRESHOLDS", "SEVERITY_SWEEP_THRESHOLDS", "by_source", "clinical_course", "mean_intensity",
+           "sweep_scores", "Evaluation", "EvaluationSettings", "evaluate_matched", "operating_point"]

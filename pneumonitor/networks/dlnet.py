@@ -5,9 +5,12 @@ A ResNet backbone (ResNet-50 in the paper; MONAI's 2-D ResNet, so no torchvision
 - :class:`ClassificationHead`: global average pooling of the last stage -> dense 1024 -> ReLU -> dropout ->
   dense 256 -> ReLU -> dense 1 (a logit; sigmoid gives the pneumonia probability).
 - :class:`LocalizationHead`: FPN-like top-down path over the stride-32 ("Act-14" at 448 px), stride-16 ("Act-28")
-  and stride-8 ("Act-56") stage outputs, ending in a 3x3 convolution to 128 maps + ReLU at stride 8.
+  and stride-8 ("Act-56") stage outputs, ending in a 3x3 convolution to 128 maps + ReLU at stride 8 (the paper), or
+  + sigmoid (``localization_activation="sigmoid"``: maps in (0, 1) whose maximum regresses an area fraction, and
+  which never go dead the way ReLU maps pushed to 0 on negatives do).
 
-The inference heatmap is the per-pixel maximum over the 128 maps, resized to the input (:func:`maps_to_heatmap`).
+The inference heatmap is the per-pixel maximum over the 128 maps, clipped to [0, 1] and resized to the input
+(:func:`maps_to_heatmap`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ import torch.nn.functional as F
 from monai.networks.nets import resnet
 from torch import nn
 
-__all__ = ["DLNet", "ClassificationHead", "LocalizationHead", "maps_to_heatmap", "RESNET_LAYERS"]
+__all__ = ["DLNet", "ClassificationHead", "LocalizationHead", "maps_to_heatmap", "RESNET_LAYERS",
+           "LOCALIZATION_ACTIVATIONS"]
+
+#: the localization head's output activation (no parameters: the weights alone cannot tell, the bundle config does)
+LOCALIZATION_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
 #: blocks per stage and block type of each supported backbone (He et al. 2016)
 RESNET_LAYERS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -70,11 +77,14 @@ class LocalizationHead(nn.Module):
         in_channels: channels of the stride-8, stride-16 and stride-32 stage outputs.
         fpn_channels: channels of the top-down path.
         maps: number of output maps (paper: 128).
+        activation: ``"relu"`` (paper) or ``"sigmoid"``.
 
     Input: the three stage outputs; output ``(B, maps, H/8, W/8)``, non-negative.
     """
 
-    def __init__(self, in_channels: Sequence[int], fpn_channels: int = 256, maps: int = 128) -> None:
+    def __init__(
+        self, in_channels: Sequence[int], fpn_channels: int = 256, maps: int = 128, activation: str = "relu"
+    ) -> None:
         super().__init__()
         c8, c16, c32 = in_channels
         self.reduce_32 = nn.Conv2d(c32, fpn_channels, kernel_size=1)
@@ -82,7 +92,9 @@ class LocalizationHead(nn.Module):
         self.reduce_16 = nn.Conv2d(fpn_channels, fpn_channels, kernel_size=1)
         self.lateral_8 = nn.Conv2d(c8, fpn_channels, kernel_size=1)
         self.output_conv = nn.Conv2d(fpn_channels, maps, kernel_size=3, padding=1)
-        self.output_act = nn.ReLU(inplace=False)
+        if activation not in LOCALIZATION_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(LOCALIZATION_ACTIVATIONS)}, got {activation!r}")
+        self.output_act = LOCALIZATION_ACTIVATIONS[activation]()
 
     def forward(self, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(self.reduce_32(c32), size=c16.shape[-2:], mode="nearest") + self.lateral_16(c16)
@@ -91,11 +103,12 @@ class LocalizationHead(nn.Module):
 
 
 def maps_to_heatmap(maps: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
-    """Heatmap = per-pixel max over the localization maps, optionally resized (bilinear) to ``size``.
+    """Heatmap = per-pixel max over the localization maps, clipped to [0, 1], optionally resized (bilinear).
 
-    ``(B, M, h, w)`` -> ``(B, 1, *size)``; values are not clipped (the maps are trained towards [0, 1] targets).
+    ``(B, M, h, w)`` -> ``(B, 1, *size)``. The clip makes a threshold a fraction of something for ReLU maps too
+    (trained towards [0, 1] targets, their maximum can exceed 1); thresholds below 1 select the same pixels.
     """
-    heatmap = maps.amax(dim=1, keepdim=True)
+    heatmap = maps.amax(dim=1, keepdim=True).clamp(0.0, 1.0)
     if size is not None and tuple(heatmap.shape[-2:]) != tuple(size):
         heatmap = F.interpolate(heatmap, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
     return heatmap
@@ -108,7 +121,7 @@ class DLNet(nn.Module):
         backbone: ``resnet18|34|50|101|152`` (paper: ``resnet50``).
         in_channels: input channels (3: gray replicated, ImageNet-normalized).
         dense_units, dropout: :class:`ClassificationHead` settings.
-        fpn_channels, localization_maps: :class:`LocalizationHead` settings.
+        fpn_channels, localization_maps, localization_activation: :class:`LocalizationHead` settings.
 
     ``forward(x)`` with ``x`` ``(B, in_channels, H, W)`` (H, W multiples of 32) returns ``(logits, maps)``:
     logits ``(B, 1)`` and maps ``(B, localization_maps, H/8, W/8)``. :meth:`predict` gives probability and heatmap.
@@ -124,6 +137,7 @@ class DLNet(nn.Module):
         dropout: float = 0.5,
         fpn_channels: int = 256,
         localization_maps: int = 128,
+        localization_activation: str = "relu",
     ) -> None:
         super().__init__()
         if backbone not in RESNET_LAYERS:
@@ -145,7 +159,7 @@ class DLNet(nn.Module):
         stage_channels = [c * expansion for c in resnet.get_inplanes()]  # 64, 128, 256, 512 (x4 for bottleneck)
         self.classification_head = ClassificationHead(stage_channels[3], dense_units=dense_units, dropout=dropout)
         self.localization_head = LocalizationHead(
-            stage_channels[1:], fpn_channels=fpn_channels, maps=localization_maps
+            stage_channels[1:], fpn_channels=fpn_channels, maps=localization_maps, activation=localization_activation
         )
         self.config: dict[str, Any] = {
             "name": "DLNet",
@@ -155,6 +169,7 @@ class DLNet(nn.Module):
             "dropout": dropout,
             "fpn_channels": fpn_channels,
             "localization_maps": localization_maps,
+            "localization_activation": localization_activation,
         }
 
     def stage_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

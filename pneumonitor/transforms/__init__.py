@@ -13,7 +13,14 @@ from pneumonitor.transforms.intensity import (
 )
 from pneumonitor.transforms.io import LoadMask, LoadMaskd, LoadRadiograph, LoadRadiographd
 from pneumonitor.transforms.augment import RandBlobImplantd, RandLungOpacityd, dlnet_augmentd, lsnet_augmentd
-from pneumonitor.transforms.targets import LocalizationTarget, LocalizationTargetd, boxes_to_map, soften_target
+from pneumonitor.transforms.targets import (
+    LocalizationTarget,
+    LocalizationTargetd,
+    area_fraction,
+    boxes_to_image,
+    boxes_to_map,
+    soften_target,
+)
 from pneumonitor.transforms.presets import ResizeRadiograph, ResizeRadiographd, dlnet_preprocess, dlnet_preprocessd, lsnet_preprocess, lsnet_preprocessd
 
 __all__ = [
@@ -31,6 +38,8 @@ __all__ = [
     "LocalizationTargetd",
     "RandBlobImplantd",
     "RandLungOpacityd",
+    "area_fraction",
+    "boxes_to_image",
     "boxes_to_map",
     "dlnet_augmentd",
     "lsnet_augmentd",

@@ -260,6 +260,7 @@ def dlnet_augmentd(
     image_key: str = "image",
     target_key: str = "target",
     flip_prob: float = 0.5,
+    flip_keys: Sequence[str] = (),
     gamma_prob: float = 0.5,
     gamma_range: Sequence[float] = (0.6, 1.6),
     blur_prob: float = 0.25,
@@ -273,13 +274,13 @@ def dlnet_augmentd(
 ) -> Compose:
     """Source-hiding augmentations for DLNet: ``(1, H, W)`` image in [0, 1] (already resized) and ``(1, h, w)`` target.
 
-    Order: flip (image and target together), gamma, Gaussian blur (sigma in pixels of the resized image),
+    Order: flip (image, target and ``flip_keys``, e.g. the lung map, together), gamma, Gaussian blur (sigma in pixels of the resized image),
     low resolution (area down-sampling by a random factor in ``lowres_zoom``, bilinear back), Gaussian noise (std
     in [0, 1] intensity units), histogram shift, then a clip back to [0, 1] for CLAHE.
     """
     return Compose(
         [
-            RandFlipd(keys=[image_key, target_key], prob=flip_prob, spatial_axis=1),
+            RandFlipd(keys=[image_key, target_key, *flip_keys], prob=flip_prob, spatial_axis=1, allow_missing_keys=True),
             RandAdjustContrastd(keys=image_key, prob=gamma_prob, gamma=tuple(gamma_range)),
             RandGaussianSmoothd(keys=image_key, prob=blur_prob, sigma_x=tuple(blur_sigma), sigma_y=tuple(blur_sigma)),
             RandSimulateLowResolutiond(keys=image_key, prob=lowres_prob, zoom_range=tuple(lowres_zoom),
