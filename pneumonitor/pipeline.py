@@ -590,15 +590,37 @@ def _overlay_layers(pixels: np.ndarray, *masks: np.ndarray) -> tuple[np.ndarray,
     return (small, *(np.asarray(mask)[np.ix_(rows, columns)] for mask in masks))
 
 
+#: the writers' temporary files are ``.<name>.tmp`` next to their target; one left by a killed run is removed by
+#: :func:`remove_stale_temporaries`
+TEMPORARY_SUFFIX = ".tmp"
+#: the folders of OUT that hold the per-image PNGs
+IMAGE_OUTPUT_FOLDERS = ("masks", "overlays")
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Remove the temporary files an interrupted run left in OUT, ``masks/`` and ``overlays/``; returns them."""
+    removed = []
+    for folder in (out_dir, *(out_dir / name for name in IMAGE_OUTPUT_FOLDERS)):
+        if folder.is_dir():
+            for path in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+                if path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
+
+
 def _save_png(array: np.ndarray, path: Path) -> None:
     """Write an 8-bit PNG atomically (temp file + rename) so that no partial file is ever left."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    # zlib level 1: ~5x faster than the default 6 on 1-4 MP images, masks stay small (they are mostly flat)
-    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}{TEMPORARY_SUFFIX}")
+    try:
+        # zlib level 1: ~5x faster than the default 6 on 1-4 MP images, masks stay small (they are mostly flat)
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _output_stem(source: Path) -> str:
@@ -704,18 +726,30 @@ def analyze_to_folder(
         return [future.result() for future in futures]
 
 
+def _csv_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)`` in a PatientID) gets a leading
+    apostrophe (OWASP CSV injection); numbers and other text are unchanged. results.json keeps the raw value."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def write_results(rows: list[dict[str, Any]], out_dir: Path, settings: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``results.json`` atomically. Returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
-    tmp_csv = csv_path.with_name(".results.csv.tmp")
-    with tmp_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
-    tmp_json = json_path.with_name(".results.json.tmp")
-    tmp_json.write_text(json.dumps({"settings": settings, "results": clean}, indent=2, default=str))
-    tmp_csv.replace(csv_path)
-    tmp_json.replace(json_path)
+    tmp_csv = csv_path.with_name(f".results.csv{TEMPORARY_SUFFIX}")
+    tmp_json = json_path.with_name(f".results.json{TEMPORARY_SUFFIX}")
+    try:
+        with tmp_csv.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
+        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+        tmp_json.write_text(json.dumps({"settings": settings, "results": clean}, indent=2, default=str))
+        tmp_csv.replace(csv_path)
+        tmp_json.replace(json_path)
+    finally:
+        tmp_csv.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
     return csv_path, json_path

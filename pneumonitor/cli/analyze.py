@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 from pathlib import Path
 
 logger = logging.getLogger("pneumonitor.analyze")
@@ -67,7 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pneumonitor.io import find_inputs
     from pneumonitor.networks import WeightsNotFound
-    from pneumonitor.pipeline import AnalysisSettings, Analyzer, analyze_to_folder, write_results
+    from pneumonitor.pipeline import (
+        IMAGE_OUTPUT_FOLDERS,
+        AnalysisSettings,
+        Analyzer,
+        analyze_to_folder,
+        remove_stale_temporaries,
+        write_results,
+    )
 
     if args.batch_size < 1:
         logger.error("--batch-size must be at least 1")
@@ -76,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
             logger.error("--%s must be in [0, 1]", name.replace("_", "-"))
             return 2
+    out_dir: Path = args.out
+    if out_dir.exists() and not out_dir.is_dir():
+        logger.error("--out %s exists and is not a folder", out_dir)
+        return 2
     paths = find_inputs(args.inputs)
     if not paths:
         logger.error("no input images found in %s", ", ".join(args.inputs))
@@ -97,15 +110,50 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
 
-    out_dir: Path = args.out
-    rows = analyze_to_folder(
-        analyzer, paths, out_dir, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress
-    )
-    csv_path, _ = write_results(rows, out_dir, analyzer.describe())
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        logger.error("--out %s cannot be created: %s", out_dir, exc)
+        return 2
+    for path in remove_stale_temporaries(out_dir):
+        logger.info("removed %s, a partial file of an interrupted run", path)
+    earlier = _image_outputs(out_dir)
+    # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: running writes finish, nothing partial is left, no traceback
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    try:
+        rows = analyze_to_folder(
+            analyzer, paths, out_dir, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress
+        )
+        csv_path, _ = write_results(rows, out_dir, analyzer.describe())
+    except KeyboardInterrupt:
+        logger.error("interrupted: results.csv/json not written; the PNGs written so far are complete files")
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    stale = earlier - {out_dir / r[key] for r in rows for key in ("lung_mask", "pneumonia_mask", "heatmap", "overlay")
+                       if r.get(key)}
+    if stale:
+        logger.warning("%d file(s) in %s/{%s} are from an earlier run and not in results.csv (e.g. %s)", len(stale),
+                       out_dir, ",".join(IMAGE_OUTPUT_FOLDERS), sorted(stale)[0].name)
     ok = [r for r in rows if r["status"] == "ok"]
     positives = sum(int(r["positive"]) for r in ok)
     print(
         f"analyzed {len(rows)} image(s): {len(ok)} ok ({positives} positive), {len(rows) - len(ok)} skipped "
         f"-> {csv_path}"
     )
+    if not ok:
+        logger.error("no image could be analysed (see the reasons in %s)", csv_path)
+        return 1
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _image_outputs(out_dir: Path) -> set[Path]:
+    """The PNGs under OUT's image-output folders (to tell this run's from an earlier run's)."""
+    from pneumonitor.pipeline import IMAGE_OUTPUT_FOLDERS
+
+    return {p for name in IMAGE_OUTPUT_FOLDERS if (out_dir / name).is_dir() for p in (out_dir / name).glob("*.png")}
