@@ -15,6 +15,10 @@ Where the profile comes from (``--source``):
   Pneumonia Ratio and 0-8 score exactly as the pipeline computes them. This measures how well the paper's
   ratio-based score follows the experts' visual score over time when the masks are perfect.
 
+``--exclude-training DATALIST`` drops the patients of that datalist's training split (the training mix of the
+weights being measured: ``runs/default-models/datalists/datalist.json``), so that a model's trend agreement is
+measured only on patients it never saw.
+
 Writes ``OUT/<source>/results`` (annotations only), ``OUT/<source>/monitoring`` (the ``pneumonitor monitor`` report)
 and ``OUT/<source>/summary.json``, and prints a Markdown table of the trend agreements.
 
@@ -59,6 +63,13 @@ def frontal_series(data: Path) -> pd.DataFrame:
     series = series[series["view"].astype(str).str.upper().str.startswith(("PA", "AP"))].copy()
     series["path"] = [str((folder / f).resolve()) for f in series["stored_file"]]
     return series
+
+
+def training_patients(datalist: Path, source: str = "covid-collection") -> set[str]:
+    """Patient ids (without the ``<source>:`` prefix) of the training split of a mix datalist."""
+    items = json.loads(datalist.read_text()).get("training", [])
+    prefix = f"{source}:"
+    return {str(i["patient_id"])[len(prefix):] for i in items if str(i.get("patient_id", "")).startswith(prefix)}
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -164,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="model: results.csv of 'pneumonitor analyze' on these images")
     parser.add_argument("--dlnet", help="model: DLNet checkpoint, to run analyze here")
     parser.add_argument("--lsnet", help="model: LSNet checkpoint, to run analyze here")
+    parser.add_argument("--exclude-training", type=Path, metavar="DATALIST",
+                        help="leave out the patients of this datalist's training split (measure unseen patients only)")
     args = parser.parse_args(argv)
 
     series_csv = args.data / "covid-chestxray-dataset" / "longitudinal_series.csv"
@@ -171,6 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {series_csv} not found (give --data)", file=sys.stderr)
         return 2
     series = frontal_series(args.data)
+    excluded_patients = 0
+    if args.exclude_training is not None:
+        if not args.exclude_training.is_file():
+            print(f"error: {args.exclude_training} not found", file=sys.stderr)
+            return 2
+        seen = training_patients(args.exclude_training)
+        keep = ~series["patientid"].astype(str).isin(seen)
+        excluded_patients = int(series.loc[~keep, "patientid"].nunique())
+        series = series[keep].copy()
+        print(f"left out {excluded_patients} training patients of {args.exclude_training}; "
+              f"{series['patientid'].nunique()} patients remain")
     out = args.out / args.source
     out.mkdir(parents=True, exist_ok=True)
     if args.source == "annotations":
@@ -196,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: analyze gave no usable study ({results}); untrained weights find no lungs", file=sys.stderr)
     timelines = pd.read_csv(out / "monitoring" / "timelines.csv", dtype=str)
     numbers: dict[str, object] = {"source": args.source, "results": str(results), "patients": len(summary.profiles),
+                                  "excluded_training_patients": excluded_patients,
                                   "dated_studies": summary.n_dated_studies, "agreement": {}}
     lines = ["| profile | reference | patients (>= 2 scored) | transitions | trend agreement "
              "| never-increases baseline |",
