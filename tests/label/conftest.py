@@ -163,6 +163,7 @@ def client(studies: Path, source_bundles: Path, tmp_path: Path):
         "epistemic_passes": "8",
         "dlnet_train_configs": "test_tiny.json",
         "lsnet_train_configs": "test_tiny.json",
+        "qc": "off",  # the lateral dx_image stands in for a radiograph; test_image_qc_gate_... turns the gate on
     }
     settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
     settings.MONAI_LABEL_AUTO_UPDATE_SCORING = False
