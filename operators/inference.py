@@ -57,10 +57,13 @@ class PneumoniaInferenceOperator(CaseOperator):
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
             inputs = [self.analyzer.preprocess(r.radiograph) for r in batch]
-            probabilities, heatmaps, lungs = self.analyzer.infer(
-                torch.stack([dl for dl, _ in inputs]), torch.stack([ls for _, ls in inputs])
-            )
-            for record, probability, heatmap, lung in zip(batch, probabilities, heatmaps, lungs):
-                record.prediction = Prediction(float(probability), heatmap, lung)
+            dl_batch, ls_batch = torch.stack([dl for dl, _ in inputs]), torch.stack([ls for _, ls in inputs])
+            probabilities, heatmaps, lungs = self.analyzer.infer(dl_batch, ls_batch)
+            passes, mc = self.analyzer.infer_spread(dl_batch, ls_batch)  # the uncertainty of analyze
+            for j, (record, probability, heatmap, lung) in enumerate(zip(batch, probabilities, heatmaps, lungs)):
+                record.prediction = Prediction(
+                    float(probability), heatmap, lung,
+                    passes=[(float(p[j]), h[j], lp[j]) for p, h, lp in passes], mc_probabilities=mc[:, j],
+                )
         logger.info("inferred %d radiograph(s) on %s", len(todo), self.analyzer.device)
         return records

@@ -30,6 +30,10 @@ class Prediction:
     probability: float
     heatmap: np.ndarray = field(repr=False)
     lung_probability: np.ndarray = field(repr=False)
+    #: the uncertainty passes of ``Analyzer.infer_spread`` for this image: mirrored ``(p, heatmap, lungs)`` and
+    #: MC-dropout probabilities (empty when ``uncertainty`` is ``off``)
+    passes: list = field(default_factory=list, repr=False)
+    mc_probabilities: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass

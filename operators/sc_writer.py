@@ -15,10 +15,17 @@ __all__ = ["DICOMOverlayWriterOperator", "overlay_caption"]
 
 
 def overlay_caption(row: dict) -> str:
-    """Burned-in text from a severity row (``SeverityResult.as_row()``), two lines so it fits small images."""
+    """Burned-in text from a severity row (``SeverityResult.as_row()``, plus the uncertainty columns when
+    measured), two lines so it fits small images."""
+    spread = ""
+    if "pneumonia_probability_low" in row:
+        spread = (
+            f"  (p {row['pneumonia_probability_low']:.2f}-{row['pneumonia_probability_high']:.2f}, score "
+            f"{row['score_total_low']}-{row['score_total_high']})" + ("  UNCERTAIN" if row["uncertain"] else "")
+        )
     return (
         f"p={row['pneumonia_probability']:.2f}  score {row['score_total']}/8 (R {row['score_right']}, "
-        f"L {row['score_left']})  ratio {row['ratio_total']:.1f}%\n{NOT_FOR_CLINICAL_USE}"
+        f"L {row['score_left']})  ratio {row['ratio_total']:.1f}%{spread}\n{NOT_FOR_CLINICAL_USE}"
     )
 
 
@@ -38,7 +45,7 @@ class DICOMOverlayWriterOperator(DICOMWriterOperator):
         radiograph = record.radiograph
         pixels = render_overlay(
             radiograph.pixels, severity.right_lung, severity.left_lung, severity.pneumonia_mask,
-            overlay_caption(severity.as_row()),
+            overlay_caption({**severity.as_row(), **(record.analysis.uncertainty or {})}),
         )
         source = derivation_source(record.dataset)
         orientation = tuple(source.get("PatientOrientation") or ())

@@ -42,7 +42,10 @@ class SeverityOperator(CaseOperator):
         if not record.ok:
             return record
         p = record.prediction
-        record.analysis = self.analyzer.postprocess(record.radiograph, p.probability, p.heatmap, p.lung_probability)
+        record.analysis = self.analyzer.postprocess(
+            record.radiograph, p.probability, p.heatmap, p.lung_probability,
+            passes=p.passes, mc_probabilities=p.mc_probabilities,
+        )
         if record.analysis.status != "ok":
             record.skip(record.analysis.reason)
             logger.warning("skipped %s: %s", record.source, record.reason)

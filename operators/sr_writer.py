@@ -9,7 +9,10 @@ Content (each group references the source image; the lung groups also reference 
   Pneumonia ratio (``%``) and Severity score (``{score}``, 0-4);
 - "Qualitative Evaluations" (TID 1500 row 12) with a Comment: the "not for clinical use" statement.
 
-Values are those of ``pneumonitor analyze``'s ``results.csv`` (probability to 1e-6, ratios to 0.01 %).
+Values are those of ``pneumonitor analyze``'s ``results.csv`` (probability to 1e-6, ratios to 0.01 %). When the
+analysis measured its uncertainty, the probability, the ratios and the total score carry TID 1419 measurement
+properties: upper/lower measurement uncertainty = the distance to the ends of the interval of ``results.csv``
+(``pneumonia_probability_low/high``, ratio +- z SD, ``score_total_low/high``).
 """
 
 from __future__ import annotations
@@ -66,8 +69,27 @@ class DICOMSRWriterOperator(DICOMWriterOperator):
         source = derivation_source(record.dataset)
         algorithm = hd.sr.AlgorithmIdentification(name="pneumonitor", version=SOFTWARE_VERSION)
 
-        def measurement(name, value, unit) -> hd.sr.Measurement:
-            return hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=algorithm)
+        spread = record.analysis.uncertainty or {}
+        z = float(spread.get("interval_z", 1.96))
+
+        def measurement(name, value, unit, low=None, high=None) -> hd.sr.Measurement:
+            # the uncertainty of pneumonitor analyze as TID 1419 upper/lower measurement uncertainty (distances
+            # from the value to the ends of its interval)
+            properties = None
+            if low is not None and high is not None:
+                properties = hd.sr.MeasurementProperties(
+                    upper_measurement_uncertainty=round(float(high) - float(value), 6),
+                    lower_measurement_uncertainty=round(float(value) - float(low), 6),
+                )
+            return hd.sr.Measurement(
+                name=name, value=float(value), unit=unit, algorithm_id=algorithm, properties=properties
+            )
+
+        def ratio_interval(side: str) -> tuple[float | None, float | None]:
+            if f"ratio_{side}_sd" not in spread:
+                return None, None
+            value, sd = float(row[f"ratio_{side}"]), float(spread[f"ratio_{side}_sd"])
+            return max(0.0, value - z * sd), min(100.0, value + z * sd)
 
         image_group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Pneumonia assessment"),
@@ -76,9 +98,11 @@ class DICOMSRWriterOperator(DICOMWriterOperator):
             algorithm_id=algorithm,
             source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
             measurements=[
-                measurement(PNEUMONIA_PROBABILITY, row["pneumonia_probability"], PROBABILITY_UNIT),
-                measurement(PNEUMONIA_RATIO, row["ratio_total"], PERCENT),
-                measurement(SEVERITY_SCORE, row["score_total"], SCORE_UNIT),
+                measurement(PNEUMONIA_PROBABILITY, row["pneumonia_probability"], PROBABILITY_UNIT,
+                            spread.get("pneumonia_probability_low"), spread.get("pneumonia_probability_high")),
+                measurement(PNEUMONIA_RATIO, row["ratio_total"], PERCENT, *ratio_interval("total")),
+                measurement(SEVERITY_SCORE, row["score_total"], SCORE_UNIT,
+                            spread.get("score_total_low"), spread.get("score_total_high")),
             ],
             qualitative_evaluations=[
                 hd.sr.QualitativeEvaluation(
@@ -102,7 +126,7 @@ class DICOMSRWriterOperator(DICOMWriterOperator):
                     finding_sites=[hd.sr.FindingSite(anatomic_location=lung)],
                     algorithm_id=algorithm,
                     measurements=[
-                        measurement(PNEUMONIA_RATIO, row[f"ratio_{side}"], PERCENT),
+                        measurement(PNEUMONIA_RATIO, row[f"ratio_{side}"], PERCENT, *ratio_interval(side)),
                         measurement(SEVERITY_SCORE, row[f"score_{side}"], SCORE_UNIT),
                     ],
                 )

@@ -532,6 +532,7 @@ def summarize_spread(
         "ratio_left_sd": round(ratio_sd["left"], 2),
         "score_total_low": int(min(scores)),
         "score_total_high": int(max(scores)),
+        "interval_z": z,  # not a results.csv column: the SR writer's ratio intervals
     }
 
 

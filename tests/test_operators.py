@@ -223,7 +223,8 @@ def test_qc_gate_in_the_inference_operator(selected, models):
     PneumoniaInferenceOperator.predict(_Host(analyzer=analyzer, batch_size=3), records)
     named = {r.source.name: r for r in records}
     assert named["dx_image.dcm"].reason.startswith("image QC: lateral view") and not named["dx_image.dcm"].ok
-    assert named["Fake_MONOHR1.dcm"].reason.startswith("image QC: inverted")
+    # the selector may already refuse the copy as a duplicate of the CR sample's SOP Instance UID
+    assert named["Fake_MONOHR1.dcm"].reason.startswith(("image QC: inverted", "duplicate of SOP instance"))
     assert sum(r.ok and r.prediction is not None for r in records) == 3
 
 
@@ -319,6 +320,34 @@ def test_sr_holds_the_severity_numbers(built):
         evidence = [e.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
                     for s in sr.CurrentRequestedProcedureEvidenceSequence for e in s.ReferencedSeriesSequence]
         assert record.dataset.SOPInstanceUID in evidence
+
+
+def test_sr_carries_the_uncertainty_of_analyze(built):
+    """TID 1419 upper/lower measurement uncertainty = distances to the ends of the results.csv intervals."""
+    import dataclasses
+
+    import highdicom as hd
+
+    record = copy.copy(built[0])
+    value = record.analysis.severity.probability
+    spread = {**record.analysis.uncertainty, "pneumonia_probability_low": value - 0.25,
+              "pneumonia_probability_high": min(1.0, value + 0.01), "ratio_right_sd": 2.5, "interval_z": 2.0}
+    record.analysis = dataclasses.replace(record.analysis, uncertainty=spread)
+    sr = hd.sr.Comprehensive3DSR.from_dataset(DICOMSRWriterOperator.build(None, record))
+
+    def uncertainties(measurement):
+        items = {i.ConceptNameCodeSequence[0].CodeValue: i.MeasuredValueSequence[0].NumericValue
+                 for i in measurement[0].ContentSequence if "MeasuredValueSequence" in i}
+        return float(items["371886008"]), float(items["371885007"])  # upper, lower
+
+    probability = next(m for m in sr.content.get_image_measurement_groups()[0].get_measurements()
+                       if m.name.meaning == "Probability")
+    upper, lower = uncertainties(probability)
+    assert lower == pytest.approx(0.25, abs=1e-5) and upper == pytest.approx(min(1.0, value + 0.01) - value, abs=1e-5)
+    right = sr.content.get_planar_roi_measurement_groups()[0]
+    ratio = next(m for m in right.get_measurements() if m.name.meaning == "Pneumonia ratio")
+    r = record.analysis.severity.ratio_right
+    assert uncertainties(ratio) == (pytest.approx(min(100.0, r + 5.0) - r), pytest.approx(r - max(0.0, r - 5.0)))
 
 
 @pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy not installed (Debian package dicom3tools)")
