@@ -224,7 +224,11 @@ def test_ood_flags_stay_quiet_on_an_adult_frontal_with_plausible_lungs():
     from pneumonitor.io import Radiograph
     from pneumonitor.qc.ood import ood_flags
 
-    radiograph = Radiograph(np.zeros((512, 512), np.float32), Path("x.png"), meta={"patient_age": "062Y"})
+    import skimage.data
+
+    # any sharp, clean 512 px image will do for the lung-mask flags (the noise/blur flags: the next test)
+    pixels = skimage.data.camera().astype(np.float32) / 255
+    radiograph = Radiograph(pixels, Path("x.png"), meta={"patient_age": "062Y"})
     right, left = np.zeros((512, 512), bool), np.zeros((512, 512), bool)
     right[100:400, 60:230], left[100:400, 280:440] = True, True  # 38 % of the image
     sev = SeverityResult(0.1, False, 0, 0, 0, 0, 0, 0, np.zeros_like(right), right, left)
@@ -232,3 +236,22 @@ def test_ood_flags_stay_quiet_on_an_adult_frontal_with_plausible_lungs():
     left[:] = False
     left[100:150, 280:300] = True
     assert ood_flags(radiograph, sev) == ["implausible lung shape (one lung 51.0x the other)"]
+
+
+def test_ood_noise_and_blur_flags_on_a_real_radiograph(shared_data):
+    from pathlib import Path
+
+    from scipy import ndimage
+
+    from pneumonitor.io import Radiograph
+    from pneumonitor.qc.ood import ood_flags
+
+    source = sorted((shared_data / "nih-chestxray-subset" / "images").glob("*.jpg"))[0]
+    clean = read_radiograph(source).pixels
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape), 0, 1).astype(np.float32)
+    blurred = ndimage.gaussian_filter(clean, 4).astype(np.float32)
+    flags = {name: ood_flags(Radiograph(pixels, Path(name), meta={})) for name, pixels in
+             (("clean", clean), ("noisy", noisy), ("blurred", blurred))}
+    assert flags["clean"] == []
+    assert len(flags["noisy"]) == 1 and flags["noisy"][0].startswith("heavy noise")
+    assert len(flags["blurred"]) == 1 and flags["blurred"][0].startswith("heavy blur")
