@@ -53,6 +53,8 @@ class PneumoniaInferenceOperator(CaseOperator):
             if reason is not None:
                 record.skip(reason)
                 logger.warning("skipped %s: %s", record.source, reason)
+            elif qc is not None and not qc.passed:  # PNEUMONITOR_QC=warn: analysed, the finding goes to the log
+                logger.warning("image QC finding for %s (analysed anyway): %s", record.source, qc.describe())
         todo = [r for r in todo if r.ok]
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
