@@ -306,3 +306,19 @@ def test_real_dicom_identity(dicom_samples, tmp_path):
     assert by_id["123456"].timeline["time"].tolist() == ["2020-01-25 10:50:00"]
     assert by_id["Covid0000"].timeline.empty and len(by_id["Covid0000"].undated) == 1  # no date in the header
     assert [Path(p).name for p in unassigned["image"]] == ["gdcm-CR-MONO1-10-chest.dcm"]  # no PatientID
+
+
+def test_ratio_sd_from_analyze_widens_the_change_margin(tmp_path):
+    # analyze writes ratio_total_sd (its uncertainty passes); empty everywhere with --uncertainty off
+    def rows(sd):
+        first = result_row("/d/a.dcm", 20, 20, patient_id="P1", study_date="20200101")
+        second = result_row("/d/b.dcm", 30, 30, patient_id="P1", study_date="20200105")
+        first["ratio_total_sd"], second["ratio_total_sd"] = sd, sd
+        return [first, second]
+
+    for sd, change, margin in (("", "worse", 5.0), (4.0, "stable", 1.96 * np.hypot(4.0, 4.0))):
+        table = read_results(write_results(tmp_path / f"sd{sd}" / "results.csv", rows(sd)))
+        assert ("ratio_total_sd" in table.rows.columns) == (sd != "")
+        (profile,), _ = build_profiles(attach_patient_and_time(table.rows))
+        assert profile.timeline["change"].tolist() == ["baseline", change]
+        assert profile.timeline["change_margin"].tolist()[1] == pytest.approx(margin)

@@ -155,6 +155,8 @@ def read_results(paths: list[Path] | Path) -> ResultsTable:
             )
         for column in NUMERIC_RESULT_COLUMNS + ((RATIO_SD_COLUMN,) if RATIO_SD_COLUMN in frame.columns else ()):
             frame[column] = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
+        if RATIO_SD_COLUMN in frame.columns and frame[RATIO_SD_COLUMN].isna().all():
+            frame = frame.drop(columns=RATIO_SD_COLUMN)  # analyze --uncertainty off writes the column empty
         base = path.resolve().parent
         for column in IMAGE_OUTPUT_COLUMNS:
             if column in frame.columns:
