@@ -67,6 +67,8 @@ __all__ = [
     "resolve_device",
     "write_image_outputs",
     "write_results",
+    "summarize_spread",
+    "UNCERTAINTY_MODES",
 ]
 
 #: columns of results.csv, in order (the first 14 are the documented interface; the rest identify the study)
