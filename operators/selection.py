@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from pneumonitor.io import LATERAL_VIEW_POSITIONS, RADIOGRAPH_MODALITIES
 logger = logging.getLogger(__name__)
 
 __all__ = ["CXRDataLoaderOperator", "CXRSeriesSelectorOperator", "CXR_SELECTION_RULES", "frontal_view_problem",
-           "identity_problem"]
+           "identity_problem", "dropped_instance_reason", "flag_duplicates_and_shared_studies"]
 
 #: SDK selection rules: every CR or DX series of each study (the view is checked per instance).
 CXR_SELECTION_RULES = json.dumps(
@@ -51,6 +53,7 @@ class CXRDataLoaderOperator(DICOMDataLoaderOperator):
 
     def __init__(self, fragment: Fragment, *args: Any, input_folder: Path, **kwargs: Any) -> None:
         self.unreadable: list[CaseRecord] = []
+        self._unlistable: list[CaseRecord] = []
         super().__init__(fragment, *args, input_folder=Path(input_folder), must_load=False, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -90,10 +93,77 @@ class CXRDataLoaderOperator(DICOMDataLoaderOperator):
             keep.append(name)
         return keep
 
+    def _list_files(self, path, files: list[str]) -> None:  # noqa: D401 - SDK hook
+        """The SDK's recursive listing, visiting each real folder and file once (a directory symlink loop listed one
+        radiograph 41 times); a folder that cannot be listed becomes a skipped record instead of an exception."""
+        self._unlistable = []
+        folders: set[str] = set()
+        listed: set[str] = set()
+
+        def walk(folder: str) -> None:
+            real = os.path.realpath(folder)
+            if real in folders:
+                logger.warning("not listed again: %s is %s, already listed (a symlink loop or a second link)",
+                               folder, real)
+                return
+            folders.add(real)
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError as exc:
+                reason = f"folder {folder} could not be listed ({type(exc).__name__}: {exc})"
+                logger.warning("skipped %s: %s", folder, reason)
+                self._unlistable.append(CaseRecord(source=Path(folder), status="skipped", reason=reason))
+                return
+            for name in names:
+                item = os.path.join(folder, name)
+                if os.path.isdir(item):
+                    walk(item)
+                elif os.path.realpath(item) in listed:
+                    logger.warning("not listed again: %s is a link to a file already listed", item)
+                else:
+                    listed.add(os.path.realpath(item))
+                    files.append(item)
+
+        walk(str(path))
+
     def _load_data(self, files: list[str]):  # noqa: D401 - SDK hook
-        """The SDK's loader on the readable files only (it would stop on a truncated header)."""
-        self.unreadable = []
-        return super()._load_data(self.readable_files(files))
+        """The SDK's loader on the readable files only (it would stop on a truncated header); every readable file
+        it does not keep in a study (no UIDs, a DICOMDIR, not an image) becomes a skipped record with the reason."""
+        self.unreadable = list(self._unlistable)
+        readable = self.readable_files(files)
+        studies = super()._load_data(readable)
+        kept = {
+            str(getattr(instance.get_native_sop_instance(), "filename", ""))
+            for study in studies
+            for series in study.get_all_series()
+            for instance in series.get_sop_instances()
+        }
+        for name in readable:
+            if name not in kept:
+                reason = dropped_instance_reason(Path(name))
+                logger.warning("skipped %s: %s", name, reason)
+                self.unreadable.append(CaseRecord(source=Path(name), status="skipped", reason=reason))
+        return studies
+
+
+#: Media Storage Directory Storage: a DICOMDIR
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def dropped_instance_reason(path: Path) -> str:
+    """Why the SDK's loader keeps a readable DICOM file in no study (the loader only logs it)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+        return f"{path.name} is a DICOMDIR (a media directory), not an image"
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
+        if not str(ds.get(keyword, "") or ""):
+            return f"{path.name} has no {keyword}: not an analysable DICOM instance"
+    sop_class = ds.SOPClassUID
+    if str(sop_class) in DICOMDataLoaderOperator.SOP_CLASSES_TO_IGNORE:
+        return f"{path.name} is not an image (SOP class {getattr(sop_class, 'name', sop_class)})"
+    return f"{path.name} was not kept by the DICOM loader (another instance has its position in its series)"
 
 
 def frontal_view_problem(dataset: Any) -> str | None:
@@ -115,7 +185,16 @@ def identity_problem(dataset: Any) -> str | None:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if (problem := uid_problem(keyword, dataset.get(keyword, ""))) is not None:
             return problem
+    for keyword in COPIED_IDENTITY:  # the derived objects copy these; a control character makes them invalid
+        value = str(dataset.get(keyword, "") or "")
+        if any(ord(c) < 32 and c != "\x1b" for c in value):
+            return f"{keyword} {value[:64]!r} contains control characters, which DICOM text values cannot hold"
     return None
+
+
+#: patient and study attributes the SEG, SR and SC copy from their source
+COPIED_IDENTITY = ("PatientID", "PatientName", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+                   "StudyDescription")
 
 
 class CXRSeriesSelectorOperator(DICOMSeriesSelectorOperator):
@@ -170,8 +249,38 @@ class CXRSeriesSelectorOperator(DICOMSeriesSelectorOperator):
                         )
                     elif (problem := frontal_view_problem(dataset)) is not None:
                         record.skip(problem)
-                    if not record.ok:
-                        logger.warning("skipped %s: %s", record.source, record.reason)
                     records.append(record)
+        flag_duplicates_and_shared_studies(records)
+        for record in records:
+            if not record.ok:
+                logger.warning("skipped %s: %s", record.source, record.reason)
         logger.info("selected %d of %d instance(s)", sum(r.ok for r in records), len(records))
         return records
+
+
+def flag_duplicates_and_shared_studies(records: list[CaseRecord]) -> list[str]:
+    """Warn about a SOP instance found in several files and a study whose images name several patients.
+
+    Both are analysed as they are (each derived object copies its own source's patient), but a reader of the log
+    must know: a duplicate is stored twice, and a study shared by patients points at a mix-up upstream.
+    Returns the warnings.
+    """
+    patients: dict[str, set[str]] = defaultdict(set)
+    files: dict[str, list[Path]] = defaultdict(list)
+    for record in records:
+        if record.ok:
+            patients[record.study_instance_uid].add(str(record.dataset.get("PatientID", "") or ""))
+            files[record.sop_instance_uid].append(record.source)
+    warnings = [
+        f"study {study} holds images of {len(ids)} patients (PatientID {', '.join(repr(i) for i in sorted(ids))})"
+        for study, ids in patients.items()
+        if len(ids) > 1
+    ]
+    warnings += [
+        f"SOP instance {sop} is in {len(paths)} files ({', '.join(str(p) for p in paths)}); each is analysed"
+        for sop, paths in files.items()
+        if len(paths) > 1
+    ]
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings

@@ -26,7 +26,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.dicom_common import uid_problem
 from operators.records import CaseRecord
-from pneumonitor.pipeline import ImageAnalysis, result_row, write_results
+from pneumonitor.pipeline import ImageAnalysis, remove_stale_temporaries, result_row, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class DICOMStoreOperator(Operator):
     def store(self, records: list[CaseRecord]) -> dict[str, int]:
         """Write the studies and the summary; returns the counts per status."""
         self.output_folder.mkdir(parents=True, exist_ok=True)
+        for path in _stale_partial_folders(self.output_folder):
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed %s, a partial study of an interrupted run", path)
+        remove_stale_temporaries(self.output_folder)
         by_study: dict[str, list[CaseRecord]] = defaultdict(list)
         for record in records:
             if record.status in ("ok", "failed"):
@@ -108,7 +112,7 @@ class DICOMStoreOperator(Operator):
             logger.error("study %r not written: %s", study_uid, problem)
             return None
         final = self.output_folder / study_uid
-        partial = self.output_folder / f".{final.name}.partial-{os.getpid()}"
+        partial = self.output_folder / f".{final.name}{PARTIAL_MARK}{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         try:
@@ -150,6 +154,29 @@ class DICOMStoreOperator(Operator):
             )
         row.update({kind: record.files.get(kind, "") for kind in OBJECT_KINDS})
         return row
+
+
+#: a study folder being written is ``.<StudyInstanceUID>.partial-<pid>``
+PARTIAL_MARK = ".partial-"
+
+
+def _stale_partial_folders(folder: Path) -> list[Path]:
+    """Partial study folders in ``folder`` whose writing process is gone (killed runs; never a live one's)."""
+    stale = []
+    for path in folder.glob(f".*{PARTIAL_MARK}*"):
+        uid, _, pid = path.name[1:].rpartition(PARTIAL_MARK)
+        if not pid.isdigit() or uid_problem("StudyInstanceUID", uid) or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.append(path)
+        except PermissionError:  # alive, another user's
+            continue
+        else:
+            if int(pid) == os.getpid():
+                stale.append(path)  # an earlier store of this process that failed to clean up
+    return stale
 
 
 def _remove_child(folder: Path, path: Path) -> None:
