@@ -76,6 +76,9 @@ def test_infer_pneumonia_metadata_and_nrrd_for_ohif(client, studies):
     assert result["pneumonia_probability"] > 0.62 and result["positive"] == 1
     assert result["source"] == "heatmap"
     assert result["ratio_total"] == pytest.approx(100.0) and result["score_total"] == 8
+    # the uncertainty of pneumonitor analyze (a mirrored pass by default)
+    assert result["ratio_total_sd"] >= 0 and result["score_total_low"] <= 8 <= result["score_total_high"]
+    assert result["pneumonia_probability_low"] <= result["pneumonia_probability"] <= result["pneumonia_probability_high"]
     response = _infer(client, "pneumonia", image, result_extension=".nrrd")
     with tempfile.NamedTemporaryFile(suffix=".nrrd") as handle:
         handle.write(response.content)

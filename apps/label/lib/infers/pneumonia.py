@@ -44,6 +44,8 @@ class PneumoniaInfer(RadiographInferTask):
                 "heatmap_threshold": "",
                 "lung_threshold": 0.5,
                 "use_boxes": True,
+                # the spread of analyze (off / flip / flip+mc): SDs, intervals and the uncertain flag in the result
+                "uncertainty": "flip",
             },
         )
         self.lung_networks = NetworkCache(lsnet_path, "LSNet")
@@ -57,17 +59,24 @@ class PneumoniaInfer(RadiographInferTask):
             classification_threshold=_optional_float(data.get("classification_threshold")),
             heatmap_threshold=_optional_float(data.get("heatmap_threshold")),
             lung_threshold=float(data.get("lung_threshold", 0.5)),
+            uncertainty=str(data.get("uncertainty") or "flip"),
         )
         analyzer = Analyzer(dlnet, lsnet, settings=settings, device=device)
         settings = analyzer.settings  # thresholds not given: the DLNet weights' validated operating point
         radiograph = data["radiograph"]
         dl_input, ls_input = analyzer.preprocess(radiograph)
         probabilities, heatmaps, lungs = analyzer.infer(dl_input[None], ls_input[None])
-        analysis = analyzer.postprocess(radiograph, float(probabilities[0]), heatmaps[0], lungs[0])
+        passes, mc = analyzer.infer_spread(dl_input[None], ls_input[None])
+        analysis = analyzer.postprocess(
+            radiograph, float(probabilities[0]), heatmaps[0], lungs[0],
+            passes=[(float(p[0]), h[0], lung[0]) for p, h, lung in passes], mc_probabilities=mc[:, 0],
+        )
         if analysis.status != "ok" or analysis.severity is None:
             raise ValueError(analysis.reason)
         severity = analysis.severity
-        result: dict[str, Any] = {**severity.as_row(), "source": "heatmap"}
+        result: dict[str, Any] = {**severity.as_row(), **(analysis.uncertainty or {}), "source": "heatmap"}
+        if analysis.ood:
+            result["ood"] = "; ".join(analysis.ood)
         pneumonia = severity.pneumonia_mask
         boxes = data.get("boxes") or []
         if boxes and _truthy(data.get("use_boxes", True)):
