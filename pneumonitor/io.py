@@ -518,6 +518,12 @@ def read_radiograph(path: str | Path) -> Radiograph:
         UnsupportedInput: with the reason the file is skipped.
     """
     path = Path(path)
+    if path.is_dir():  # find_inputs passes on a named folder without radiographs, or one it could not list
+        try:
+            next(path.iterdir(), None)
+        except OSError as exc:
+            raise UnsupportedInput(f"folder {path} could not be listed ({type(exc).__name__}: {exc})") from exc
+        raise UnsupportedInput(f"folder {path} holds no radiograph file (.dcm, .png, .jpg, .nii, DICM files)")
     if not path.is_file():
         raise UnsupportedInput(f"{path} does not exist or is not a file")
     if path.stat().st_size == 0:
@@ -547,16 +553,32 @@ def find_inputs(inputs: list[str | Path]) -> list[Path]:
     """Expand files and folders (recursively) into the sorted list of candidate radiograph files.
 
     Files named explicitly are always kept (so that unsupported ones are reported, not silently dropped);
-    inside folders only files that look like images (by suffix or DICM magic) are taken. Duplicates removed.
+    inside folders only files that look like images (by suffix or DICM magic) are taken, following folder links
+    once per real folder (a link loop lists nothing twice). A named folder without such files, and a sub-folder
+    that cannot be listed, are kept themselves, so that they get a row with the reason. A file reached twice (by
+    links or by naming it again) is kept once, under the path it was first given.
     """
     found: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and _looks_like_input(p))
-        else:
-            found.append(path)
-    unique: dict[Path, None] = {}
+        found.extend(_folder_inputs(path) if path.is_dir() else [path])
+    unique: dict[Path, Path] = {}
     for path in found:
-        unique.setdefault(path.resolve() if path.exists() else path.absolute(), None)
-    return list(unique)
+        unique.setdefault(path.resolve() if path.exists() else path.absolute(), path)
+    return list(unique.values())
+
+
+def _folder_inputs(folder: Path) -> list[Path]:
+    import os
+
+    found: list[Path] = []
+    unlisted: list[Path] = []
+    seen: set[str] = set()
+    for root, folders, files in os.walk(folder, followlinks=True, onerror=lambda exc: unlisted.append(Path(exc.filename))):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        found.extend(p for name in files if (p := Path(root) / name).is_file() and _looks_like_input(p))
+    return (sorted(found) + sorted(unlisted)) or [folder]

@@ -98,3 +98,27 @@ def test_sigterm_stops_cleanly(tmp_path, checkpoints):
     assert proc.returncode == 130, log[-3000:]
     assert "interrupted: results.csv/json not written" in log and "Traceback" not in log
     assert not [p for p in out.rglob(".*") if p.is_file()] and not (out / "results.csv").exists()
+
+
+def test_inputs_through_links_and_empty_folders_each_get_one_row(tmp_path, caplog, checkpoints):
+    """Regression (issue 16, item 7): files in a linked-in folder and an explicitly named empty folder were dropped
+    without a row, and the ``image`` column showed a link's target instead of the path given (as Deploy keeps)."""
+    from pneumonitor.io import find_inputs
+
+    inputs, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (inputs / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    make_dicom(inputs / "sub" / "a.dcm", chest_like())
+    make_dicom(elsewhere / "b.dcm", chest_like())
+    (inputs / "sub" / "loop").symlink_to(inputs, target_is_directory=True)
+    (inputs / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (tmp_path / "given.dcm").symlink_to(inputs / "sub" / "a.dcm")
+    (tmp_path / "empty").mkdir()
+    named = [tmp_path / "given.dcm", inputs, tmp_path / "empty"]
+    assert find_inputs(named) == [tmp_path / "given.dcm", inputs / "linked" / "b.dcm", tmp_path / "empty"]
+    code, _ = analyze(caplog, checkpoints, *named, "--out", tmp_path / "out")
+    assert code == 0
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert [(r["image"], r["status"]) for r in rows] == [
+        (str(tmp_path / "given.dcm"), "ok"), (str(inputs / "linked" / "b.dcm"), "ok"), (str(tmp_path / "empty"), "skipped")]
+    assert rows[2]["reason"] == f"folder {tmp_path / 'empty'} holds no radiograph file (.dcm, .png, .jpg, .nii, DICM files)"

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         logger.error("--out %s exists and is not a folder", out_dir)
         return 2
     paths = find_inputs(args.inputs)
-    if not paths:
+    if all(path.is_dir() for path in paths):  # only folders without radiographs
         logger.error("no input images found in %s", ", ".join(args.inputs))
         return 2
     settings = AnalysisSettings(
@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         logger.error("--out %s cannot be created: %s", out_dir, exc)
         return 2
+    # pydicom's decoders log a traceback for each frame they cannot decode; the skip reason names the error
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     for path in remove_stale_temporaries(out_dir):
         logger.info("removed %s, a partial file of an interrupted run", path)
     earlier = _image_outputs(out_dir)
