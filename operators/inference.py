@@ -48,7 +48,9 @@ class PneumoniaInferenceOperator(CaseOperator):
         """Run both networks on the ``ok`` records in batches of ``batch_size``; returns the records."""
         todo = [r for r in records if r.ok]
         # the image QC gate of pneumonitor analyze (laterals, inverted/rotated images, non-radiographs)
-        for record, qc in zip(todo, self.analyzer.quality_check([r.radiograph for r in todo])):
+        checks = {id(r): qc for r, qc in zip(todo, self.analyzer.quality_check([r.radiograph for r in todo]))}
+        for record in todo:
+            qc = checks[id(record)]
             reason = self.analyzer.qc_refusal(qc)
             if reason is not None:
                 record.skip(reason)
@@ -66,6 +68,7 @@ class PneumoniaInferenceOperator(CaseOperator):
                 record.prediction = Prediction(
                     float(probability), heatmap, lung,
                     passes=[(float(p[j]), h[j], lp[j]) for p, h, lp in passes], mc_probabilities=mc[:, j],
+                    qc=checks[id(record)],
                 )
         logger.info("inferred %d radiograph(s) on %s", len(todo), self.analyzer.device)
         return records

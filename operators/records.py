@@ -34,6 +34,8 @@ class Prediction:
     #: MC-dropout probabilities (empty when ``uncertainty`` is ``off``)
     passes: list = field(default_factory=list, repr=False)
     mc_probabilities: np.ndarray | None = field(default=None, repr=False)
+    #: the image QC gate's answer (:class:`pneumonitor.qc.QCResult`; None without a gate)
+    qc: Any = None
 
 
 @dataclass

@@ -46,6 +46,7 @@ class SeverityOperator(CaseOperator):
             record.radiograph, p.probability, p.heatmap, p.lung_probability,
             passes=p.passes, mc_probabilities=p.mc_probabilities,
         )
+        record.analysis.qc = p.qc  # results.csv's qc column, as in pneumonitor analyze
         if record.analysis.status != "ok":
             record.skip(record.analysis.reason)
             logger.warning("skipped %s: %s", record.source, record.reason)

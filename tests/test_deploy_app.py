@@ -84,6 +84,7 @@ def test_app_runs_and_accounts_for_every_input(app_run):
     assert rows["dx_image.dcm"]["reason"].startswith("image QC: lateral view")
     # (the selector may already refuse the copy as a duplicate of the CR sample's SOP Instance UID)
     assert rows["Fake_MONOHR1.dcm"]["reason"].startswith(("image QC: inverted", "duplicate of SOP instance"))
+    assert all(r["qc"] == "pass" for r in rows.values() if r["status"] == "ok")
     assert "could not be decoded" in rows["truncated.dcm"]["reason"]
     assert "not a readable DICOM file" in rows["README.txt"]["reason"]
     log = proc.stdout + proc.stderr

@@ -226,6 +226,7 @@ def test_qc_gate_in_the_inference_operator(selected, models):
     # the selector may already refuse the copy as a duplicate of the CR sample's SOP Instance UID
     assert named["Fake_MONOHR1.dcm"].reason.startswith(("image QC: inverted", "duplicate of SOP instance"))
     assert sum(r.ok and r.prediction is not None for r in records) == 3
+    assert all(r.prediction.qc.passed for r in records if r.ok)
 
 
 def test_inference_and_severity(analysed):
