@@ -47,6 +47,8 @@ class PneumonitorApp(Application):
     def compose(self) -> None:
         context = Application.init_app_context(self.argv)
         logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every copied module at INFO
+        # pydicom's decoders log a traceback for each frame they cannot decode; the skip reason names the error
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
         input_folder, output_folder = Path(context.input_path), Path(context.output_path)
         # PNEUMONITOR_QC=on|warn|off: the image QC gate of pneumonitor analyze (default on)
         self.analyzer = load_analyzer(context.model_path, device=os.environ.get("PNEUMONITOR_DEVICE", "auto"),
