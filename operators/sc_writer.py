@@ -20,8 +20,8 @@ def overlay_caption(row: dict) -> str:
     spread = ""
     if "pneumonia_probability_low" in row:
         spread = (
-            f"  (p {row['pneumonia_probability_low']:.2f}-{row['pneumonia_probability_high']:.2f}, score "
-            f"{row['score_total_low']}-{row['score_total_high']})" + ("  UNCERTAIN" if row["uncertain"] else "")
+            f"\nrange: p {row['pneumonia_probability_low']:.2f}-{row['pneumonia_probability_high']:.2f}, score "
+            f"{row['score_total_low']}-{row['score_total_high']}" + ("  UNCERTAIN" if row["uncertain"] else "")
         )
     return (
         f"p={row['pneumonia_probability']:.2f}  score {row['score_total']}/8 (R {row['score_right']}, "

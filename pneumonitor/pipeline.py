@@ -661,13 +661,13 @@ def write_image_outputs(result: ImageAnalysis, out_dir: Path) -> dict[str, str]:
     )
     if result.uncertainty:
         spread = result.uncertainty
-        caption += (
-            f"  (p {spread['pneumonia_probability_low']:.2f}-{spread['pneumonia_probability_high']:.2f}, score "
-            f"{spread['score_total_low']}-{spread['score_total_high']}, ratio SD {spread['ratio_total_sd']:.1f})"
+        caption += (  # a second line: one line does not fit a 1024 px image
+            f"\nrange: p {spread['pneumonia_probability_low']:.2f}-{spread['pneumonia_probability_high']:.2f}, score "
+            f"{spread['score_total_low']}-{spread['score_total_high']}, ratio SD {spread['ratio_total_sd']:.1f}"
             + ("  UNCERTAIN" if spread["uncertain"] else "")
         )
     if result.qc is not None and not result.qc.passed:
-        caption += f"  QC: {result.qc.finding}"
+        caption += f"\nimage QC: {result.qc.finding}"
     _save_png(lung_label_image(sev.right_lung, sev.left_lung), out_dir / paths["lung_mask"])
     _save_png(sev.pneumonia_mask.astype(np.uint8) * 255, out_dir / paths["pneumonia_mask"])
     _save_png(np.round(np.clip(result.heatmap, 0, 1) * 255).astype(np.uint8), out_dir / paths["heatmap"])
