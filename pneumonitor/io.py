@@ -360,6 +360,9 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
     modality = str(ds.get("Modality", "") or "").upper()
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         kind = str(getattr(ds.get("SOPClassUID", ""), "name", "") or ds.get("SOPClassUID", "unknown"))
+        if "Rows" in ds and "Columns" in ds:  # an image header whose pixels never come: the file was cut short
+            raise UnsupportedInput(f"{what} is truncated: it has an image header (Rows, Columns) but ends before its "
+                                   f"pixel data (SOP class {kind})")
         raise UnsupportedInput(f"{what} has no pixel data (SOP class {kind}, modality {modality or 'unknown'})")
     if modality not in RADIOGRAPH_MODALITIES:
         raise UnsupportedInput(

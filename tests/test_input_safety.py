@@ -144,3 +144,12 @@ def test_overlay_is_drawn_at_bounded_resolution(tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / files["lung_mask"])).shape == shape  # masks stay full size
     gray = overlay[1000:1100, 10:150].astype(float)  # outside the lungs: the striped radiograph, area-averaged
     assert np.allclose(gray, 127.5, atol=1.0)
+
+
+def test_a_dicom_cut_before_its_pixel_data_is_reported_as_truncated(tmp_path):
+    """Regression (issue 16, item 7): a truncated DICOM was reported as "has no pixel data"."""
+    data = make_dicom(tmp_path / "whole.dcm", chest_like()).read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[: data.rindex(b"\xe0\x7f\x10\x00")])  # the Pixel Data tag
+    with pytest.raises(UnsupportedInput, match=r"^DICOM file cut.dcm is truncated: it has an image header \(Rows, "
+                                               r"Columns\) but ends before its pixel data"):
+        read_radiograph(tmp_path / "cut.dcm")
