@@ -48,7 +48,8 @@ class DICOMOverlayWriterOperator(DICOMWriterOperator):
             overlay_caption({**severity.as_row(), **(record.analysis.uncertainty or {})}),
         )
         source = derivation_source(record.dataset)
-        orientation = tuple(source.get("PatientOrientation") or ())
+        # the overlay is drawn on the radiograph as pneumonitor.io oriented it (PatientOrientation flips applied)
+        orientation = tuple(radiograph.meta.get("patient_orientation") or source.get("PatientOrientation") or ())
         if len(orientation) != 2:
             # the convention of the whole pipeline (pneumonitor.severity): a frontal view displayed with the
             # patient's right on the image left, so columns run to the patient's Left and rows to the Feet

@@ -43,6 +43,7 @@ __all__ = [
     "LATERAL_VIEW_POSITIONS",
     "FRONTAL_VIEW_POSITIONS",
     "dicom_view_problem",
+    "to_stored_grid",
 ]
 
 #: Images whose shorter side is below this many pixels are refused: the networks see 224-448 px and CLAHE tiles.
@@ -259,25 +260,48 @@ def _patient_orientation(ds: Any) -> tuple[str, str]:
     return (parts[0], parts[1]) if len(parts) == 2 else ("", "")
 
 
-def _orient(pixels: np.ndarray, ds: Any, what: str) -> tuple[np.ndarray, list[str]]:
+_OPPOSITE = str.maketrans("LRAPHF", "RLPAFH")
+
+
+def _orient(pixels: np.ndarray, ds: Any, what: str) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """Flip so the rows run toward the patient's left (patient's right on the image left) and the columns toward
     the feet, as a frontal chest is read; an AP film stored unflipped would otherwise swap right and left lung.
 
-    Returns the pixels and the warnings (an absent PatientOrientation leaves the image as stored, with a warning).
+    Returns the pixels, the warnings (an absent PatientOrientation leaves the image as stored, with a warning) and
+    ``{"orientation_flips": axes flipped, "patient_orientation": the orientation of the returned pixels}`` so that
+    writers can put results back on the stored grid (:func:`to_stored_grid`).
     """
     rows_toward, columns_toward = _patient_orientation(ds)
     if not rows_toward:
-        return pixels, ["PatientOrientation absent: patient's right assumed on the image left"]
-    notes = []
+        return pixels, ["PatientOrientation absent: patient's right assumed on the image left"], {
+            "orientation_flips": (), "patient_orientation": ()}
+    notes, flips = [], []
+    oriented = [rows_toward, columns_toward]
     if rows_toward[:1] == "R":
         pixels = pixels[:, ::-1]
+        flips.append("columns")
+        oriented[0] = rows_toward.translate(_OPPOSITE)
         notes.append(f"flipped left-right (PatientOrientation {rows_toward}\\{columns_toward})")
     if columns_toward[:1] == "H":
         pixels = pixels[::-1, :]
+        flips.append("rows")
+        oriented[1] = columns_toward.translate(_OPPOSITE)
         notes.append(f"flipped top-bottom (PatientOrientation {rows_toward}\\{columns_toward})")
     for note in notes:
         logger.info("%s: %s", what, note)
-    return np.ascontiguousarray(pixels), notes
+    return np.ascontiguousarray(pixels), notes, {"orientation_flips": tuple(flips), "patient_orientation": tuple(oriented)}
+
+
+def to_stored_grid(array: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """A result on the radiograph's pixel grid (mask, map) put back on the stored DICOM grid: undoes the
+    PatientOrientation flips of :func:`read_dicom_radiograph` (``meta["orientation_flips"]``); SEG frames must
+    lie on the stored pixels of their source image."""
+    flips = meta.get("orientation_flips") or ()
+    if "columns" in flips:
+        array = array[:, ::-1]
+    if "rows" in flips:
+        array = array[::-1, :]
+    return np.ascontiguousarray(array)
 
 
 def _padding_mask(stored: np.ndarray, ds: Any) -> np.ndarray | None:
@@ -408,7 +432,7 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
         pixels = 1.0 - pixels  # bring it to MONOCHROME2.
     if padding is not None:
         pixels[padding] = 0.0  # padding is no anatomy: show it as background, not as a bright frame
-    pixels, warnings = _orient(pixels, ds, what)
+    pixels, warnings, orientation = _orient(pixels, ds, what)
 
     meta: dict[str, Any] = {key: str(ds.get(tag, "") or "") for key, tag in IDENTITY_ATTRIBUTES.items()}
     meta.update(
@@ -418,6 +442,7 @@ def read_dicom_radiograph(path: str | Path) -> Radiograph:
         bits_stored=int(ds.get("BitsStored", 0) or 0),
         format="dicom",
         warnings=warnings,
+        **orientation,
     )
     meta["view_position"] = view
     meta["modality"] = modality

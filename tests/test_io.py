@@ -7,7 +7,7 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from pneumonitor.io import UnsupportedInput, find_inputs, read_radiograph
+from pneumonitor.io import UnsupportedInput, find_inputs, read_radiograph, to_stored_grid
 
 ORIGINAL = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 FRONTAL_CHESTS = [ORIGINAL, "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm",
@@ -262,6 +262,13 @@ def test_patient_orientation_flips_and_warns(tmp_path):
     silent = read_radiograph(make_dicom(tmp_path / "none.dcm", pixels))
     assert "PatientOrientation absent" in silent.meta["warnings"][0]
     np.testing.assert_array_equal(silent.pixels, standard.pixels)
+    # writers put results back on the stored grid; the oriented image reads L\F
+    both = read_radiograph(make_dicom(tmp_path / "rh.dcm", pixels, PatientOrientation=["R", "H"]))
+    assert both.meta["orientation_flips"] == ("columns", "rows") and both.meta["patient_orientation"] == ("L", "F")
+    stored = pixels.astype(np.float32) / 255
+    np.testing.assert_allclose(to_stored_grid(both.pixels, both.meta), stored, atol=1e-6)
+    assert mirrored.meta["patient_orientation"] == ("L", "F") and standard.meta["orientation_flips"] == ()
+    np.testing.assert_array_equal(to_stored_grid(standard.pixels, standard.meta), standard.pixels)
 
 
 def test_presentation_lut_inverse(tmp_path):

@@ -274,6 +274,31 @@ def test_seg_frames_are_the_masks(built):
         assert np.array_equal(pixels[0].astype(bool), expected)
 
 
+def test_seg_of_a_flipped_radiograph_lies_on_its_stored_pixels(tmp_path, analyzer):
+    """pneumonitor.io flips an image stored with its rows toward the patient's right (PatientOrientation R\\F);
+    the SEG must still match the source's stored pixels, the SC says how it is drawn (L\\F)."""
+    import highdicom as hd
+
+    path = make_dicom(tmp_path / "rf.dcm", gradient(np.uint8, 255, shape=(128, 160)), PatientOrientation=["R", "F"])
+    record = CaseRecord(source=path, dataset=pydicom.dcmread(path, stop_before_pixels=True))
+    RadiographConverterOperator.convert(record)
+    assert record.radiograph.meta["orientation_flips"] == ("columns",)
+    PneumoniaInferenceOperator.predict(_Host(analyzer=analyzer, batch_size=1), [record])
+    SeverityOperator.assess(_Host(analyzer=analyzer), record)
+    build_objects([record])
+    severity = record.analysis.severity
+    # the test LSNet calls every pixel lung: the patient's right lung is on the left of the oriented image ...
+    assert severity.right_lung[:, 0].all() and not severity.right_lung[:, -1].any()
+    seg = hd.seg.Segmentation.from_dataset(record.objects["seg"])
+    pixels = seg.get_pixels_by_source_instance(
+        [record.dataset.SOPInstanceUID], segment_numbers=[1, 2], combine_segments=False, skip_overlap_checks=True
+    )[0].astype(bool)
+    # ... and on the right of the stored pixels, where the header says the patient's right is
+    assert np.array_equal(pixels[..., 0], severity.right_lung[:, ::-1])
+    assert np.array_equal(pixels[..., 1], severity.left_lung[:, ::-1])
+    assert list(record.objects["sc"].PatientOrientation) == ["L", "F"]
+
+
 def test_objects_copy_patient_study_and_get_new_valid_uids(built):
     from pydicom.uid import UID
 

@@ -25,7 +25,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from pneumonitor.io import Radiograph, UnsupportedInput, read_radiograph
+from pneumonitor.io import Radiograph, UnsupportedInput, read_radiograph, to_stored_grid
 from pneumonitor.networks import load_network
 from pneumonitor.networks.checkpoint import LoadedNetwork
 
@@ -107,7 +107,8 @@ def write_label(label: np.ndarray, radiograph: Radiograph, extension: str = ".pn
         raise ValueError(f"result_extension must be one of {LABEL_EXTENSIONS}, got {extension!r}")
     handle, path = tempfile.mkstemp(suffix=extension, prefix="pneumonitor-label-")
     os.close(handle)
-    label = np.ascontiguousarray(label, dtype=np.uint8)
+    # on the stored pixels, where viewers draw it: pneumonitor.io flips images whose PatientOrientation says so
+    label = np.ascontiguousarray(to_stored_grid(label, radiograph.meta), dtype=np.uint8)
     if extension == ".png":
         Image.fromarray(label).save(path, format="PNG")
         return path
