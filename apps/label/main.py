@@ -50,24 +50,46 @@ from lib.labels import LABELS  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-def restrict_cors(origins: list[str]) -> bool:
-    """Re-initialise the running MONAI Label server's CORS middleware with ``origins`` (credentials kept).
-
-    Its middleware stack is built before the app is created (the app is made in the server's lifespan), so the
-    layer is re-initialised in place. Returns False when no server runs in this process (nothing to restrict).
-    """
-    from starlette.middleware.cors import CORSMiddleware
-
+def _server_layer(kind: type) -> Any:
+    """The layer of type ``kind`` in the running MONAI Label server's middleware stack, or ``None`` (no server in
+    this process). The stack is built before the app is created (in the server's lifespan), so the app adjusts
+    the built layers in place."""
     server = sys.modules.get("monailabel.app")
     layer = getattr(getattr(server, "app", None), "middleware_stack", None)
-    while layer is not None:
-        if isinstance(layer, CORSMiddleware):
-            layer.__init__(layer.app, allow_origins=origins, allow_credentials=True, allow_methods=["*"],
-                           allow_headers=["*"])
-            logger.info("cross-origin requests allowed from: %s", ", ".join(origins) or "no origin")
-            return True
+    while layer is not None and not isinstance(layer, kind):
         layer = getattr(layer, "app", None)
-    return False
+    return layer
+
+
+def restrict_cors(origins: list[str]) -> bool:
+    """Re-initialise the server's CORS middleware with ``origins`` (credentials kept); False without a server."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    layer = _server_layer(CORSMiddleware)
+    if layer is None:
+        return False
+    layer.__init__(layer.app, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
+    logger.info("cross-origin requests allowed from: %s", ", ".join(origins) or "no origin")
+    return True
+
+
+def answer_invalid_json_with_422() -> bool:
+    """MONAI Label's endpoints parse their ``params``/``info`` form fields with ``json.loads`` and answered 500 to
+    invalid JSON; the server's exception middleware now answers 422 with the parser's message."""
+    import json
+
+    from fastapi.responses import JSONResponse
+    from starlette.middleware.exceptions import ExceptionMiddleware
+
+    layer = _server_layer(ExceptionMiddleware)
+    if layer is None:
+        return False
+
+    async def invalid_json(request: Any, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": f"invalid JSON in the request: {exc}"})
+
+    layer.add_exception_handler(json.JSONDecodeError, invalid_json)
+    return True
 
 
 def _source_bundles(conf: dict[str, str]) -> Path:
@@ -84,6 +106,7 @@ class PneumonitorLabelApp(BoxesInRequest, MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         conf = conf or {}
         restrict_cors([o.strip().rstrip("/") for o in conf.get("cors_origins", "").split(",") if o.strip()])
+        answer_invalid_json_with_422()
         source = _source_bundles(conf)
         model_dir = Path(conf.get("model_dir") or Path(app_dir) / "model").resolve()
         lsnet = prepare_bundle(source / "lsnet", model_dir / "lsnet")

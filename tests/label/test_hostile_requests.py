@@ -60,6 +60,14 @@ def test_unknown_image_ids_server_paths_and_models_are_404(client, studies, tmp_
     assert response.status_code == 404 and "no model 'no-such-model'" in response.text, response.text
 
 
+def test_invalid_json_in_a_form_field_is_422(client):
+    """Regression (issue 16, item 7): invalid JSON in ``/datastore/image/info`` (and any ``params``) answered 500."""
+    response = client.put("/datastore/image/info?image=dx_image", data={"info": "{not json"})
+    assert response.status_code == 422 and response.json()["detail"].startswith("invalid JSON in the request:")
+    response = client.post("/infer/lungs?image=dx_image&output=json", data={"params": "[1,"})
+    assert response.status_code == 422 and "invalid JSON" in response.text, response.text
+
+
 def test_label_tags_and_image_ids_are_names_not_paths(client, studies):
     """Regression (issue 16, item 2): ``tag=../../x`` and ``PUT /datastore/image?image=../x`` wrote outside the
     datastore."""
