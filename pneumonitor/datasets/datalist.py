@@ -19,6 +19,29 @@ import numpy as np
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 
 
+def manifest_rows(root: str | os.PathLike, folder_name: str) -> tuple[list[tuple[Path, dict[str, str]]], list[dict[str, str]]]:
+    """``(image path, row)`` for every ``manifest.csv`` row of a ``../shared/data`` folder whose ``stored_file``
+    exists, and an ``excluded`` row ("image file missing") for the others; cells are strings ("" when empty).
+
+    Raises:
+        ValueError: no manifest.csv under ``root`` (``folder_name`` says which folder was expected).
+    """
+    import pandas as pd
+
+    root = Path(root).resolve()
+    manifest_path = root / "manifest.csv"
+    if not manifest_path.is_file():
+        raise ValueError(f"{manifest_path} not found: is {root} the {folder_name} folder?")
+    rows, excluded = [], []
+    for row in pd.read_csv(manifest_path, dtype=str, keep_default_na=False).to_dict("records"):
+        image = root / row["stored_file"]
+        if image.is_file():
+            rows.append((image, row))
+        else:
+            excluded.append({"image": str(image), "reason": "image file missing"})
+    return rows, excluded
+
+
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Give a finished temporary file the usual permissions (``mkstemp`` makes it 0600) and rename it to ``path``."""
     umask = os.umask(0)

@@ -14,9 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
-
 from pneumonitor.datasets.nih import ADULT_FRACTIONS
+from pneumonitor.datasets.datalist import manifest_rows
 from pneumonitor.datasets.splits import assign_splits
 
 SOURCE = "hannover"
@@ -45,18 +44,9 @@ def convert_hannover(
     root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Items ``image, label=1, patient_id, view, age, sex, offset_days, <clinical course>, source, split``."""
-    root = Path(root).resolve()
-    manifest_path = root / "manifest.csv"
-    if not manifest_path.is_file():
-        raise ValueError(f"{manifest_path} not found: is {root} the hannover-covid folder?")
-    table = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
+    rows, excluded = manifest_rows(root, "hannover-covid")
     items: list[dict[str, Any]] = []
-    excluded: list[dict[str, str]] = []
-    for row in table.to_dict("records"):
-        image = root / row["stored_file"]
-        if not image.is_file():
-            excluded.append({"image": str(image), "reason": "image file missing"})
-            continue
+    for image, row in rows:
         course = clinical_course(row)
         admission = course["admission_offset"]
         items.append({

@@ -14,8 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
-
+from pneumonitor.datasets.datalist import manifest_rows
 from pneumonitor.datasets.splits import assign_splits
 
 SOURCE = "nih"
@@ -35,18 +34,9 @@ def convert_nih(
     root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Items ``image, label, boxes, patient_id, finding, source="nih", split`` and excluded rows."""
-    root = Path(root).resolve()
-    manifest_path = root / "manifest.csv"
-    if not manifest_path.is_file():
-        raise ValueError(f"{manifest_path} not found: is {root} the nih-chestxray-subset folder?")
-    table = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
+    rows, excluded = manifest_rows(root, "nih-chestxray-subset")
     items: list[dict[str, Any]] = []
-    excluded: list[dict[str, str]] = []
-    for row in table.to_dict("records"):
-        image = root / row["stored_file"]
-        if not image.is_file():
-            excluded.append({"image": str(image), "reason": "image file missing"})
-            continue
+    for image, row in rows:
         label = int(row["pneumonia"])
         items.append({
             "image": str(image),

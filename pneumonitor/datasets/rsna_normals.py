@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
-
 from pneumonitor.datasets.nih import ADULT_FRACTIONS
+from pneumonitor.datasets.datalist import manifest_rows
 from pneumonitor.datasets.splits import assign_splits
 
 SOURCE = "rsna-normals"
@@ -21,18 +20,9 @@ def convert_rsna_normals(
     root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Items ``image, label=0, patient_id, finding="normal", source="rsna-normals", split`` and excluded rows."""
-    root = Path(root).resolve()
-    manifest_path = root / "manifest.csv"
-    if not manifest_path.is_file():
-        raise ValueError(f"{manifest_path} not found: is {root} the rsna-normals-224 folder?")
-    table = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
+    rows, excluded = manifest_rows(root, "rsna-normals-224")
     items: list[dict[str, Any]] = []
-    excluded: list[dict[str, str]] = []
-    for row in table.to_dict("records"):
-        image = root / row["stored_file"]
-        if not image.is_file():
-            excluded.append({"image": str(image), "reason": "image file missing"})
-            continue
+    for image, row in rows:
         items.append({"image": str(image), "label": 0, "patient_id": Path(row["source_name"]).stem,
                       "finding": "normal", "source": SOURCE})
     assign_splits(items, fractions=fractions, seed=seed)
