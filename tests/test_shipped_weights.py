@@ -32,6 +32,9 @@ def test_bundles_describe_their_weights_and_operating_point(shipped):
     assert 0.0 < dlnet.settings["classification_threshold"] < 1.0
     assert 0.0 < dlnet.settings["heatmap_threshold"] < 1.0
     assert "nearest (0,1)" in dlnet.settings["operating_point_basis"]
+    # the heatmap threshold comes from the 0-8 score's error against expert scores on >= 30 validation images
+    assert "0-8 score MAE" in dlnet.settings["operating_point_basis"]
+    assert dlnet.network.config["localization_activation"] == "sigmoid"  # from inference.json's network_def
     assert shipped["dlnet"].stat().st_size + shipped["lsnet"].stat().st_size < 150e6
 
 
@@ -39,8 +42,16 @@ def test_readme_main_command_runs_without_flags(shipped, dicom_samples, tmp_path
     out = tmp_path / "out"
     assert main(["analyze", str(dicom_samples[0].parent), "--out", str(out), "--no-progress"]) == 0
     document = json.loads((out / "results.json").read_text())
-    rows = document["results"]
-    assert len(rows) == 5 and all(r["status"] == "ok" for r in rows)
+    rows = {Path(r["image"]).name: r for r in document["results"]}
+    assert len(rows) == 5
+    # the image QC gate refuses the lateral animal DX and the inverted copy; the three frontal radiographs pass
+    assert {name for name, r in rows.items() if r["status"] == "ok"} == {
+        "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
+        "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm", "gdcm-CR-MONO1-10-chest.dcm"}
+    # the NIH ChestX-ray14 "No Finding" DX: the first shipped DLNet scored it 7/8 (p 0.94); these weights still call
+    # it positive (p 0.71, a finding in the model card) but paint 3 % of the lungs (score 2)
+    nih_normal = rows["1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"]
+    assert nih_normal["score_total"] <= 2 and nih_normal["ratio_total"] < 10
     text = json.dumps(document)
     assert hashlib.sha256(shipped["dlnet"].read_bytes()).hexdigest() in text  # the weights are recorded
     dlnet_settings = load_network(ROOT / "bundles" / "dlnet", "DLNet").settings
@@ -65,3 +76,27 @@ def test_shipped_dlnet_separates_pediatric_test_images(shipped, shared_data, tmp
     # measured with the shipped weights: test-split pediatric AUC 0.98 (model card); 20 images leave room
     assert roc_auc(labels, probabilities) > 0.85
     assert np.median([p for p, y in zip(probabilities, labels) if y == 1]) > 0.5
+
+
+def test_shipped_dlnet_calls_few_adult_test_normals_positive(shipped, shared_data, tmp_path):
+    """Adult normals from two modern sources (NIH no finding, RSNA) of the mix's test split, never trained on."""
+    import csv
+
+    from pneumonitor.datasets.nih import convert_nih
+    from pneumonitor.datasets.rsna_normals import convert_rsna_normals
+
+    nih, _ = convert_nih(shared_data / "nih-chestxray-subset")
+    rsna, _ = convert_rsna_normals(shared_data / "rsna-normals-224")
+    chosen = [i for i in nih if i["split"] == "test" and i["label"] == 0][:15]
+    chosen += [i for i in rsna if i["split"] == "test"][:15]
+    out = tmp_path / "adult"
+    assert main(["analyze", *[i["image"] for i in chosen], "--out", str(out), "--no-progress", "--qc", "warn",
+                 "--uncertainty", "off"]) == 0
+    with open(out / "results.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["status"] == "ok"]
+    assert len(rows) == 30
+    called = np.mean([int(r["positive"]) for r in rows])
+    # the first shipped DLNet called 73 % of independent adult normals positive; see the model card for the split
+    # model card, whole test split: NIH no finding 29 % and RSNA 9 % called positive, mean scores 1.0 and 0.08
+    assert called <= 0.3, f"{called:.0%} of 30 adult test normals called positive"
+    assert np.mean([float(r["score_total"]) for r in rows]) <= 1.0
