@@ -105,7 +105,9 @@ def objects(tmp_path_factory, dicom_samples):
     analyzer = load_analyzer(models["models"], device="cpu")
     records = []
     for path in dicom_samples:
-        if path.name in ("dx_image.dcm", "gdcm-CR-MONO1-10-chest.dcm"):
+        # two frontal radiographs (the lateral dx_image.dcm is refused by the QC gate): a DX and a CR
+        if path.name in ("1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm",
+                         "gdcm-CR-MONO1-10-chest.dcm"):
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
             records.append(CaseRecord(source=path, study_instance_uid=dataset.StudyInstanceUID, dataset=dataset))
     for record in records:
