@@ -173,3 +173,12 @@ def test_lsnet_lung_masks_for_positives_without_human_lungs(shared_data: Path, t
         assert item["lung_region_source"] == "lsnet" and 0.15 < mask.mean() < 0.6  # two lungs, not noise
     assert items[3]["lung_region"] == "" and human["lung_region"] == "/a/human/mask.png"  # negatives, human kept
     assert predict_lung_masks([dict(i, lung_region="") for i in items[:3]], bundle, tmp_path, progress=False) == 0
+
+
+def test_mix_command_defaults_to_every_dataset_of_the_mix():
+    from pneumonitor.cli import build_parser
+    from pneumonitor.datasets.mix import DEFAULT_INCLUDE
+
+    args = build_parser().parse_args(["datasets", "mix", "--out", "x"])
+    assert tuple(args.include.split(",")) == DEFAULT_INCLUDE
+    assert args.lsnet.name == "lsnet" and (args.lsnet / "configs" / "inference.json").is_file()
