@@ -49,7 +49,7 @@ if [[ -z "$MODELS" ]]; then
     dir="$ROOT/bundles/$bundle"
     if [[ ! -f "$dir/models/model.pt" || ! -f "$dir/configs/inference.json" ]]; then
       echo "no trained $bundle: $dir/models/model.pt and $dir/configs/inference.json are needed (train the bundle," >&2
-      echo "see the README, 'Models'), or pass -m MODELS_DIR holding dlnet/model.ts and lsnet/model.ts" >&2
+      echo "see docs/deploy.md), or pass -m MODELS_DIR holding dlnet/model.ts and lsnet/model.ts" >&2
       exit 2
     fi
     mkdir -p "$MODELS/$bundle"

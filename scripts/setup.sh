@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one setup command of pneumonitor (README, "Setup"); .ci/run runs it too.
+# The one setup command of pneumonitor (README; details in docs/setup.md); .ci/run runs it too.
 #
 #   bash scripts/setup.sh            # everything: core + tests, MONAI Deploy SDK, Debian tools, MONAI Label venv
 #   bash scripts/setup.sh --core     # only the core package and its test tools (pip install -e ".[dev]")
