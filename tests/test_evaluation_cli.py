@@ -295,13 +295,13 @@ def test_patient_level_bootstrap_is_wider_when_patients_repeat():
 def test_clinical_course_block():
     from types import SimpleNamespace
 
-    from pneumonitor.evaluation.suite import clinical_course
+    from pneumonitor.evaluation.suite import clinical_course_metrics
 
     pairs = [({"icu_at_exam": 1, "died": 0}, {"score_total": 7.0, "ratio_total": 60.0, "pneumonia_probability": 0.9}),
              ({"icu_at_exam": 1, "died": 1}, {"score_total": 5.0, "ratio_total": 40.0, "pneumonia_probability": 0.8}),
              ({"icu_at_exam": 0, "died": 0}, {"score_total": 2.0, "ratio_total": 10.0, "pneumonia_probability": 0.7}),
              ({"image": "no course"}, {"score_total": 2.0})]
-    block = clinical_course(SimpleNamespace(pairs=pairs))
+    block = clinical_course_metrics(SimpleNamespace(pairs=pairs))
     icu = block["icu_at_exam"]
     assert (icu["n"], icu["n_outcome"]) == (3, 2)
     assert icu["score_total"]["mean_with"] == 6.0 and icu["score_total"]["auc"] == 1.0

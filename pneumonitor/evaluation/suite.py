@@ -135,6 +135,13 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
         per_image.append({"image": item["image"], "result_image": row["image"]})
 
     tasks = set(settings.tasks)
+    intensities: dict[str, float] = {}  # each image is read once for both brightness baselines
+
+    def intensity_of(image: str) -> float:
+        if image not in intensities:
+            intensities[image] = mean_intensity(image)
+        return intensities[image]
+
     # classification
     cls = [(item["label"], row["pneumonia_probability"], item.get("source"), item.get("patient_id"),
             row.get("score_total"), row["image"]) for item, row in matched.pairs
@@ -150,7 +157,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
         totals = [float(t) if _finite(t) else math.nan for t in totals]
         if len({source for source in sources if source}) > 1:
             metrics["classification"]["by_source"] = by_source(labels, scores, sources, result.threshold, totals)
-        intensity = [mean_intensity(image) for image in images]
+        intensity = [intensity_of(image) for image in images]
         metrics.setdefault("baselines", {})["classification_auc_mean_intensity"] = _best_direction_auc(
             labels, intensity)
     elif "classification" in tasks and cls:
@@ -259,7 +266,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             }
             severity_images = [row["image"] for item, row in matched.pairs
                                if _finite(item.get("severity")) and _finite(row.get("score_total"))]
-            intensity = [mean_intensity(image) for image in severity_images]
+            intensity = [intensity_of(image) for image in severity_images]
             metrics.setdefault("baselines", {}).update({
                 "severity_mae_reference_mean": float(np.mean(np.abs(np.asarray(ref_total) - np.mean(ref_total)))),
                 "severity_r_mean_intensity": agreement(intensity, ref_total).pearson_r,
@@ -281,7 +288,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                     pred, ref = np.asarray(scores).T
                     block[f"score_{side}"] = agreement(pred, ref).to_dict()
             metrics["severity"] = block
-    clinical = clinical_course(matched)
+    clinical = clinical_course_metrics(matched)
     if clinical:
         metrics["clinical_course"] = clinical
     return Evaluation(name=name, metrics=metrics, per_image=per_image, severity_pairs=(pred_total, ref_total))
@@ -332,7 +339,7 @@ def sweep_scores(
             for t in thresholds]
 
 
-def clinical_course(matched: MatchedSet) -> dict[str, Any]:
+def clinical_course_metrics(matched: MatchedSet) -> dict[str, Any]:
     """Outputs against the clinical course (reference ``icu_at_exam``, ``died``): per outcome, n per group, the mean
     ``score_total``/``ratio_total``/probability per group and the AUC of each for the outcome."""
     block: dict[str, Any] = {}
@@ -391,5 +398,5 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
     return chosen
 
 
-__all__ = ["DICE_SWEEP_THRESHOLDS", "SEVERITY_SWEEP_THRESHOLDS", "by_source", "clinical_course", "mean_intensity",
+__all__ = ["DICE_SWEEP_THRESHOLDS", "SEVERITY_SWEEP_THRESHOLDS", "by_source", "clinical_course_metrics", "mean_intensity",
            "sweep_scores", "Evaluation", "EvaluationSettings", "evaluate_matched", "operating_point"]
