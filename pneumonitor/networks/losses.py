@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pneumonitor.networks.dlnet import maps_to_heatmap
 from pneumonitor.severity import involvement_from_score
 
 __all__ = ["DLNetLoss"]
@@ -92,7 +93,7 @@ class DLNetLoss(nn.Module):
         loss = bce
         terms = {"bce": float(bce.detach()), "mse": 0.0}
         batch = maps.shape[0]
-        heatmap = maps.amax(dim=1, keepdim=True).clamp(0.0, 1.0)
+        heatmap = maps_to_heatmap(maps)  # what inference thresholds: the clipped per-pixel maximum
         if target is not None and self.localization_weight > 0:
             target = target.to(maps.dtype)
             if target.shape[-2:] != maps.shape[-2:]:
