@@ -1,4 +1,4 @@
-"""DLNet + LSNet inference on the selected radiographs, through :class:`pneumonitor.pipeline.Analyzer`.
+"""DLNet + LSNet inference on the selected radiographs, through :class:`pneumonitor.inference.analyzer.Analyzer`.
 
 Both networks run in one operator because ``Analyzer.infer`` runs them on one batch (and keeps the CLI's exact
 numerics: preprocessing, mixed precision on CUDA, sigmoid/heatmap post-processing). The models are the bundles'
@@ -16,7 +16,7 @@ from monai.deploy.core import Fragment
 
 from operators.case_operator import CaseOperator
 from operators.records import CaseRecord, Prediction
-from pneumonitor.pipeline import Analyzer
+from pneumonitor.inference.analyzer import Analyzer
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Loading the Deploy app's networks: TorchScript ``model.ts`` from the bundles' ``ckpt_export`` (or a ``.pt``
 checkpoint / bundle folder through :func:`pneumonitor.networks.load_network`), wrapped as
-:class:`pneumonitor.networks.LoadedNetwork` so that the unchanged :class:`pneumonitor.pipeline.Analyzer` runs them.
+:class:`pneumonitor.networks.LoadedNetwork` so that the unchanged :class:`pneumonitor.inference.analyzer.Analyzer` runs them.
 
 Models folder layout (what ``monai-deploy package -m MODELS`` copies to ``/opt/holoscan/models`` in a MAP)::
 
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pneumonitor.networks.checkpoint import OPERATING_POINT_KEYS, LoadedNetwork, WeightsNotFound, _sha256, load_network
-from pneumonitor.pipeline import AnalysisSettings, Analyzer, resolve_device
+from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer, resolve_device
 
 logger = logging.getLogger(__name__)
 

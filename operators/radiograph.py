@@ -1,8 +1,8 @@
-"""2-D conversion: a selected CR/DX instance -> :class:`pneumonitor.io.Radiograph`.
+"""2-D conversion: a selected CR/DX instance -> :class:`pneumonitor.reading.Radiograph`.
 
 The SDK's ``DICOMSeriesToVolumeOperator`` stacks slices into a 3-D volume and assumes plane positions; a single
 projection radiograph has none. This operator instead reads each selected instance with
-:func:`pneumonitor.io.read_dicom_radiograph` (Modality/VOI LUT, MONOCHROME1 inversion, pixel spacing, the same
+:func:`pneumonitor.reading.read_dicom_radiograph` (Modality/VOI LUT, MONOCHROME1 inversion, pixel spacing, the same
 checks as ``pneumonitor analyze``), so the app sees exactly the pixels the CLI sees.
 """
 
@@ -15,7 +15,7 @@ from monai.deploy.core import Fragment
 
 from operators.case_operator import CaseOperator
 from operators.records import CaseRecord
-from pneumonitor.io import UnsupportedInput, read_dicom_radiograph
+from pneumonitor.reading import UnsupportedInput, read_dicom_radiograph
 
 logger = logging.getLogger(__name__)
 

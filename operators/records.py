@@ -49,9 +49,9 @@ class CaseRecord:
             building or writing its outputs; ``reason`` says which).
         reason: the user-facing reason for a skip or a failure.
         dataset: the source's pydicom header (no pixel data needed by the writers).
-        radiograph: :class:`pneumonitor.io.Radiograph` once converted.
+        radiograph: :class:`pneumonitor.reading.Radiograph` once converted.
         prediction: network outputs once inferred.
-        analysis: :class:`pneumonitor.pipeline.ImageAnalysis` once severity is assessed.
+        analysis: :class:`pneumonitor.inference.analyzer.ImageAnalysis` once severity is assessed.
         objects: written DICOM objects by kind (``seg``, ``sr``, ``sc``), in creation order.
         files: paths of the stored objects relative to the output folder, by kind.
     """

@@ -1,4 +1,4 @@
-"""DICOM Secondary Capture of the overlay (:func:`pneumonitor.visualize.render_overlay`) for viewers without SEG
+"""DICOM Secondary Capture of the overlay (:func:`pneumonitor.inference.overlays.render_overlay`) for viewers without SEG
 support: the radiograph with the right (green) and left (blue) lung contours, the pneumonia region in red, and a
 burned-in caption with the probability, the scores and the "not for clinical use" statement."""
 
@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 from operators.dicom_common import MANUFACTURER, NOT_FOR_CLINICAL_USE, SERIES_NUMBERS, derivation_source
 from operators.dicom_writer import DICOMWriterOperator
 from operators.records import CaseRecord
-from pneumonitor.visualize import render_overlay
+from pneumonitor.inference.overlays import render_overlay
 
 __all__ = ["DICOMOverlayWriterOperator", "overlay_caption"]
 
@@ -48,7 +48,7 @@ class DICOMOverlayWriterOperator(DICOMWriterOperator):
             overlay_caption({**severity.as_row(), **(record.analysis.uncertainty or {})}),
         )
         source = derivation_source(record.dataset)
-        # the overlay is drawn on the radiograph as pneumonitor.io oriented it (PatientOrientation flips applied)
+        # the overlay is drawn on the radiograph as pneumonitor.reading oriented it (PatientOrientation flips applied)
         orientation = tuple(radiograph.meta.get("patient_orientation") or source.get("PatientOrientation") or ())
         if len(orientation) != 2:
             # the convention of the whole pipeline (pneumonitor.severity): a frontal view displayed with the

@@ -22,7 +22,7 @@ from operators.dicom_common import (
 )
 from operators.dicom_writer import DICOMWriterOperator
 from operators.records import CaseRecord
-from pneumonitor.io import to_stored_grid
+from pneumonitor.reading import to_stored_grid
 
 __all__ = ["DICOMSegWriterOperator", "SEGMENTS"]
 
@@ -59,7 +59,7 @@ class DICOMSegWriterOperator(DICOMWriterOperator):
         for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
             if keyword in geometry:
                 delattr(geometry, keyword)
-        # back on the stored pixels: pneumonitor.io flips images whose PatientOrientation says so
+        # back on the stored pixels: pneumonitor.reading flips images whose PatientOrientation says so
         meta = record.radiograph.meta if record.radiograph is not None else {}
         masks = np.stack(
             [to_stored_grid(m, meta) for m in (severity.right_lung, severity.left_lung, severity.pneumonia_mask)], axis=-1

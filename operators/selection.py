@@ -21,7 +21,7 @@ from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorO
 
 from operators.dicom_common import uid_problem
 from operators.records import CaseRecord
-from pneumonitor.io import RADIOGRAPH_MODALITIES, dicom_view_problem
+from pneumonitor.reading import RADIOGRAPH_MODALITIES, dicom_view_problem
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def dropped_instance_reason(path: Path) -> str:
 def frontal_view_problem(dataset: Any) -> str | None:
     """Why an instance is not a frontal view (``None`` when it is PA/AP or the view is not recorded).
 
-    The header rules of ``pneumonitor analyze`` (:func:`pneumonitor.io.dicom_view_problem`: ViewPosition /
+    The header rules of ``pneumonitor analyze`` (:func:`pneumonitor.reading.dicom_view_problem`: ViewPosition /
     ViewCodeSequence allowlist, PatientOrientation, FOR PROCESSING). A header silent about the view is accepted here;
     the image QC gate looks at the pixels later (:class:`operators.inference.PneumoniaInferenceOperator`).
     """

@@ -10,7 +10,7 @@ from monai.deploy.core import Fragment
 
 from operators.case_operator import CaseOperator
 from operators.records import CaseRecord
-from pneumonitor.pipeline import Analyzer
+from pneumonitor.inference.analyzer import Analyzer
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ __all__ = ["SeverityOperator"]
 
 
 class SeverityOperator(CaseOperator):
-    """Attach a :class:`pneumonitor.pipeline.ImageAnalysis` (with ``severity``) to every ``ok`` record.
+    """Attach a :class:`pneumonitor.inference.analyzer.ImageAnalysis` (with ``severity``) to every ``ok`` record.
 
     Args:
         analyzer: the pipeline whose thresholds are used (the same object the inference operator runs).

@@ -26,7 +26,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.dicom_common import uid_problem
 from operators.records import CaseRecord
-from pneumonitor.pipeline import ImageAnalysis, remove_stale_temporaries, result_row, write_results
+from pneumonitor.inference.analyzer import ImageAnalysis, remove_stale_temporaries, result_row, write_results
 
 logger = logging.getLogger(__name__)
 

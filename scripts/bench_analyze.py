@@ -54,7 +54,7 @@ def _networks(name: str, folder: Path):
     import torch
 
     from pneumonitor.networks import DLNet, LSNet, load_network, save_checkpoint
-    from pneumonitor.pipeline import default_bundle_dir
+    from pneumonitor.inference.analyzer import default_bundle_dir
 
     if name == "shipped":
         return load_network(default_bundle_dir("dlnet"), "DLNet"), load_network(default_bundle_dir("lsnet"), "LSNet")
@@ -71,7 +71,7 @@ def _networks(name: str, folder: Path):
 def run_one(name: str, images: int, batch_size: int, device: str, workers: int | None) -> dict:
     import torch
 
-    from pneumonitor.pipeline import Analyzer, analyze_to_folder, resolve_device
+    from pneumonitor.inference.analyzer import Analyzer, analyze_to_folder, resolve_device
 
     torch_device = resolve_device(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,7 +142,7 @@ def main() -> int:
     if args.smoke:
         args.images, args.batch_size, configs = 2, 2, ["compact"]
     else:
-        from pneumonitor.pipeline import default_bundle_dir
+        from pneumonitor.inference.analyzer import default_bundle_dir
 
         shipped = (default_bundle_dir("dlnet") / "models" / "model.pt").is_file() and (
             default_bundle_dir("lsnet") / "models" / "model.pt"

@@ -4,7 +4,7 @@ plain monoenergetic parallel-beam sum, at equal geometry, in the same run.
 
 Methods (each measurement runs in a fresh subprocess so that peak memory is its own):
 
-* ``ours``: :func:`pneumonitor.drr.projector.project` of the density volume (one channel, cone beam) - the part
+* ``ours``: :func:`pneumonitor.duality.drr.projector.project` of the density volume (one channel, cone beam) - the part
   that is comparable with DiffDRR;
 * ``ours_full``: the whole physics DRR (3 material channels, 120 kV spectrum, Poisson noise, post-processing);
 * ``diffdrr``: DiffDRR 0.6.1 (``renderer="siddon"``, its default; patches of 256^2 rays above 256^2 to bound memory),
@@ -45,8 +45,8 @@ SDD, SID, DETECTOR_MM = 1800.0, 1650.0, 430.0
 
 def load_density(ct_path: str):
     """Body-masked density volume (g/cm^3, LPS [Z, Y, X]) and the CT."""
-    from pneumonitor import ct as C
-    from pneumonitor.drr.materials import hu_to_density
+    from pneumonitor.duality import ct as C
+    from pneumonitor.duality.drr.materials import hu_to_density
 
     ct = C.read_ct(ct_path)
     body = C.body_mask(ct.hu)
@@ -55,7 +55,7 @@ def load_density(ct_path: str):
 
 
 def geometry(size: int, ct):
-    from pneumonitor.drr.geometry import ConeBeamGeometry
+    from pneumonitor.duality.drr.geometry import ConeBeamGeometry
 
     return ConeBeamGeometry(
         view="PA", rows=size, cols=size, pixel_size_mm=DETECTOR_MM / size, source_to_detector_mm=SDD,
@@ -137,7 +137,7 @@ def ellipsoid_case():
                 z = origin[2] + (zi + dz) * spacing[0]
                 occupancy += (x / axes[0]) ** 2 + (y / axes[1]) ** 2 + (z / axes[2]) ** 2 <= 1
     occupancy = (occupancy / 64).astype(np.float32)
-    from pneumonitor.drr.geometry import ConeBeamGeometry
+    from pneumonitor.duality.drr.geometry import ConeBeamGeometry
 
     geo = ConeBeamGeometry(rows=128, cols=128, pixel_size_mm=1.0, source_to_detector_mm=1000,
                            source_to_isocentre_mm=800).with_isocentre((0.0, 0.0, 0.0))
@@ -198,7 +198,7 @@ def worker(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from pneumonitor.drr.projector import project
+    from pneumonitor.duality.drr.projector import project
 
     device = args.device
     density, ct, body = load_density(args.ct)
@@ -209,7 +209,7 @@ def worker(args) -> dict:
         image, seconds, peak = timed(lambda: project(volume, ct.spacing, ct.origin, geo)[0].cpu().numpy(),
                                      args.repeats, device)
     elif args.worker == "ours_full":
-        from pneumonitor.drr.render import DRRPhysics, render_drr
+        from pneumonitor.duality.drr.render import DRRPhysics, render_drr
 
         image, seconds, peak = timed(lambda: render_drr(ct, geo, DRRPhysics(), device=device, body=body).image,
                                      args.repeats, device)

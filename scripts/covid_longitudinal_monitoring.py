@@ -47,8 +47,8 @@ from tqdm import tqdm
 
 from pneumonitor.monitoring import MetadataColumns
 from pneumonitor.monitoring.compare import compare_profiles, join_profiles
-from pneumonitor.monitoring.pipeline import run_monitoring
-from pneumonitor.monitoring.report import current_umask
+from pneumonitor.monitoring.runner import run_monitoring
+from pneumonitor.monitoring.pages import current_umask
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -87,10 +87,10 @@ def annotation_results(data: Path, series: pd.DataFrame, out_dir: Path) -> Path:
     ``pneumonia_probability`` is 1 when the annotation has any GGO/consolidation inside the lungs and 0 otherwise
     (there is no classifier here); ``heatmap`` is left empty.
     """
-    from pneumonitor.io import read_radiograph
-    from pneumonitor.pipeline import RESULT_COLUMNS, write_results
+    from pneumonitor.reading import read_radiograph
+    from pneumonitor.inference.analyzer import RESULT_COLUMNS, write_results
     from pneumonitor.severity import lung_label_image, lung_score, pneumonia_ratio
-    from pneumonitor.visualize import render_overlay
+    from pneumonitor.inference.overlays import render_overlay
 
     folder = data / "covid-chestxray-dataset"
     manifest = pd.read_csv(folder / "manifest.csv", usecols=["stored_file", "gb_masks"])

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from pneumonitor.networks import DLNet, LSNet, save_checkpoint
-from pneumonitor.pipeline import RESULT_COLUMNS
+from pneumonitor.inference.analyzer import RESULT_COLUMNS
 
-from test_io import make_dicom, gradient
+from test_reading import make_dicom, gradient
 
 REQUIRED = (
     "image,status,reason,pneumonia_probability,positive,ratio_total,ratio_right,ratio_left,score_right,"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from test_cli_analyze import make_checkpoints, run_main
-from test_input_safety import chest_like
-from test_io import make_dicom
+from test_reading_safety import chest_like
+from test_reading import make_dicom
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_sigterm_stops_cleanly(tmp_path, checkpoints):
 def test_inputs_through_links_and_empty_folders_each_get_one_row(tmp_path, caplog, checkpoints):
     """Regression (issue 16, item 7): files in a linked-in folder and an explicitly named empty folder were dropped
     without a row, and the ``image`` column showed a link's target instead of the path given (as Deploy keeps)."""
-    from pneumonitor.io import find_inputs
+    from pneumonitor.reading import find_inputs
 
     inputs, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
     (inputs / "sub").mkdir(parents=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumonitor.datasets.boxes import boxes_from_mask, boxes_to_mask
+from pneumonitor.datasets.bounding_boxes import boxes_from_mask, boxes_to_mask
 from pneumonitor.datasets.datalist import format_summary_table, summarize, write_conversion
 from pneumonitor.datasets.splits import assign_splits, split_patients
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pneumonitor.cli import main
-from pneumonitor.datasets.boxes import boxes_to_mask
+from pneumonitor.datasets.bounding_boxes import boxes_to_mask
 from pneumonitor.datasets.covid_collection import pneumonia_label
 from pneumonitor.datasets.images import image_size, read_gray
 from pneumonitor.severity import lung_score, pneumonia_ratio

@@ -25,7 +25,7 @@ pytest.importorskip("monai.deploy.core", reason="monai-deploy-app-sdk is not ins
 
 from pneumonitor.severity import LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE  # noqa: E402
 
-from test_io import gradient, make_dicom  # noqa: E402
+from test_reading import gradient, make_dicom  # noqa: E402
 from test_operators import write_models  # noqa: E402
 
 DCIODVFY = shutil.which("dciodvfy")

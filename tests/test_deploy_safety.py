@@ -26,8 +26,8 @@ from monai.deploy.core import Fragment  # noqa: E402
 from operators.selection import CXRDataLoaderOperator, CXRSeriesSelectorOperator  # noqa: E402
 from operators.store import DICOMStoreOperator  # noqa: E402
 
-from test_input_safety import chest_like  # noqa: E402
-from test_io import make_dicom  # noqa: E402
+from test_reading_safety import chest_like  # noqa: E402
+from test_reading import make_dicom  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -263,7 +263,7 @@ def test_evaluate_uses_the_operating_point_analyze_used_unless_told_otherwise(tm
 
 
 def test_by_source_exposes_a_model_that_learned_the_source():
-    from pneumonitor.evaluation.report import table_sources
+    from pneumonitor.evaluation.tables import table_sources
     from pneumonitor.evaluation.suite import by_source
 
     # source A: positives only, scored high; source B: negatives high too (looks like A) -> pooled AUC hides it

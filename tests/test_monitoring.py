@@ -24,7 +24,7 @@ from pneumonitor.monitoring import (
 )
 from pneumonitor.monitoring.compare import compare_profiles, join_profiles
 from pneumonitor.monitoring.studies import MonitoringInputError, parse_datetime
-from pneumonitor.pipeline import RESULT_COLUMNS
+from pneumonitor.inference.analyzer import RESULT_COLUMNS
 
 
 def result_row(image: str, ratio_right: float, ratio_left: float, probability: float = 0.9, **identity: str) -> dict:
@@ -287,9 +287,9 @@ def test_real_covid_metadata_and_longitudinal_series(shared_data, tmp_path):
 
 
 def test_real_dicom_identity(dicom_samples, tmp_path):
-    """Patient and time from the DICOM headers as pneumonitor.io reads them (the columns analyze writes)."""
-    from pneumonitor.io import read_radiograph
-    from pneumonitor.pipeline import IDENTITY_COLUMNS
+    """Patient and time from the DICOM headers as pneumonitor.reading reads them (the columns analyze writes)."""
+    from pneumonitor.reading import read_radiograph
+    from pneumonitor.inference.analyzer import IDENTITY_COLUMNS
 
     rows = []
     for path in dicom_samples:

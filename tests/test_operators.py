@@ -40,7 +40,7 @@ from operators.sr_writer import DICOMSRWriterOperator  # noqa: E402
 from operators.store import DICOMStoreOperator  # noqa: E402
 from pneumonitor.networks import DLNet, LoadedNetwork, LSNet, save_checkpoint  # noqa: E402
 
-from test_io import gradient, make_dicom  # noqa: E402
+from test_reading import gradient, make_dicom  # noqa: E402
 
 IMAGE_SIZE = (128, 128)
 DCIODVFY = shutil.which("dciodvfy")
@@ -275,7 +275,7 @@ def test_seg_frames_are_the_masks(built):
 
 
 def test_seg_of_a_flipped_radiograph_lies_on_its_stored_pixels(tmp_path, analyzer):
-    """pneumonitor.io flips an image stored with its rows toward the patient's right (PatientOrientation R\\F);
+    """pneumonitor.reading flips an image stored with its rows toward the patient's right (PatientOrientation R\\F);
     the SEG must still match the source's stored pixels, the SC says how it is drawn (L\\F)."""
     import highdicom as hd
 
@@ -391,7 +391,7 @@ def test_negative_image_has_an_empty_pneumonia_segment(tmp_path, selected):
     dl, ls = make_networks()
     with torch.no_grad():
         dl.classification_head.layers[-1].bias.fill_(-10.0)  # probability ~0: negative
-    from pneumonitor.pipeline import Analyzer
+    from pneumonitor.inference.analyzer import Analyzer
 
     analyzer = Analyzer(
         LoadedNetwork(dl, IMAGE_SIZE, tmp_path, "", {}), LoadedNetwork(ls, IMAGE_SIZE, tmp_path, "", {})

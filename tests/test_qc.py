@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumonitor.io import read_radiograph
+from pneumonitor.reading import read_radiograph
 from pneumonitor.qc import QC_CLASSES, QCGate, make_kind, qc_input
 from pneumonitor.severity import SeverityResult
 
@@ -186,7 +186,7 @@ def severity(p, ratio_right, ratio_left, threshold=0.4):
 
 
 def test_spread_flags_an_interval_across_the_operating_point():
-    from pneumonitor.pipeline import summarize_spread
+    from pneumonitor.inference.analyzer import summarize_spread
 
     sure = summarize_spread(severity(0.9, 40, 10), [severity(0.88, 42, 12)], [], 0.4)
     assert sure["uncertain"] == 0 and sure["pneumonia_probability_sd"] == pytest.approx(0.02 / np.sqrt(2), abs=1e-6)
@@ -202,7 +202,7 @@ def test_spread_flags_an_interval_across_the_operating_point():
 def test_mc_dropout_passes_vary_and_leave_the_network_in_eval_mode(tmp_path):
     from pneumonitor.networks import DLNet, LSNet
     from pneumonitor.networks.checkpoint import LoadedNetwork
-    from pneumonitor.pipeline import AnalysisSettings, Analyzer
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
 
     torch.manual_seed(0)
     dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16), dropout=0.5)
@@ -221,7 +221,7 @@ def test_mc_dropout_passes_vary_and_leave_the_network_in_eval_mode(tmp_path):
 def test_ood_flags_stay_quiet_on_an_adult_frontal_with_plausible_lungs():
     from pathlib import Path
 
-    from pneumonitor.io import Radiograph
+    from pneumonitor.reading import Radiograph
     from pneumonitor.qc.ood import ood_flags
 
     import skimage.data
@@ -243,7 +243,7 @@ def test_ood_noise_and_blur_flags_on_a_real_radiograph(shared_data):
 
     from scipy import ndimage
 
-    from pneumonitor.io import Radiograph
+    from pneumonitor.reading import Radiograph
     from pneumonitor.qc.ood import ood_flags
 
     source = sorted((shared_data / "nih-chestxray-subset" / "images").glob("*.jpg"))[0]

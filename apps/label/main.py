@@ -95,7 +95,7 @@ def answer_invalid_json_with_422() -> bool:
 def _source_bundles(conf: dict[str, str]) -> Path:
     if conf.get("bundles"):
         return Path(conf["bundles"]).resolve()
-    from pneumonitor.pipeline import default_bundle_dir
+    from pneumonitor.inference.analyzer import default_bundle_dir
 
     return default_bundle_dir("dlnet").parent
 

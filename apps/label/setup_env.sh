@@ -77,7 +77,7 @@ fi
 "$VENV/bin/python" -m pip install --no-deps -e "$ROOT"
 "$VENV/bin/python" - <<'PY'
 import monailabel, monai, pydicom, numpy, torch, torchvision
-import pneumonitor.pipeline  # noqa: F401 - the core must import under pydicom 2 / numpy 1
+import pneumonitor.inference.analyzer  # noqa: F401 - the core must import under pydicom 2 / numpy 1
 print(f"label env ok: monailabel {monailabel.__version__}, monai {monai.__version__}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, pydicom {pydicom.__version__}, numpy {numpy.__version__}")
 PY

@@ -67,9 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumonitor.io import find_inputs
+    from pneumonitor.reading import find_inputs
     from pneumonitor.networks import WeightsNotFound
-    from pneumonitor.pipeline import (
+    from pneumonitor.inference.analyzer import (
         IMAGE_OUTPUT_FOLDERS,
         AnalysisSettings,
         Analyzer,
@@ -156,6 +156,6 @@ def _interrupt(signum, frame) -> None:
 
 def _image_outputs(out_dir: Path) -> set[Path]:
     """The PNGs under OUT's image-output folders (to tell this run's from an earlier run's)."""
-    from pneumonitor.pipeline import IMAGE_OUTPUT_FOLDERS
+    from pneumonitor.inference.analyzer import IMAGE_OUTPUT_FOLDERS
 
     return {p for name in IMAGE_OUTPUT_FOLDERS if (out_dir / name).is_dir() for p in (out_dir / name).glob("*.png")}

@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-logger = logging.getLogger("pneumonitor.drr")
+logger = logging.getLogger("pneumonitor.duality.drr")
 
 
 def _add_geometry_physics(parser: argparse.ArgumentParser, default_rows: int = 1024) -> None:
@@ -36,7 +36,7 @@ def _add_geometry_physics(parser: argparse.ArgumentParser, default_rows: int = 1
 
 
 def _geometry(args: argparse.Namespace, view: str):
-    from pneumonitor.drr.geometry import ConeBeamGeometry
+    from pneumonitor.duality.drr.geometry import ConeBeamGeometry
 
     rows = args.rows
     cols = args.cols or rows
@@ -48,7 +48,7 @@ def _geometry(args: argparse.Namespace, view: str):
 
 
 def _physics(args: argparse.Namespace, seed: int = 0):
-    from pneumonitor.drr.render import DRRPhysics
+    from pneumonitor.duality.drr.render import DRRPhysics
 
     return DRRPhysics(
         kvp=args.kvp, filter_al_mm=args.filter_al, photons_per_pixel=None if args.no_noise else args.photons,
@@ -127,9 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_drr(args: argparse.Namespace) -> int:
-    from pneumonitor.ct import UnsupportedCT, lungs_from_labels, read_ct, read_labels
-    from pneumonitor.drr.postprocess import lung_footprint_png, save_png
-    from pneumonitor.drr.render import render_drr
+    from pneumonitor.duality.ct import UnsupportedCT, lungs_from_labels, read_ct, read_labels
+    from pneumonitor.duality.drr.postprocess import lung_footprint_png, save_png
+    from pneumonitor.duality.drr.render import render_drr
 
     if args.out.suffix.lower() != ".png":
         logger.error("--out must be a .png file, got %s", args.out)
@@ -170,8 +170,8 @@ def run_drr(args: argparse.Namespace) -> int:
 def run_ct_ratio(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pneumonitor.ct import UnsupportedCT, lungs_from_labels, read_ct, read_labels, segment_infection, segment_lungs
-    from pneumonitor.ct import write_volume
+    from pneumonitor.duality.ct import UnsupportedCT, lungs_from_labels, read_ct, read_labels, segment_infection, segment_lungs
+    from pneumonitor.duality.ct import write_volume
 
     try:
         ct = read_ct(args.ct)
@@ -203,10 +203,10 @@ def run_ct_ratio(args: argparse.Namespace) -> int:
 
 def run_duality(args: argparse.Namespace) -> int:
     from pneumonitor.cli import main as cli_main
-    from pneumonitor.ct import UnsupportedCT, lungs_from_labels, read_ct, read_labels
-    from pneumonitor.drr.study import StudySettings, run_study
+    from pneumonitor.duality.ct import UnsupportedCT, lungs_from_labels, read_ct, read_labels
+    from pneumonitor.duality.study import StudySettings, run_study
     from pneumonitor.networks import WeightsNotFound
-    from pneumonitor.pipeline import Analyzer
+    from pneumonitor.inference.analyzer import Analyzer
 
     try:
         settings = StudySettings(

@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespace) -> int:
     from pneumonitor.evaluation.matching import load_reference, load_results, match
-    from pneumonitor.evaluation.report import markdown_report, write_report
+    from pneumonitor.evaluation.tables import markdown_report, write_report
     from pneumonitor.evaluation.suite import EvaluationSettings, evaluate_matched
 
     base_settings = EvaluationSettings(

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pneumonitor.monitoring import ChangeRule, MetadataColumns, MonitoringInputError
-    from pneumonitor.monitoring.pipeline import run_monitoring
+    from pneumonitor.monitoring.runner import run_monitoring
 
     if args.reference_column and not args.metadata:
         print("error: --reference-column needs --metadata (the reference scores are read from it)", file=sys.stderr)

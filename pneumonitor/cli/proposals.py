@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pneumonitor.datasets.datalist import load_datalist, write_json_atomic
-    from pneumonitor.proposals import (
+    from pneumonitor.stage2.proposals import (
         SelectionSettings,
         boxes_only_datalist,
         build_stage2_datalist,
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pneumonitor.gradcam import GradCAMProposer, GradCAMSettings
-    from pneumonitor.io import read_radiograph
+    from pneumonitor.stage2.gradcam import GradCAMProposer, GradCAMSettings
+    from pneumonitor.reading import read_radiograph
     from pneumonitor.networks import WeightsNotFound, load_network
 
     try:

@@ -5,7 +5,7 @@ mix (``mix``), and shared helpers: ``datalist`` (writing, summaries), ``splits``
 ``boxes`` (boxes from masks). Command line: ``pneumonitor datasets <name> ...``.
 """
 
-from pneumonitor.datasets.boxes import boxes_from_mask, boxes_to_mask
+from pneumonitor.datasets.bounding_boxes import boxes_from_mask, boxes_to_mask
 from pneumonitor.datasets.datalist import SPLITS, load_datalist, summarize, write_conversion
 from pneumonitor.datasets.splits import assign_splits, split_patients
 

@@ -14,7 +14,7 @@ and mask paths) and the annotation CSVs under ``annotations/``. Rules:
   per rater;
 * radiologist masks (GeneralBlockchain): pneumonia mask = ground-glass opacities ∪ consolidation (an image annotated
   with neither has an empty mask), written to ``OUT/masks/pneumonia/<stem>.png`` (0/255); boxes from it with
-  ``boxes_from_mask`` (closing radius ``closing_radius`` px, see ``pneumonitor.datasets.boxes``; regions smaller
+  ``boxes_from_mask`` (closing radius ``closing_radius`` px, see ``pneumonitor.datasets.bounding_boxes``; regions smaller
   than 0.01 % of the image are dropped); per-lung involvement
   ``involvement_right/left/total`` = ``pneumonitor.severity.pneumonia_ratio`` of the pneumonia mask in the radiologist
   right/left lung masks, and ``severity_right/left`` = ``lung_score`` of those (mask-derived, 0-4 each);
@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from pneumonitor.datasets.boxes import boxes_from_mask
+from pneumonitor.datasets.bounding_boxes import boxes_from_mask
 from pneumonitor.datasets.images import read_gray, write_png_atomic
 from pneumonitor.datasets.splits import DEFAULT_FRACTIONS, assign_splits
 

@@ -47,7 +47,7 @@ def predict_lung_masks(
 
     from pneumonitor.networks.checkpoint import load_network
     from pneumonitor.severity import split_lungs
-    from pneumonitor.transforms.io import LoadRadiograph
+    from pneumonitor.transforms.loading import LoadRadiograph
     from pneumonitor.transforms.presets import lsnet_preprocess
 
     out_dir = Path(out_dir).resolve()

@@ -7,7 +7,7 @@ DLNet (detection + localization) items, from
   ``finding`` keeps the diagnosis and ``relabelled`` says why); the 78 radiologist-annotated images bring pneumonia
   masks and boxes. These are the only adult negatives that share a source with the adult positives, which is why
   the bundle's training sampler weights each (source, label) group equally
-  (:func:`pneumonitor.training.group_balanced_weights`);
+  (:func:`pneumonitor.engines.group_balanced_weights`);
 * the pediatric set: normals (negatives) and bacterial/viral pneumonias (positives, no localization);
 * JSRT: negatives (nodules or normal, no pneumonia);
 * the NIH ChestX-ray8 subset: adult "No Finding" negatives and "Pneumonia" positives (a few with NIH pneumonia boxes);

@@ -1,7 +1,7 @@
 """Localization metrics (paper Sec. V-B, Fig. 8a): boxes from thresholded heatmaps and the RSNA challenge mAP.
 
 * Predicted boxes: the heatmap (values in [0, 1]) is thresholded (``heatmap >= t``), and each 8-connected region gives
-  its tight box (``pneumonitor.datasets.boxes.boxes_from_mask`` with no merging); a box's confidence is the maximum
+  its tight box (``pneumonitor.datasets.bounding_boxes.boxes_from_mask`` with no merging); a box's confidence is the maximum
   heatmap value inside its region. Boxes are ``[x0, y0, x1, y1]`` end-exclusive pixels.
 * Per image, at each IoU threshold t in 0.40, 0.45, ..., 0.75: predictions, by decreasing confidence, are matched to
   the unmatched ground-truth box of highest IoU when that IoU is greater than t (TP); unmatched predictions are FP,
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumonitor.datasets.boxes import boxes_from_mask
+from pneumonitor.datasets.bounding_boxes import boxes_from_mask
 
 RSNA_IOU_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.40, 0.751, 0.05), 2))
 HEATMAP_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.50, 0.901, 0.05), 2))

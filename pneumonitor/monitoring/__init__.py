@@ -1,4 +1,4 @@
-"""Patient monitoring (SYSTEM.md §5): disease profiles over time, change labels, trend agreement, plots and reports."""
+"""Patient monitoring (docs/monitoring.md): disease profiles over time, change labels, trend agreement, plots and reports."""
 
 from pneumonitor.monitoring.profiles import TIMELINE_COLUMNS, PatientProfile, build_profiles
 from pneumonitor.monitoring.studies import (

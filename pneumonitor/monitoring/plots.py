@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from pneumonitor.monitoring.profiles import PatientProfile  # noqa: E402
-from pneumonitor.monitoring.report import current_umask  # noqa: E402
+from pneumonitor.monitoring.pages import current_umask  # noqa: E402
 from pneumonitor.monitoring.studies import TIME_OFFSET  # noqa: E402
 
 RIGHT_COLOR = "tab:blue"

@@ -1,6 +1,6 @@
 """Per-patient disease profiles: studies grouped by patient, ordered in time, with the change between studies.
 
-A profile (SYSTEM.md §5, Amer et al. 2020 Fig. 11) is the Pneumonia Ratio (total, right, left) and the 0-8 score at
+A profile (docs/monitoring.md, Amer et al. 2020 Fig. 11) is the Pneumonia Ratio (total, right, left) and the 0-8 score at
 each time point of one patient. Ordering rules, so that the same input always gives the same profile:
 
 * studies are sorted by time; ties (same day offset or same date-time, e.g. a PA and an AP film of one day) are

@@ -1,6 +1,6 @@
 """Trend labels, trend agreement between two disease profiles, and the improved / stable / worse change rule.
 
-Trend agreement follows Amer et al. 2020, Sec. V-C-3 (SYSTEM.md §5): every time point after the first gets the label
+Trend agreement follows Amer et al. 2020, Sec. V-C-3 (docs/monitoring.md): every time point after the first gets the label
 ``1`` if ``value / previous > 1`` and ``0`` otherwise; the agreement of two profiles of the same patient is the fraction
 of time points (after the first) whose labels are equal. The paper reports 0.87 between CXR and CT.
 
@@ -50,7 +50,7 @@ def trend_labels(values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def trend_agreement(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Accuracy of agreement between the trend labels of two profiles of the same patient (SYSTEM.md §5).
+    """Accuracy of agreement between the trend labels of two profiles of the same patient (docs/monitoring.md).
 
     Args:
         a: first profile (e.g. predicted score_total), shape [T], non-negative, in time order.

@@ -71,7 +71,7 @@ def _torch_save_atomic(payload: Any, path: Path) -> Path:
     return path
 
 
-#: scalar settings a checkpoint file may carry besides its weights (see ``pneumonitor.pipeline.AnalysisSettings``)
+#: scalar settings a checkpoint file may carry besides its weights (see ``pneumonitor.inference.analyzer.AnalysisSettings``)
 OPERATING_POINT_KEYS = ("classification_threshold", "heatmap_threshold")
 
 

@@ -4,7 +4,7 @@ A small classifier (the ``bundles/qc`` MONAI bundle, trained by ``scripts/train_
 96 x 96 px and answers one of :data:`QC_CLASSES`. Everything that is not ``frontal`` is a *finding* with a short
 name (:data:`QC_FINDINGS`: "lateral view", "inverted", "rotated 90°", "not a chest radiograph") that callers put in
 the skip reason (``--qc on``) or in a ``qc`` column (``--qc warn``). The same :class:`QCGate` serves
-``pneumonitor analyze``, the Deploy app and the MONAI Label app (through :class:`pneumonitor.pipeline.Analyzer`).
+``pneumonitor analyze``, the Deploy app and the MONAI Label app (through :class:`pneumonitor.inference.analyzer.Analyzer`).
 
 The gate refuses an image only when the network's probability of ``frontal`` is below the bundle's
 ``frontal_threshold`` (chosen on the validation split so that few frontal radiographs are refused); the finding is
@@ -219,7 +219,7 @@ def write_qc_csv(paths: list[str | Path], gate: QCGate, out_dir: str | Path) -> 
     reason the file could not be read)."""
     import csv
 
-    from pneumonitor.io import UnsupportedInput, read_radiograph
+    from pneumonitor.reading import UnsupportedInput, read_radiograph
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

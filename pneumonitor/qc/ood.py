@@ -58,7 +58,7 @@ def noise_and_sharpness(pixels: np.ndarray, size: int = 256) -> tuple[float, flo
 
 
 def ood_flags(radiograph: Any, severity: Any = None) -> list[str]:
-    """The flags of one analysed image (a :class:`pneumonitor.io.Radiograph` and its ``SeverityResult``)."""
+    """The flags of one analysed image (a :class:`pneumonitor.reading.Radiograph` and its ``SeverityResult``)."""
     from pneumonitor.datasets.rsna import parse_dicom_age
 
     flags = []

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pneumonitor.io import UnsupportedInput, read_radiograph
+from pneumonitor.reading import UnsupportedInput, read_radiograph
 from pneumonitor.qc import QC_CLASSES, QC_IMAGE_SIZE, make_kind
 
 logger = logging.getLogger("train_qc")

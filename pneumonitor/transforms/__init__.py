@@ -11,7 +11,7 @@ from pneumonitor.transforms.intensity import (
     ImageNetNormalize,
     ImageNetNormalized,
 )
-from pneumonitor.transforms.io import LoadMask, LoadMaskd, LoadRadiograph, LoadRadiographd
+from pneumonitor.transforms.loading import LoadMask, LoadMaskd, LoadRadiograph, LoadRadiographd
 from pneumonitor.transforms.augment import RandBlobImplantd, RandLungOpacityd, dlnet_augmentd, lsnet_augmentd
 from pneumonitor.transforms.targets import (
     LocalizationTarget,

@@ -1,7 +1,7 @@
 """Intensity transforms of the paper's preprocessing (Sec. III-A, IV-A).
 
 All array transforms take channel-first images ``(C, H, W)`` (numpy or torch, MetaTensor kept) with float values;
-radiographs enter in ``[0, 1]`` (see :mod:`pneumonitor.io`).
+radiographs enter in ``[0, 1]`` (see :mod:`pneumonitor.reading`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
-from pneumonitor.transforms.io import LoadMask
+from pneumonitor.transforms.loading import LoadMask
 
 __all__ = ["LocalizationTarget", "LocalizationTargetd", "area_fraction", "boxes_to_image", "boxes_to_map",
            "soften_target"]

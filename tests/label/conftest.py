@@ -47,7 +47,7 @@ TEST_IMAGE_SIZE = [64, 64]
 
 
 def _require_bundle_configs(name: str, files: tuple[str, ...]) -> Path:
-    from pneumonitor.pipeline import default_bundle_dir
+    from pneumonitor.inference.analyzer import default_bundle_dir
 
     source = default_bundle_dir(name) / "configs"
     missing = [f for f in files if not (source / f).is_file()]

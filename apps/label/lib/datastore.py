@@ -183,7 +183,7 @@ class ValidatedLabelsMixin:
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """``PUT /datastore/image``: a readable radiograph under a new, plain id; refusals remove the upload."""
-        from pneumonitor.io import UnsupportedInput, read_radiograph
+        from pneumonitor.reading import UnsupportedInput, read_radiograph
 
         try:
             checked_name("image id", image_id)

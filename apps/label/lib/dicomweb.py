@@ -6,7 +6,7 @@ MONAI Label's own DICOMweb datastore is built for CT volumes: it lists ``Modalit
 This one:
 
 - lists the series of every modality in ``modalities`` (default ``DX`` and ``CR``), one QIDO query each;
-- keeps each downloaded series as its DICOM file (read with :func:`pneumonitor.io.read_radiograph`);
+- keeps each downloaded series as its DICOM file (read with :func:`pneumonitor.reading.read_radiograph`);
 - validates a saved label (:mod:`lib.datastore`), keeps it locally as PNG and, for the ``final`` tag, stores a
   DICOM SEG made with highdicom (segments: right lung, left lung, pneumonia) in the DICOMweb server (STOW-RS), so
   that the PACS and OHIF see the annotation; a label saved elsewhere is read back from its SEG for training.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -95,7 +96,7 @@ def label_to_seg(label: np.ndarray, source: Dataset) -> Dataset:
     for keyword in TYPE2_SOURCE_ATTRIBUTES:
         if keyword not in source:
             setattr(source, keyword, "")
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=[source],
         pixel_array=label[None].astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -110,6 +111,14 @@ def label_to_seg(label: np.ndarray, source: Dataset) -> Dataset:
         device_serial_number="0",
         series_description="pneumonitor annotation",
     )
+    # General Image's PatientOrientation is required (type 2C) when the image has no plane orientation, as a SEG of
+    # a projection radiograph has none; highdicom does not copy it (dciodvfy: "Missing attribute Type 2C")
+    if "PlaneOrientationSequence" not in seg.SharedFunctionalGroupsSequence[0]:
+        seg.PatientOrientation = source.get("PatientOrientation", "")
+    # an Age String that breaks its VR (NIH ChestX-ray14 writes "81", not "081Y") is left out rather than copied
+    if "PatientAge" in seg and not re.fullmatch(r"\d{3}[DWMY]", str(seg.PatientAge)):
+        del seg.PatientAge
+    return seg
 
 
 def seg_to_label(seg_file: str | os.PathLike, source_sop_instance_uid: str) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Serve the images that still only have boxes: they have ``boxes`` in their datastore info and no saved label.
 
-Boxes are ``[[x0, y0, x1, y1], ...]`` in pixels of the stored image, end-exclusive (:mod:`pneumonitor.datasets.boxes`);
+Boxes are ``[[x0, y0, x1, y1], ...]`` in pixels of the stored image, end-exclusive (:mod:`pneumonitor.datasets.bounding_boxes`);
 ``pneumonia`` inference turns them into a Grad-CAM proposal for the annotator to correct.
 """
 

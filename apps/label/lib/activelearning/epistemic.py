@@ -24,7 +24,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from torch import nn
 
 from lib.infers.radiograph import NetworkCache, resolve_radiograph_path
-from pneumonitor.io import UnsupportedInput, read_radiograph
+from pneumonitor.reading import UnsupportedInput, read_radiograph
 from pneumonitor.transforms.presets import dlnet_preprocess
 
 logger = logging.getLogger(__name__)

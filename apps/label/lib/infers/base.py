@@ -81,7 +81,7 @@ class RadiographInferTask(BundleInferTask):
         return []
 
     def run_pre_transforms(self, data: dict[str, Any], transforms):
-        from pneumonitor.io import UnsupportedInput
+        from pneumonitor.reading import UnsupportedInput
 
         try:
             data = super().run_pre_transforms(data, transforms)

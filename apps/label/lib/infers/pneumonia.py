@@ -4,7 +4,7 @@ Labels: 1 right lung, 2 left lung, 3 pneumonia (drawn over the lungs), so an ann
 correct. The metadata carries DLNet's probability and the severity (ratios in percent, scores 0-4 per lung).
 
 An image that only has boxes (``boxes`` in its datastore info, ``[[x0, y0, x1, y1], ...]`` pixels, end-exclusive)
-gets the stage-2 Grad-CAM proposal inside those boxes (:class:`pneumonitor.gradcam.GradCAMProposer`) as its
+gets the stage-2 Grad-CAM proposal inside those boxes (:class:`pneumonitor.stage2.gradcam.GradCAMProposer`) as its
 pneumonia region instead of the thresholded heatmap, unless the request says ``use_boxes: false``.
 """
 
@@ -18,11 +18,11 @@ import numpy as np
 from lib.infers.base import RadiographInferTask
 from lib.infers.radiograph import NetworkCache
 from lib.labels import LABELS, compose_label
-from pneumonitor.pipeline import AnalysisSettings, Analyzer
+from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
 
 
 class PneumoniaInfer(RadiographInferTask):
-    """DLNet (bundle ``dlnet``) + LSNet (bundle ``lsnet``) through :class:`pneumonitor.pipeline.Analyzer`.
+    """DLNet (bundle ``dlnet``) + LSNet (bundle ``lsnet``) through :class:`pneumonitor.inference.analyzer.Analyzer`.
 
     Args:
         path: the DLNet bundle folder.
@@ -80,7 +80,7 @@ class PneumoniaInfer(RadiographInferTask):
         pneumonia = severity.pneumonia_mask
         boxes = data.get("boxes") or []
         if boxes and _truthy(data.get("use_boxes", True)):
-            from pneumonitor.gradcam import GradCAMProposer
+            from pneumonitor.stage2.gradcam import GradCAMProposer
 
             proposer = GradCAMProposer(dlnet.network, dlnet.image_size, device=device)
             proposal = proposer(radiograph.pixels, [list(map(float, b)) for b in boxes])

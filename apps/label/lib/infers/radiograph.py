@@ -2,7 +2,7 @@
 
 MONAI Label hands an infer task a path: a PNG/JPEG/DICOM file of the local datastore, or, for the DICOMweb
 datastore, the folder that holds the downloaded single-instance DX/CR series. Both are read with
-:func:`pneumonitor.io.read_radiograph` (VOI LUT, MONOCHROME1 inversion), never with a generic image reader.
+:func:`pneumonitor.reading.read_radiograph` (VOI LUT, MONOCHROME1 inversion), never with a generic image reader.
 
 Label files written here (``result_extension`` of the request, ``.png`` by default):
 
@@ -25,7 +25,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from pneumonitor.io import Radiograph, UnsupportedInput, read_radiograph, to_stored_grid
+from pneumonitor.reading import Radiograph, UnsupportedInput, read_radiograph, to_stored_grid
 from pneumonitor.networks import load_network
 from pneumonitor.networks.checkpoint import LoadedNetwork
 
@@ -107,7 +107,7 @@ def write_label(label: np.ndarray, radiograph: Radiograph, extension: str = ".pn
         raise ValueError(f"result_extension must be one of {LABEL_EXTENSIONS}, got {extension!r}")
     handle, path = tempfile.mkstemp(suffix=extension, prefix="pneumonitor-label-")
     os.close(handle)
-    # on the stored pixels, where viewers draw it: pneumonitor.io flips images whose PatientOrientation says so
+    # on the stored pixels, where viewers draw it: pneumonitor.reading flips images whose PatientOrientation says so
     label = np.ascontiguousarray(to_stored_grid(label, radiograph.meta), dtype=np.uint8)
     if extension == ".png":
         Image.fromarray(label).save(path, format="PNG")

@@ -37,7 +37,7 @@ from monailabel.tasks.train.bundle import BundleTrainTask
 
 from lib.infers.radiograph import resolve_radiograph_path
 from lib.labels import lung_mask, pneumonia_mask
-from pneumonitor.io import read_radiograph
+from pneumonitor.reading import read_radiograph
 from pneumonitor.networks import load_network
 from pneumonitor.networks.checkpoint import LoadedNetwork
 from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD

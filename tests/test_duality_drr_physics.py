@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pneumonitor.drr.geometry import ConeBeamGeometry
-from pneumonitor.drr.materials import (
+from pneumonitor.duality.drr.geometry import ConeBeamGeometry
+from pneumonitor.duality.drr.materials import (
     COMPOSITIONS,
     WATER,
     hu_to_density,
@@ -13,10 +13,10 @@ from pneumonitor.drr.materials import (
     material_attenuation_table,
     material_channels,
 )
-from pneumonitor.drr.postprocess import to_radiograph
-from pneumonitor.drr.projector import project
-from pneumonitor.drr.render import transmission_from_line_integrals
-from pneumonitor.drr.spectrum import monoenergetic, tube_spectrum
+from pneumonitor.duality.drr.postprocess import to_radiograph
+from pneumonitor.duality.drr.projector import project
+from pneumonitor.duality.drr.render import transmission_from_line_integrals
+from pneumonitor.duality.drr.spectrum import monoenergetic, tube_spectrum
 
 #: NIST XCOM / Hubbell-Seltzer mass attenuation coefficients of liquid water (cm^2/g, total with coherent).
 NIST_WATER = {30.0: 0.3756, 60.0: 0.2059, 100.0: 0.1707}

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from pneumonitor import ct as C
+from pneumonitor.duality import ct as C
 from pneumonitor.cli import main
-from pneumonitor.drr.study import TABLE_COLUMNS, regression, summarize
+from pneumonitor.duality.study import TABLE_COLUMNS, regression, summarize
 from pneumonitor.networks import DLNet, LSNet, save_checkpoint
 
 
@@ -156,7 +156,7 @@ def test_regression_and_trend_summary_on_known_rows():
 
 
 def test_transfer_diagnostics_rank_probability_against_the_ct_ratio():
-    from pneumonitor.drr.study import transfer_diagnostics
+    from pneumonitor.duality.study import transfer_diagnostics
 
     rows = [{"ct_ratio": c, "pneumonia_probability": p, "positive": int(p >= 0.5), "lung_dice_vs_footprint": d}
             for c, p, d in ((5, 0.01, 0.5), (10, 0.02, 0.6), (20, 0.04, 0.7), (30, 0.6, float("nan")))]

@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pneumonitor import ct as C
+from pneumonitor.duality import ct as C
 
 
 @pytest.fixture(scope="module")

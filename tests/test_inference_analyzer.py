@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pneumonitor.networks import DLNet, LSNet, load_network, save_checkpoint
-from pneumonitor.pipeline import Analyzer, _prefetch, result_row
+from pneumonitor.inference.analyzer import Analyzer, _prefetch, result_row
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_prefetch_keeps_order_and_bounds_lookahead():
 
 
 def test_thresholds_default_to_the_weights_operating_point(tmp_path):
-    from pneumonitor.pipeline import AnalysisSettings
+    from pneumonitor.inference.analyzer import AnalysisSettings
     from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD
 
     dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16))

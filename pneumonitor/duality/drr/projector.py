@@ -1,6 +1,6 @@
 """Cone-beam forward projector (line integrals), one torch implementation for CPU and CUDA.
 
-Method: Joseph's method for the PA/AP geometry of :mod:`pneumonitor.drr.geometry`. All rays travel mainly along
+Method: Joseph's method for the PA/AP geometry of :mod:`pneumonitor.duality.drr.geometry`. All rays travel mainly along
 the y axis of the volume, so each ray crosses every coronal slice (``y = const``) once. At slice ``j`` the ray of
 detector pixel (r, c) hits the point ``x = x_s + t_j (x_c - x_s)``, ``z = z_s + t_j (z_r - z_s)`` with
 ``t_j = (y_j - y_s) / (y_det - y_s)``: x depends only on the column and z only on the row, so the bilinear
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from pneumonitor.drr.geometry import ConeBeamGeometry
+from pneumonitor.duality.drr.geometry import ConeBeamGeometry
 
 
 def _detector_window(geometry: ConeBeamGeometry, shape_zyx: Sequence[int], spacing, origin) -> tuple[int, int, int, int]:
@@ -57,7 +57,7 @@ def project(
 
     Args:
         channels: float32 ``[C, Z, Y, X]`` on any device (values per mm of path, e.g. density in g/cm^3 or 0/1 masks),
-            LPS-oriented as :class:`pneumonitor.ct.CTVolume`.
+            LPS-oriented as :class:`pneumonitor.duality.ct.CTVolume`.
         spacing: ``(sz, sy, sx)`` voxel size in mm. origin: LPS ``(x, y, z)`` mm of voxel ``[0, 0, 0]``.
         geometry: cone-beam geometry with its isocentre set.
         progress: show a tqdm bar over slices.

@@ -1,4 +1,4 @@
-"""Loading transforms: radiographs through :mod:`pneumonitor.io` and mask images, both as ``(1, H, W)``.
+"""Loading transforms: radiographs through :mod:`pneumonitor.reading` and mask images, both as ``(1, H, W)``.
 
 Images and masks are both returned row-major ``(rows, columns)`` so that they stay aligned; MONAI's PIL reader would
 transpose bitmaps, which is why masks are not read with ``LoadImage`` here.
@@ -15,7 +15,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from pneumonitor.io import read_radiograph
+from pneumonitor.reading import read_radiograph
 
 __all__ = ["LoadRadiograph", "LoadRadiographd", "LoadMask", "LoadMaskd"]
 
@@ -23,9 +23,9 @@ __all__ = ["LoadRadiograph", "LoadRadiographd", "LoadMask", "LoadMaskd"]
 class LoadRadiograph(Transform):
     """Path -> ``MetaTensor`` ``(1, H, W)`` float32 in [0, 1], MONOCHROME2.
 
-    The meta dict holds the radiograph's identity attributes (``pneumonitor.io.IDENTITY_ATTRIBUTES``),
+    The meta dict holds the radiograph's identity attributes (``pneumonitor.reading.IDENTITY_ATTRIBUTES``),
     ``filename_or_obj``, ``spatial_shape`` and ``pixel_spacing`` (mm or None).
-    Raises ``pneumonitor.io.UnsupportedInput`` for unusable inputs.
+    Raises ``pneumonitor.reading.UnsupportedInput`` for unusable inputs.
     """
 
     def __call__(self, path: str | Path) -> MetaTensor:

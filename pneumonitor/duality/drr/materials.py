@@ -1,7 +1,7 @@
 """Materials of the DRR model: HU -> mass density, material decomposition, and mass attenuation coefficients.
 
 * Decomposition (DeepDRR's thresholding): air <= -800 HU < soft tissue <= 350 HU < bone (thresholds configurable,
-  shared with :func:`pneumonitor.ct.decompose_materials`).
+  shared with :func:`pneumonitor.duality.ct.decompose_materials`).
 * Density (DeepDRR's piecewise-linear fit, g/cm^3): ``rho = max(0, min(1.030 + 0.001029 * HU, 1.030 + 0.0005886 * HU))``
   i.e. slope 0.001029 below 0 HU and 0.0005886 above (bone is less dense per HU than soft tissue).
 * Mass attenuation coefficients ``mu/rho`` (cm^2/g, total with coherent scattering) per energy from the NIST / Elam
@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from pneumonitor.ct import AIR_MAX_HU, BONE_MIN_HU
+from pneumonitor.duality.ct import AIR_MAX_HU, BONE_MIN_HU
 
 #: Mass fractions (ICRU Report 44, as tabulated by NIST "X-Ray Mass Attenuation Coefficients", Table 2),
 #: in the order of the projector's material channels.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pneumonitor.gradcam import (
+from pneumonitor.stage2.gradcam import (
     GradCAMProposer,
     GradCAMSettings,
     LocalizationScore,

@@ -17,8 +17,8 @@ A trained DLNet (stage 1) turns a coarse box label into a finer pneumonia mask:
 Every constant is a field of :class:`GradCAMSettings`. Lengths (the two blur sigmas) are fractions of the
 radiograph's shorter side, so that a proposal looks the same at any stored resolution (0.01 = 4.5 px at 448 px).
 
-Shapes: radiographs ``(H, W)`` float in [0, 1] (MONOCHROME2, as :func:`pneumonitor.io.read_radiograph` gives them);
-boxes ``[[x0, y0, x1, y1], ...]`` in pixels of that radiograph, end-exclusive (:mod:`pneumonitor.datasets.boxes`).
+Shapes: radiographs ``(H, W)`` float in [0, 1] (MONOCHROME2, as :func:`pneumonitor.reading.read_radiograph` gives them);
+boxes ``[[x0, y0, x1, y1], ...]`` in pixels of that radiograph, end-exclusive (:mod:`pneumonitor.datasets.bounding_boxes`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from monai.visualize import GradCAM
 from scipy import ndimage
 from torch import nn
 
-from pneumonitor.datasets.boxes import boxes_to_mask
+from pneumonitor.datasets.bounding_boxes import boxes_to_mask
 from pneumonitor.transforms.targets import boxes_to_map
 
 __all__ = [

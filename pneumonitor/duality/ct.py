@@ -1,4 +1,4 @@
-"""Chest CT on the CT side of the CT-X-ray duality (SYSTEM.md section 6, paper Sec. IV-C).
+"""Chest CT on the CT side of the CT-X-ray duality (docs/ct-drr.md, paper Sec. IV-C).
 
 Everything here works on one internal orientation, :class:`CTVolume`:
 

@@ -7,7 +7,7 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from pneumonitor.io import UnsupportedInput, find_inputs, read_radiograph, to_stored_grid
+from pneumonitor.reading import UnsupportedInput, find_inputs, read_radiograph, to_stored_grid
 
 ORIGINAL = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 FRONTAL_CHESTS = [ORIGINAL, "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm",

@@ -22,12 +22,12 @@ import logging
 import numpy as np
 import torch
 
-from pneumonitor.ct import AIR_MAX_HU, BONE_MIN_HU, CTVolume, apply_body_mask, body_mask
-from pneumonitor.drr.geometry import ConeBeamGeometry
-from pneumonitor.drr.materials import MATERIALS, material_attenuation_table, material_channels
-from pneumonitor.drr.postprocess import BRIGHT_MEAN, GAMMA, to_radiograph
-from pneumonitor.drr.projector import project
-from pneumonitor.drr.spectrum import Spectrum, tube_spectrum
+from pneumonitor.duality.ct import AIR_MAX_HU, BONE_MIN_HU, CTVolume, apply_body_mask, body_mask
+from pneumonitor.duality.drr.geometry import ConeBeamGeometry
+from pneumonitor.duality.drr.materials import MATERIALS, material_attenuation_table, material_channels
+from pneumonitor.duality.drr.postprocess import BRIGHT_MEAN, GAMMA, to_radiograph
+from pneumonitor.duality.drr.projector import project
+from pneumonitor.duality.drr.spectrum import Spectrum, tube_spectrum
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class DRRPhysics:
     body_segmentation: bool = True
     bright_mean: float = BRIGHT_MEAN
     gamma: float = GAMMA
-    postprocess: str = "paper"  # or "log" (see pneumonitor.drr.postprocess.to_radiograph)
+    postprocess: str = "paper"  # or "log" (see pneumonitor.duality.drr.postprocess.to_radiograph)
     seed: int = 0
 
     def spectrum(self) -> Spectrum:
@@ -145,12 +145,12 @@ def render_drr(
     """Render a DRR of ``ct``.
 
     Args:
-        ct: CT in HU (LPS, :class:`pneumonitor.ct.CTVolume`).
+        ct: CT in HU (LPS, :class:`pneumonitor.duality.ct.CTVolume`).
         geometry: cone-beam geometry; its isocentre defaults to the centre of the body's bounding box.
         physics: tube, noise, material and post-processing settings.
         labels: optional name -> bool ``[Z, Y, X]`` masks on the CT grid to project as ground-truth footprints.
         device: torch device ("cpu", "cuda", ...); the same code runs on both.
-        body: precomputed :func:`pneumonitor.ct.body_mask` of ``ct`` (saves its time when rendering several views).
+        body: precomputed :func:`pneumonitor.duality.ct.body_mask` of ``ct`` (saves its time when rendering several views).
     """
     geometry = geometry or ConeBeamGeometry()
     physics = physics or DRRPhysics()

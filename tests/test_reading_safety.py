@@ -7,9 +7,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from pneumonitor.io import UnsupportedInput, read_radiograph
+from pneumonitor.reading import UnsupportedInput, read_radiograph
 
-from test_io import make_dicom
+from test_reading import make_dicom
 
 
 def chest_like(shape=(128, 128)) -> np.ndarray:
@@ -124,8 +124,8 @@ def test_overlay_is_drawn_at_bounded_resolution(tmp_path):
     """Regression (issue 16, item 4): the overlay was drawn at the radiograph's size (most of 5.1 GB at 100 MP)."""
     from PIL import Image
 
-    from pneumonitor.io import Radiograph
-    from pneumonitor.pipeline import OVERLAY_MAX_SIDE, ImageAnalysis, write_image_outputs
+    from pneumonitor.reading import Radiograph
+    from pneumonitor.inference.analyzer import OVERLAY_MAX_SIDE, ImageAnalysis, write_image_outputs
     from pneumonitor.severity import assess_severity
 
     shape = (3000, 4096)

@@ -1,6 +1,6 @@
 """The analysis pipeline behind ``pneumonitor analyze``, the Deploy app and the MONAI Label app.
 
-radiograph (``pneumonitor.io``) -> DLNet (probability, heatmap) and LSNet (lung mask) at their input sizes ->
+radiograph (``pneumonitor.reading``) -> DLNet (probability, heatmap) and LSNet (lung mask) at their input sizes ->
 both resized back to the radiograph's size (bilinear, then thresholded) -> ``pneumonitor.severity``.
 
 Lung-mask post-processing: lung probability >= ``lung_threshold`` (0.5), holes filled, then split into the
@@ -40,7 +40,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from pneumonitor import __version__
-from pneumonitor.io import Radiograph, UnsupportedInput, read_radiograph
+from pneumonitor.reading import Radiograph, UnsupportedInput, read_radiograph
 from pneumonitor.networks.checkpoint import LoadedNetwork, WeightsNotFound, load_network
 from pneumonitor.networks.dlnet import maps_to_heatmap
 from pneumonitor.qc import QC_MODES, QCGate, QCResult, QCWeightsNotFound
@@ -109,7 +109,7 @@ IDENTITY_COLUMNS = (
 def default_bundle_dir(name: str) -> Path:
     """Where the shipped bundle ``name`` (``dlnet``/``lsnet``) lives: ``$PNEUMONITOR_BUNDLES/name`` or the repo's."""
     root = os.environ.get("PNEUMONITOR_BUNDLES")
-    base = Path(root) if root else Path(__file__).resolve().parents[1] / "bundles"
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / "bundles"
     return base / name
 
 
@@ -644,7 +644,7 @@ def write_image_outputs(result: ImageAnalysis, out_dir: Path) -> dict[str, str]:
 
     Returns the four paths relative to ``out_dir`` keyed ``lung_mask, pneumonia_mask, overlay, heatmap``.
     """
-    from pneumonitor.visualize import render_overlay
+    from pneumonitor.inference.overlays import render_overlay
 
     assert result.severity is not None and result.radiograph is not None and result.heatmap is not None
     sev = result.severity

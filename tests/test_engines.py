@@ -11,7 +11,7 @@ import torch
 from monai.data import MetaTensor
 
 from pneumonitor.networks import DLNetLoss
-from pneumonitor.training import (
+from pneumonitor.engines import (
     DLNetEngineLoss,
     DLNetOutputd,
     DLNetPrepareBatch,
@@ -164,7 +164,7 @@ def test_save_png_resizes_to_the_stored_image(tmp_path) -> None:
 
 
 def test_group_balanced_weights_draw_each_group_equally() -> None:
-    from pneumonitor.training import group_balanced_weights
+    from pneumonitor.engines import group_balanced_weights
 
     items = [{"source": "a", "label": 1}] * 90 + [{"source": "a", "label": 0}] * 10 + [{"source": "b", "label": 0}] * 50
     weights = group_balanced_weights(items)
@@ -181,7 +181,7 @@ def test_group_balanced_weights_draw_each_group_equally() -> None:
 
 
 def test_nested_weights_balance_sources_then_labels_then_localization() -> None:
-    from pneumonitor.training import group_balanced_weights
+    from pneumonitor.engines import group_balanced_weights
 
     items = ([{"source": "covid", "label": 1, "loc": 1}] * 10 + [{"source": "covid", "label": 1, "loc": 0}] * 80
              + [{"source": "covid", "label": 0, "loc": 1}] * 5 + [{"source": "jsrt", "label": 0, "loc": 1}] * 40)

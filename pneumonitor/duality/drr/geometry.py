@@ -1,7 +1,7 @@
 """Cone-beam geometry of a chest radiograph: point source, flat detector, PA or AP view.
 
 Coordinates are the CT's LPS frame in mm (x -> patient left, y -> posterior, z -> superior; see
-:mod:`pneumonitor.ct`). The central ray passes through the isocentre along y:
+:mod:`pneumonitor.duality.ct`). The central ray passes through the isocentre along y:
 
 * **PA** (posterior-anterior, the standard erect chest film): source behind the patient at ``y_iso + SID``,
   detector in front of the chest at ``y_iso + SID - SDD``;

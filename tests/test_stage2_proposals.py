@@ -15,7 +15,7 @@ from PIL import Image
 
 from pneumonitor.cli import main
 from pneumonitor.networks import DLNet, save_checkpoint
-from pneumonitor.proposals import SelectionSettings, boxes_only_datalist, select_for_replacement
+from pneumonitor.stage2.proposals import SelectionSettings, boxes_only_datalist, select_for_replacement
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "dlnet" / "configs"
@@ -226,12 +226,10 @@ def test_stage2_config_can_start_from_the_stage1_weights(stage2: dict[str, Path]
 
 # ------------------------------------------------------------------------------------------------ measurement
 def test_measurement_script_writes_the_table(tmp_path: Path, stage2: dict[str, Path]) -> None:
-    """``scripts/stage2_measure.py`` end to end with tiny checkpoints (real numbers need trained weights)."""
-    import importlib.util
+    """The stage-2 measurement (``scripts/stage2_measure.py`` calls it) end to end with tiny checkpoints (real numbers
+    need trained weights)."""
+    from pneumonitor.stage2 import measure as module
 
-    spec = importlib.util.spec_from_file_location("stage2_measure", REPO / "scripts" / "stage2_measure.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     torch.manual_seed(1)
     dlnet2 = save_checkpoint(DLNet(**NET), tmp_path / "dlnet2.pt", image_size=[SIZE, SIZE])
     out = tmp_path / "measure"

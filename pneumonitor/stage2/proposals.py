@@ -5,7 +5,7 @@ Given a stage-1 DLNet and a datalist whose positives carry boxes, for each proce
 1. every positive with boxes is scored by DLNet (pneumonia probability);
 2. of those with ``probability > score_threshold`` (paper: 0.8), ``fraction`` (paper: half) are drawn at random
    (``numpy.random.default_rng(seed)``; the count is ``floor(fraction * eligible + 0.5)``, datalist order);
-3. each drawn image gets its Grad-CAM proposal (:mod:`pneumonitor.gradcam`); a non-empty proposal is written as an
+3. each drawn image gets its Grad-CAM proposal (:mod:`pneumonitor.stage2.gradcam`); a non-empty proposal is written as an
    8-bit PNG (``round(255 * soft)``, the edge-blurred mask, zero outside the boxes; thresholding it at 127 gives the
    binary region) and the item's ``mask`` points to it; an empty proposal leaves the item on its boxes;
 4. every other item is unchanged: the other positives keep their boxes, negatives stay negatives.
@@ -224,7 +224,7 @@ def build_stage2_datalist(
     Args:
         datalist: the input datalist (``{"training": [...], ...}``).
         score_fn: image path -> DLNet probability (``GradCAMProposer.probability`` of the read radiograph).
-        propose_fn: (image path, boxes) -> :class:`pneumonitor.gradcam.Proposal`.
+        propose_fn: (image path, boxes) -> :class:`pneumonitor.stage2.gradcam.Proposal`.
         out_dir: output folder; the masks go to ``out_dir/masks`` (written to a temporary folder first, moved in
             place at the end, so a failed run leaves no partial mask folder).
         settings: :class:`SelectionSettings`.
@@ -233,7 +233,7 @@ def build_stage2_datalist(
     Returns:
         ``(new_datalist, outcomes)``: the datalist to write and one :class:`ItemOutcome` per item.
         Exceptions from ``score_fn``/``propose_fn`` (``OSError``, ``ValueError`` and
-        :class:`pneumonitor.io.UnsupportedInput`) mark the item ``unreadable``; it keeps its labels.
+        :class:`pneumonitor.reading.UnsupportedInput`) mark the item ``unreadable``; it keeps its labels.
     """
     from tqdm import tqdm
 
@@ -325,7 +325,7 @@ def build_stage2_datalist(
 
 
 def _is_input_error(error: BaseException) -> bool:
-    from pneumonitor.io import UnsupportedInput
+    from pneumonitor.reading import UnsupportedInput
 
     return isinstance(error, (OSError, ValueError, UnsupportedInput))
 
@@ -368,7 +368,7 @@ def write_preview(
     from matplotlib.patches import Rectangle
 
     from pneumonitor.datasets.images import read_gray
-    from pneumonitor.io import read_radiograph
+    from pneumonitor.reading import read_radiograph
 
     settings = settings or SelectionSettings()
     rows = [row for row in outcomes if row.outcome == "replaced"][:count]

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pneumonitor import ct as C
-from pneumonitor.drr.geometry import ConeBeamGeometry
-from pneumonitor.drr.materials import hu_to_density
-from pneumonitor.drr.projector import project
+from pneumonitor.duality import ct as C
+from pneumonitor.duality.drr.geometry import ConeBeamGeometry
+from pneumonitor.duality.drr.materials import hu_to_density
+from pneumonitor.duality.drr.projector import project
 
 SPACING = (2.0, 1.5, 1.0)  # (sz, sy, sx) mm, deliberately anisotropic
 N = 64

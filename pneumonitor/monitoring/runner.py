@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from pneumonitor.monitoring.plots import plot_overlay_strip, plot_profile
 from pneumonitor.monitoring.profiles import TIMELINE_COLUMNS, PatientProfile, build_profiles
-from pneumonitor.monitoring.report import PatientPage, current_umask, write_index, write_patient_report
+from pneumonitor.monitoring.pages import PatientPage, current_umask, write_index, write_patient_report
 from pneumonitor.monitoring.studies import (
     MetadataColumns,
     MonitoringInputError,

@@ -1,13 +1,13 @@
-"""The CT-X-ray duality validation study (SYSTEM.md section 6, paper Sec. IV-C, V-D, Fig. 12/13).
+"""The CT-X-ray duality validation study (docs/ct-drr.md, paper Sec. IV-C, V-D, Fig. 12/13).
 
 No serial COVID-19 CT with infection masks is available, so the study builds **virtual patients** from one real
-chest CT: each patient is a random lesion field (:func:`pneumonitor.ct.make_lesion_field`) thresholded at a
+chest CT: each patient is a random lesion field (:func:`pneumonitor.duality.ct.make_lesion_field`) thresholded at a
 per-time-point involvement (growing, shrinking, peaking...), implanted into the CT inside its lobes. For each patient
 and time point:
 
-1. the CT pneumonia ratio is measured on the volume (:func:`pneumonitor.ct.segment_infection`, lungs from the label
+1. the CT pneumonia ratio is measured on the volume (:func:`pneumonitor.duality.ct.segment_infection`, lungs from the label
    map) next to the exact implanted ratio;
-2. PA (and AP) DRRs are rendered (:func:`pneumonitor.drr.render.render_drr`) with the 3-D lungs and lesions projected
+2. PA (and AP) DRRs are rendered (:func:`pneumonitor.duality.drr.render.render_drr`) with the 3-D lungs and lesions projected
    as ground-truth footprints (``footprint_ratio`` = lesion footprint within the lung footprint, % of its area: what
    a perfect 2-D method would measure);
 3. the unchanged CXR pipeline (``pneumonitor analyze``) runs on the DRR PNGs;
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumonitor.ct import CTVolume, LungMasks, body_mask, implant_lesions, make_lesion_field, mask_ratio, segment_infection
-from pneumonitor.drr.geometry import ConeBeamGeometry
-from pneumonitor.drr.postprocess import lung_footprint_png, save_png
-from pneumonitor.drr.render import DRRPhysics, render_drr
+from pneumonitor.duality.ct import CTVolume, LungMasks, body_mask, implant_lesions, make_lesion_field, mask_ratio, segment_infection
+from pneumonitor.duality.drr.geometry import ConeBeamGeometry
+from pneumonitor.duality.drr.postprocess import lung_footprint_png, save_png
+from pneumonitor.duality.drr.render import DRRPhysics, render_drr
 
 logger = logging.getLogger(__name__)
 
