@@ -133,3 +133,20 @@ def test_every_config_target_resolves(bundle: Path) -> None:
                 module, _, name = target.rpartition(".")
                 imported = __import__(module, fromlist=[name])
                 assert hasattr(imported, name), (path.name, target)
+
+
+@pytest.mark.parametrize("bundle", [*BUNDLES, REPO / "bundles" / "qc"], ids=lambda p: p.name)
+def test_bundle_is_relocatable_and_reports_its_card_metrics(bundle: Path) -> None:
+    """``bundle_root`` defaults to the bundle folder itself (``"."``, as in MONAI's model zoo; the scripts pass
+    ``--bundle_root``), and ``eval_metrics`` holds the card's numbers, none left empty."""
+    for path in sorted((bundle / "configs").glob("*.json")):
+        config = json.loads(path.read_text())
+        if "bundle_root" in config:
+            assert config["bundle_root"] == ".", path.name
+    metrics = json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"]
+    assert metrics and all(isinstance(value, (int, float)) for value in metrics.values()), metrics
+    card = (bundle / "docs" / "README.md").read_text()
+    for name, value in metrics.items():
+        shown = {f"{value:g}", f"{value:.2f}", f"{value:.3f}", f"{100 * value:.2f} %", f"{100 * value:.1f} %",
+                 f"{100 * value:.0f} %"}
+        assert any(text in card for text in shown), f"{name} = {value} is not in the card"

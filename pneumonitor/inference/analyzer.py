@@ -246,6 +246,7 @@ class Analyzer:
                     + ("" if location else f" (the default; set PNEUMONITOR_BUNDLES to move it)")
                     + f". Pass --{bundle} PATH (a bundle folder or a .pt checkpoint) or train the bundle: "
                     f"python -m monai.bundle run training --config_file bundles/{bundle}/configs/train.json "
+                    f"--bundle_root bundles/{bundle} "
                     "(README, 'Models'). pneumonitor does not report results from untrained networks."
                 ) from exc
         gate = None

@@ -1,7 +1,7 @@
 """Train the image QC network of ``bundles/qc`` from ``../shared/data`` on the CPU, and measure it on held-out sets.
 
     OMP_NUM_THREADS=1 python scripts/train_qc.py [--data ../shared/data] [--bundle bundles/qc] [--epochs 12] [--seed 18]
-    python -m monai.bundle run training --config_file bundles/qc/configs/train.json      # the same, from the bundle
+    python -m monai.bundle run training --config_file bundles/qc/configs/train.json --bundle_root bundles/qc  # the same, from the bundle
 
 Kinds (``pneumonitor.qc.QC_CLASSES``) and where they come from:
 
