@@ -3,7 +3,9 @@
 #
 #   scripts/package_map.sh [-m MODELS_DIR] [-t TAG] [-o BUILD_DIR] [-- extra monai-deploy package args]
 #
-# 1. stages apps/deploy (app.py, __main__.py, requirements.txt) + operators/ + pneumonitor/ into BUILD_DIR/app
+# Run it with the deploy environment active (. .venv-deploy/bin/activate; bash apps/deploy/setup_env.sh makes it):
+# `monai-deploy` is holoscan-cli's command there.
+# 1. stages apps/deploy (app.py, __main__.py, requirements.txt, operators/) + pneumonitor/ into BUILD_DIR/app
 #    (a MAP holds one application folder; the app imports operators and pneumonitor from next to app.py);
 # 2. takes the models from MODELS_DIR (dlnet/model.ts, lsnet/model.ts) or, without -m, exports them from the
 #    trained bundles with `python -m monai.bundle ckpt_export` (bundles/{dlnet,lsnet}/models/model.pt);
@@ -14,7 +16,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VERSION="$(python -c 'import sys; sys.path.insert(0, sys.argv[1]); import pneumonitor; print(pneumonitor.__version__)' "$ROOT")"
+VERSION="$(cd "$ROOT" && python -c 'import pneumonitor; print(pneumonitor.__version__)')"
 TAG="pneumonitor:${VERSION}"
 BUILD="$ROOT/build/map"
 MODELS=""
@@ -24,21 +26,23 @@ while [[ $# -gt 0 ]]; do
     -t) TAG="$2"; shift 2 ;;
     -o) BUILD="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 if ! command -v monai-deploy >/dev/null; then
-  echo "monai-deploy not found: pip install monai-deploy-app-sdk==4.0.0 holoscan-cli==4.2.0" >&2
+  echo "monai-deploy not found: run this script in the deploy environment (bash apps/deploy/setup_env.sh;" \
+       ". .venv-deploy/bin/activate)" >&2
   exit 2
 fi
 
 echo "== staging the application in $BUILD/app"
 rm -rf "$BUILD/app.partial"
 mkdir -p "$BUILD/app.partial"
-cp "$ROOT/apps/deploy/app.py" "$ROOT/apps/deploy/__main__.py" "$ROOT/apps/deploy/requirements.txt" "$BUILD/app.partial/"
-(cd "$ROOT" && tar cf - --exclude=__pycache__ --exclude='*.pyc' operators pneumonitor) | (cd "$BUILD/app.partial" && tar xf -)
+(cd "$ROOT/apps/deploy" && tar cf - --exclude=__pycache__ --exclude='*.pyc' app.py __main__.py requirements.txt operators) \
+  | (cd "$BUILD/app.partial" && tar xf -)
+(cd "$ROOT" && tar cf - --exclude=__pycache__ --exclude='*.pyc' pneumonitor) | (cd "$BUILD/app.partial" && tar xf -)
 rm -rf "$BUILD/app"
 mv "$BUILD/app.partial" "$BUILD/app"
 

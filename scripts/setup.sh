@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The one setup command of pneumonitor (README; details in docs/setup.md); .ci/run runs it too.
 #
-#   bash scripts/setup.sh            # everything: core + tests, MONAI Deploy SDK, Debian tools, MONAI Label venv
+#   bash scripts/setup.sh            # everything: core + tests, Debian tools, the MONAI Deploy and MONAI Label venvs
 #   bash scripts/setup.sh --core     # only the core package and its test tools (pip install -e ".[dev]")
 #
 # Parts:
-# 1. core: `pip install -e ".[dev]"` into the current python (torch pinned to the 2.13.0 CPU wheel on this disk).
-# 2. MONAI Deploy App SDK 4.0.0 + Holoscan 4.6 (apps/deploy): installed with --no-deps, because their declared
-#    requirements would add CUDA packages (cupy-cuda13x, cuda-python) and upgrade pip; holoscan-cli 4.2.0 is the
-#    release that provides the `monai-deploy` command. tritonclient[http] is imported by the SDK at start-up.
-# 3. Debian packages (root + apt only): orthanc + orthanc-dicomweb (a real PACS for the round-trip tests; the tests
+# 1. core: `pip install -e ".[dev]"` into the current python (torch pinned to the 2.13.0 CPU wheel on this disk; the
+#    dev extra holds every test tool, requests included).
+# 2. Debian packages (root + apt only): orthanc + orthanc-dicomweb (a real PACS for the round-trip tests; the tests
 #    start their own instance on loopback), dicom3tools (dciodvfy validates the written DICOM), chromium (the
 #    headless OHIF check of the label app).
+# 3. MONAI Deploy: its own venv .venv-deploy/ (apps/deploy/setup_env.sh: the SDK 4.0.0 + Holoscan 4.6 would make
+#    every `import monai` of the core load them, +1.7 s and a stack-size warning per command).
 # 4. MONAI Label: its own venv .venv-label/ (apps/label/setup_env.sh; monailabel 0.8.5 needs pydicom 2 and numpy 1)
 #    and playwright-core for the browser check.
+# scripts/test.sh then fails (tests/test_environment.py) when any of these is missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -25,11 +26,6 @@ if [[ "${1:-}" == "--core" ]]; then
   exit 0
 fi
 
-echo "== MONAI Deploy App SDK"
-"$PYTHON" -m pip install -q --no-deps monai-deploy-app-sdk==4.0.0 holoscan-cu13==4.6.0 holoscan-cli==4.2.0 \
-  wheel-axle-runtime==0.0.13 typeguard==4.6.1 python-on-whales==0.81.0 psutil==7.2.2
-"$PYTHON" -m pip install -q "tritonclient[http]==2.73.0"
-
 if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
   echo "== Debian packages: orthanc orthanc-dicomweb dicom3tools chromium"
   apt-get update -qq
@@ -37,8 +33,15 @@ if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
     orthanc orthanc-dicomweb dicom3tools chromium >/dev/null
 else
   echo "!! not root or no apt-get: install orthanc, orthanc-dicomweb, dicom3tools and chromium yourself" \
-       "(the tests that need them skip with that reason)"
+       "(tests/test_environment.py names what is missing)"
 fi
+
+echo "== MONAI Deploy environment (.venv-deploy)"
+# earlier versions of this script installed the SDK into the main python: take it out, or every core command pays
+if "$PYTHON" -m pip show -q monai-deploy-app-sdk >/dev/null 2>&1; then
+  "$PYTHON" -m pip uninstall -y -q monai-deploy-app-sdk holoscan-cu13 holoscan-cli
+fi
+bash apps/deploy/setup_env.sh
 
 echo "== MONAI Label environment (.venv-label)"
 bash apps/label/setup_env.sh

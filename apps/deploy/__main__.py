@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from app import PneumonitorApp  # noqa: E402
-from operators.models import ModelsNotFound  # noqa: E402
+# `python apps/deploy` (and a MAP's `python /opt/holoscan/app`) puts this folder first on sys.path: app.py and the
+# operators package beside it import as top-level modules, as in the MONAI Deploy SDK's example apps
+from app import PneumonitorApp
+from operators.models import ModelsNotFound
 
 
 def main() -> int:

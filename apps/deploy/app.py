@@ -1,6 +1,6 @@
 """pneumonitor MONAI Deploy application: chest-radiograph DICOM in; DICOM SEG + SR + overlay Secondary Capture out.
 
-    python apps/deploy -i DICOM_DIR -o OUT_DIR [-m MODELS_DIR]
+    .venv-deploy/bin/python apps/deploy -i DICOM_DIR -o OUT_DIR [-m MODELS_DIR]      (bash apps/deploy/setup_env.sh)
 
 ``MODELS_DIR`` holds ``dlnet/model.ts`` and ``lsnet/model.ts`` (default: ``$HOLOSCAN_MODEL_PATH`` or ``./models``;
 in a MAP, ``/opt/holoscan/models``). ``PNEUMONITOR_DEVICE`` = ``auto`` (default: GPU when present), ``cpu`` or
@@ -11,13 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
-
-try:  # in a MAP, operators/ and pneumonitor/ sit next to this file; in the repository, two levels up
-    import operators  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import Application

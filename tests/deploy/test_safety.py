@@ -15,19 +15,13 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from monai.deploy.core import Fragment
 
-pytest.importorskip("monai.deploy.core", reason="monai-deploy-app-sdk is not installed")
+from operators.selection import CXRDataLoaderOperator, CXRSeriesSelectorOperator
+from operators.store import DICOMStoreOperator
 
-from monai.deploy.core import Fragment  # noqa: E402
-
-from operators.selection import CXRDataLoaderOperator, CXRSeriesSelectorOperator  # noqa: E402
-from operators.store import DICOMStoreOperator  # noqa: E402
-
-from test_reading_safety import chest_like  # noqa: E402
-from test_reading import make_dicom  # noqa: E402
+from test_reading_safety import chest_like
+from test_reading import make_dicom
 
 
 @pytest.fixture(scope="module")

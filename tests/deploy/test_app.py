@@ -17,17 +17,12 @@ import pydicom
 import pytest
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from pneumonitor.severity import LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE
 
-pytest.importorskip("monai.deploy.core", reason="monai-deploy-app-sdk is not installed")
+from test_reading import gradient, make_dicom
+from test_operators import write_models
 
-from pneumonitor.severity import LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE  # noqa: E402
-
-from test_reading import gradient, make_dicom  # noqa: E402
-from test_operators import write_models  # noqa: E402
-
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DCIODVFY = shutil.which("dciodvfy")
 HEATMAP_BIAS, HEATMAP_SCALE = 0.55, 0.3  # ratios 26-75 % on the samples
 

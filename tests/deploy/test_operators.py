@@ -11,7 +11,6 @@ import copy
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,28 +18,22 @@ import pydicom
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # operators/ is a top-level folder of the repository, not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
+from monai.deploy.core import Fragment
 
-pytest.importorskip("monai.deploy.core", reason="monai-deploy-app-sdk is not installed")
+from operators.dicom_common import LEFT_LUNG, PNEUMONIA, RIGHT_LUNG, derivation_source
+from operators.inference import PneumoniaInferenceOperator
+from operators.models import ModelsNotFound, export_torchscript, load_analyzer, load_torchscript_network
+from operators.radiograph import RadiographConverterOperator
+from operators.records import CaseRecord
+from operators.sc_writer import DICOMOverlayWriterOperator
+from operators.seg_writer import DICOMSegWriterOperator
+from operators.selection import CXRDataLoaderOperator, CXRSeriesSelectorOperator
+from operators.severity import SeverityOperator
+from operators.sr_writer import DICOMSRWriterOperator
+from operators.store import DICOMStoreOperator
+from pneumonitor.networks import DLNet, LoadedNetwork, LSNet, save_checkpoint
 
-from monai.deploy.core import Fragment  # noqa: E402
-
-from operators.dicom_common import LEFT_LUNG, PNEUMONIA, RIGHT_LUNG, derivation_source  # noqa: E402
-from operators.inference import PneumoniaInferenceOperator  # noqa: E402
-from operators.models import ModelsNotFound, export_torchscript, load_analyzer, load_torchscript_network  # noqa: E402
-from operators.radiograph import RadiographConverterOperator  # noqa: E402
-from operators.records import CaseRecord  # noqa: E402
-from operators.sc_writer import DICOMOverlayWriterOperator  # noqa: E402
-from operators.seg_writer import DICOMSegWriterOperator  # noqa: E402
-from operators.selection import CXRDataLoaderOperator, CXRSeriesSelectorOperator  # noqa: E402
-from operators.severity import SeverityOperator  # noqa: E402
-from operators.sr_writer import DICOMSRWriterOperator  # noqa: E402
-from operators.store import DICOMStoreOperator  # noqa: E402
-from pneumonitor.networks import DLNet, LoadedNetwork, LSNet, save_checkpoint  # noqa: E402
-
-from test_reading import gradient, make_dicom  # noqa: E402
+from test_reading import gradient, make_dicom
 
 IMAGE_SIZE = (128, 128)
 DCIODVFY = shutil.which("dciodvfy")

@@ -11,7 +11,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,17 +18,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from operators.records import CaseRecord
 
-pytest.importorskip("monai.deploy.core", reason="monai-deploy-app-sdk is not installed")
-requests = pytest.importorskip("requests")
-
-from operators.records import CaseRecord  # noqa: E402
-
-from test_operators import (  # noqa: E402
+from test_operators import (
     PneumoniaInferenceOperator,
     RadiographConverterOperator,
     SeverityOperator,

@@ -9,6 +9,6 @@ Graph: :class:`~operators.selection.CXRDataLoaderOperator` -> :class:`~operators
 
 Each operator passes a ``list[CaseRecord]`` (:mod:`operators.records`) on its ``cases`` port; its logic is in pure
 methods (``select``, ``convert``, ``predict``, ``assess``, ``build``, ``store``) that the tests call directly.
-The analysis itself is :mod:`pneumonitor` (``io``, ``pipeline``, ``severity``, ``visualize``): no operator
+The analysis itself is :mod:`pneumonitor` (``reading``, ``inference``, ``severity``): no operator
 re-implements it.
 """
