@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = [
     "CLASSIFICATION_THRESHOLD",
@@ -124,6 +123,8 @@ def split_lungs(lung_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``(right_lung, left_lung)``, ``(H, W)`` bool each; either may be empty when no lung is on that side.
     """
+    from scipy import ndimage  # here, not at the top: `pneumonitor --help` reads this module's thresholds (+0.5 s)
+
     mask = np.asarray(lung_mask) > 0
     if mask.ndim != 2:
         raise ValueError(f"lung_mask must be 2-D, got shape {mask.shape}")
