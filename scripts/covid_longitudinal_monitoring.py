@@ -34,10 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +46,7 @@ from tqdm import tqdm
 from pneumonitor.monitoring import MetadataColumns
 from pneumonitor.monitoring.compare import compare_profiles, join_profiles
 from pneumonitor.monitoring.runner import run_monitoring
-from pneumonitor.monitoring.pages import current_umask
+from pneumonitor.publishing import atomic_folder, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -88,7 +86,8 @@ def annotation_results(data: Path, series: pd.DataFrame, out_dir: Path) -> Path:
     (there is no classifier here); ``heatmap`` is left empty.
     """
     from pneumonitor.reading import read_radiograph
-    from pneumonitor.inference.analyzer import RESULT_COLUMNS, write_results
+    from pneumonitor.publishing import write_png
+    from pneumonitor.results import empty_row, write_results
     from pneumonitor.severity import lung_label_image, lung_score, pneumonia_ratio
     from pneumonitor.inference.overlays import render_overlay
 
@@ -98,7 +97,7 @@ def annotation_results(data: Path, series: pd.DataFrame, out_dir: Path) -> Path:
     annotated = series.merge(manifest, on="stored_file", how="inner").dropna(subset=["gb_masks"])
     for record in tqdm(annotated.to_dict("records"), desc="annotation masks", unit="image"):
         masks = folder / record["gb_masks"]
-        row = dict.fromkeys(RESULT_COLUMNS, "")
+        row = empty_row()
         row.update(image=record["path"], status="ok")
         # Three images were annotated on a larger copy that is stored with the masks; use it so that they align.
         own_copy = masks / "image_gb_version.png"
@@ -122,14 +121,10 @@ def annotation_results(data: Path, series: pd.DataFrame, out_dir: Path) -> Path:
             "pneumonia_mask": f"masks/{stem}_pneumonia.png",
             "overlay": f"overlays/{stem}_overlay.png",
         }
-        (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-        (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(lung_label_image(right, left)).save(out_dir / outputs["lung_mask"])
-        Image.fromarray(pneumonia.astype(np.uint8) * 255).save(out_dir / outputs["pneumonia_mask"])
+        write_png(out_dir / outputs["lung_mask"], lung_label_image(right, left))
+        write_png(out_dir / outputs["pneumonia_mask"], pneumonia)
         caption = f"radiologist masks: score {score_right + score_left}/8 (R {score_right}, L {score_left})"
-        Image.fromarray(render_overlay(radiograph.pixels, right, left, pneumonia, caption)).save(
-            out_dir / outputs["overlay"]
-        )
+        write_png(out_dir / outputs["overlay"], render_overlay(radiograph.pixels, right, left, pneumonia, caption))
         row.update(
             pneumonia_probability=float(pneumonia.any()),
             positive=int(pneumonia.any()),
@@ -199,16 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.source == "annotations":
         # Built under a temporary name and renamed, so that an interrupted run leaves no half-written results.
-        building = Path(tempfile.mkdtemp(prefix=".results-", dir=out))
-        building.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700
-        try:
+        with atomic_folder(out / "results") as building:
             annotation_results(args.data, series, building)
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
-            raise
-        if (out / "results").exists():
-            shutil.rmtree(out / "results")
-        building.rename(out / "results")
         results = out / "results" / "results.csv"
     elif args.results is not None:
         results = args.results
@@ -248,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"\nExperts vs experts (covidnet_geographic vs brixia_S_global, all frontal images): "
                  f"{pooled.accuracy:.3f} ({pooled.n_agree}/{pooled.n_transitions} transitions, "
                  f"{pooled.n_patients} patients)")
-    (out / ".summary.json.tmp").write_text(json.dumps(numbers, indent=2))
-    (out / ".summary.json.tmp").replace(out / "summary.json")
+    write_json(out / "summary.json", numbers)
     print("\n".join(lines))
     print(f"report: {out / 'monitoring' / 'index.html'}")
     return 0

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pneumonitor.datasets.covid_collection import convert_covid_collection
-    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer, analyze_to_folder, write_results
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer, analyze_to_folder
+    from pneumonitor.results import write_results
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from pneumonitor.networks import DLNet, LSNet, save_checkpoint
-from pneumonitor.inference.analyzer import RESULT_COLUMNS
+from pneumonitor.results import RESULT_COLUMNS
 
 from test_reading import make_dicom, gradient
 

@@ -24,7 +24,7 @@ from pneumonitor.monitoring import (
 )
 from pneumonitor.monitoring.compare import compare_profiles, join_profiles
 from pneumonitor.monitoring.studies import MonitoringInputError, parse_datetime
-from pneumonitor.inference.analyzer import RESULT_COLUMNS
+from pneumonitor.results import RESULT_COLUMNS
 
 
 def result_row(image: str, ratio_right: float, ratio_left: float, probability: float = 0.9, **identity: str) -> dict:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pneumonitor.cli import main
 from pneumonitor.monitoring.profiles import TIMELINE_COLUMNS
-from pneumonitor.inference.analyzer import RESULT_COLUMNS
+from pneumonitor.results import RESULT_COLUMNS
 from pneumonitor.severity import lung_score
 
 

@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         Analyzer,
         analyze_to_folder,
         remove_stale_temporaries,
-        write_results,
     )
+    from pneumonitor.results import write_results
 
     if args.batch_size < 1:
         logger.error("--batch-size must be at least 1")

@@ -20,10 +20,7 @@ the operating point, i.e. the image could fall on either side of it.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
 import os
 import platform
 import time
@@ -40,6 +37,9 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from pneumonitor import __version__
+from pneumonitor.publishing import remove_stale_temporaries as _remove_stale, write_png
+from pneumonitor.results import IDENTITY_COLUMNS, empty_row
+from pneumonitor.results import write_results  # noqa: F401 - until apps/deploy imports it from pneumonitor.results
 from pneumonitor.reading import Radiograph, UnsupportedInput, read_radiograph
 from pneumonitor.networks.checkpoint import LoadedNetwork, WeightsNotFound, load_network
 from pneumonitor.networks.dlnet import maps_to_heatmap
@@ -62,49 +62,15 @@ __all__ = [
     "AnalysisSettings",
     "ImageAnalysis",
     "Analyzer",
-    "RESULT_COLUMNS",
     "default_bundle_dir",
     "resolve_device",
     "write_image_outputs",
-    "write_results",
     "summarize_spread",
     "UNCERTAINTY_MODES",
 ]
 
-#: columns of results.csv, in order (the first 14 are the documented interface; the rest identify the study)
-RESULT_COLUMNS = (
-    "image,status,reason,pneumonia_probability,positive,ratio_total,ratio_right,ratio_left,score_right,score_left,"
-    "score_total,lung_mask,pneumonia_mask,overlay,heatmap,patient_id,study_instance_uid,series_instance_uid,"
-    "sop_instance_uid,study_date,acquisition_datetime,view_position,rows,columns"
-).split(",") + [
-    # image QC, reader warnings and out-of-distribution flags (issue 18, pneumonitor.qc.ood)
-    "qc",
-    "warnings",
-    "ood",
-    # uncertainty of every number (issue 18): SDs over the passes, p +- z SD, the score range, the flag
-    "pneumonia_probability_sd",
-    "pneumonia_probability_low",
-    "pneumonia_probability_high",
-    "uncertain",
-    "ratio_total_sd",
-    "ratio_right_sd",
-    "ratio_left_sd",
-    "score_total_low",
-    "score_total_high",
-]
 #: ``AnalysisSettings.uncertainty`` values
 UNCERTAINTY_MODES = ("off", "flip", "flip+mc")
-
-IDENTITY_COLUMNS = (
-    "patient_id",
-    "study_instance_uid",
-    "series_instance_uid",
-    "sop_instance_uid",
-    "study_date",
-    "acquisition_datetime",
-    "view_position",
-)
-
 
 def default_bundle_dir(name: str) -> Path:
     """Where the shipped bundle ``name`` (``dlnet``/``lsnet``) lives: ``$PNEUMONITOR_BUNDLES/name`` or the repo's."""
@@ -176,7 +142,7 @@ class ImageAnalysis:
     lung_probability: np.ndarray | None = field(default=None, repr=False)
     #: the QC gate's answer (None: no gate)
     qc: QCResult | None = None
-    #: spread of the numbers (``RESULT_COLUMNS``' uncertainty columns), None when not measured
+    #: spread of the numbers (the uncertainty columns of :mod:`pneumonitor.results`), None when not measured
     uncertainty: dict[str, Any] | None = None
     #: out-of-distribution flags of an ``ok`` result (:func:`pneumonitor.qc.ood.ood_flags`)
     ood: list[str] = field(default_factory=list)
@@ -594,37 +560,18 @@ def _overlay_layers(pixels: np.ndarray, *masks: np.ndarray) -> tuple[np.ndarray,
     return (small, *(np.asarray(mask)[np.ix_(rows, columns)] for mask in masks))
 
 
-#: the writers' temporary files are ``.<name>.tmp`` next to their target; one left by a killed run is removed by
-#: :func:`remove_stale_temporaries`
-TEMPORARY_SUFFIX = ".tmp"
 #: the folders of OUT that hold the per-image PNGs
 IMAGE_OUTPUT_FOLDERS = ("masks", "overlays")
 
 
 def remove_stale_temporaries(out_dir: Path) -> list[Path]:
     """Remove the temporary files an interrupted run left in OUT, ``masks/`` and ``overlays/``; returns them."""
-    removed = []
-    for folder in (out_dir, *(out_dir / name for name in IMAGE_OUTPUT_FOLDERS)):
-        if folder.is_dir():
-            for path in folder.glob(f".*{TEMPORARY_SUFFIX}"):
-                if path.is_file() and not path.is_symlink():
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
-    return removed
+    return _remove_stale(out_dir, *(out_dir / name for name in IMAGE_OUTPUT_FOLDERS))
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    """Write an 8-bit PNG atomically (temp file + rename) so that no partial file is ever left."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TEMPORARY_SUFFIX}")
-    try:
-        # zlib level 1: ~5x faster than the default 6 on 1-4 MP images, masks stay small (they are mostly flat)
-        Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # zlib level 1: ~5x faster than the default 6 on 1-4 MP images, masks stay small (they are mostly flat)
+    write_png(path, array, compress_level=1)
 
 
 def _output_stem(source: Path) -> str:
@@ -680,8 +627,8 @@ def write_image_outputs(result: ImageAnalysis, out_dir: Path) -> dict[str, str]:
 
 
 def result_row(result: ImageAnalysis, files: dict[str, str] | None = None) -> dict[str, Any]:
-    """One results.csv row (all ``RESULT_COLUMNS``; empty strings where not applicable)."""
-    row: dict[str, Any] = {column: "" for column in RESULT_COLUMNS}
+    """One results.csv row (every column of :mod:`pneumonitor.results`; empty strings where not applicable)."""
+    row = empty_row()
     row.update(image=str(Path(result.source).absolute()), status=result.status, reason=result.reason)
     if result.radiograph is not None:
         meta = result.radiograph.meta
@@ -709,7 +656,7 @@ def analyze_to_folder(
     """Analyze ``paths`` and write every image's PNGs under ``out_dir``; returns the results.csv rows in input order.
 
     The PNGs of one batch are encoded in background threads while the next batch runs through the networks
-    (PNG encoding releases the GIL). Does not write results.csv/json (see :func:`write_results`).
+    (PNG encoding releases the GIL). Does not write results.csv/json (see :func:`pneumonitor.results.write_results`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -728,32 +675,3 @@ def analyze_to_folder(
             for result in analyzer.analyze(paths, batch_size=batch_size, progress=progress, workers=workers)
         ]
         return [future.result() for future in futures]
-
-
-def _csv_cell(value: Any) -> Any:
-    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)`` in a PatientID) gets a leading
-    apostrophe (OWASP CSV injection); numbers and other text are unchanged. results.json keeps the raw value."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def write_results(rows: list[dict[str, Any]], out_dir: Path, settings: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``results.csv`` and ``results.json`` atomically. Returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
-    tmp_csv = csv_path.with_name(f".results.csv{TEMPORARY_SUFFIX}")
-    tmp_json = json_path.with_name(f".results.json{TEMPORARY_SUFFIX}")
-    try:
-        with tmp_csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
-        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
-        tmp_json.write_text(json.dumps({"settings": settings, "results": clean}, indent=2, default=str))
-        tmp_csv.replace(csv_path)
-        tmp_json.replace(json_path)
-    finally:
-        tmp_csv.unlink(missing_ok=True)
-        tmp_json.unlink(missing_ok=True)
-    return csv_path, json_path
