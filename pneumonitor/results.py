@@ -39,6 +39,7 @@ __all__ = [
     "empty_row",
     "write_results",
     "read_results",
+    "read_settings",
     "schema_markdown",
 ]
 
@@ -202,7 +203,8 @@ def read_results(path: str | os.PathLike) -> Results:
     path = Path(path)
     csv_path = path / "results.csv" if path.is_dir() else path
     if not csv_path.is_file():
-        raise ResultsError(f"results file not found: {path} (run `pneumonitor analyze ... --out DIR` first)")
+        raise ResultsError(f"results file not found: no results.csv at {path}; run `pneumonitor analyze ... --out DIR` "
+                           "first")
     try:
         with csv_path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -228,12 +230,13 @@ def read_results(path: str | os.PathLike) -> Results:
             except ValueError:
                 raise ResultsError(f"{csv_path} line {line}: {column.name} {text!r} is not a number") from None
         rows.append(row)
-    return Results(path=csv_path, rows=rows, settings=_settings(csv_path.with_name("results.json")))
+    return Results(path=csv_path, rows=rows, settings=read_settings(csv_path.parent))
 
 
-def _settings(json_path: Path) -> dict[str, Any]:
+def read_settings(folder: str | os.PathLike) -> dict[str, Any]:
+    """``settings`` of ``folder/results.json`` (models, thresholds); ``{}`` when absent or unreadable."""
     try:
-        settings = json.loads(json_path.read_text(encoding="utf-8")).get("settings", {})
+        settings = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8")).get("settings", {})
     except (OSError, ValueError, AttributeError):
         return {}
     return settings if isinstance(settings, dict) else {}

@@ -15,7 +15,7 @@ import torch
 
 from pneumonitor.cli import main
 from pneumonitor.datasets.datalist import write_conversion
-from pneumonitor.datasets.images import write_png_atomic
+from pneumonitor.publishing import write_png
 from pneumonitor.networks import DLNet, LSNet, save_checkpoint
 
 
@@ -39,8 +39,8 @@ def test_evaluate_reads_analyze_output(tmp_path: Path):
     items = []
     for index, label in enumerate((1, 0)):
         ramp = np.tile(np.linspace(0, 255, shape[1], dtype=np.float32), (shape[0], 1)).astype(np.uint8)
-        image = write_png_atomic(tmp_path / "images" / f"cxr{index}.png", ramp)
-        lungs = write_png_atomic(tmp_path / "ref" / f"lungs{index}.png", np.full(shape, 255, np.uint8))
+        image = write_png(tmp_path / "images" / f"cxr{index}.png", ramp)
+        lungs = write_png(tmp_path / "ref" / f"lungs{index}.png", np.full(shape, 255, np.uint8))
         items.append({"image": str(image), "label": label, "lung_mask": str(lungs), "severity": 8.0,
                       "boxes": [[0, 0, shape[1], shape[0]]] if label else [], "patient_id": str(index),
                       "source": "synthetic", "split": "test"})

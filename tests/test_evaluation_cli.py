@@ -11,7 +11,7 @@ import pytest
 
 from pneumonitor.cli import main
 from pneumonitor.datasets.datalist import write_conversion
-from pneumonitor.datasets.images import write_png_atomic
+from pneumonitor.publishing import write_png
 
 RESULT_COLUMNS = (
     "image,status,reason,pneumonia_probability,positive,ratio_total,ratio_right,ratio_left,score_right,score_left,"
@@ -29,18 +29,18 @@ def make_set(root: Path) -> tuple[Path, Path]:
     images, results = root / "images", root / "results"
     items, rows = [], []
     for index, (label, probability) in enumerate(zip(LABELS, PROBABILITIES)):
-        image = write_png_atomic(images / f"cxr{index}.png", np.full((32, 32), 100, np.uint8))
+        image = write_png(images / f"cxr{index}.png", np.full((32, 32), 100, np.uint8))
         lungs = np.zeros((32, 32), np.uint8)
         lungs[4:28, 2:14] = 255
         lungs[4:28, 18:30] = 255
         lungs[26:28, 2:6] = 127  # V7-style ignore pixels
-        lung_path = write_png_atomic(root / "ref" / f"lung{index}.png", lungs)
+        lung_path = write_png(root / "ref" / f"lung{index}.png", lungs)
         pneumonia = np.zeros((32, 32), bool)
         boxes = []
         if label:
             pneumonia[6:14, 4:12] = True
             boxes = [[4, 6, 12, 14]]
-        mask_path = write_png_atomic(root / "ref" / f"pneumonia{index}.png", pneumonia)
+        mask_path = write_png(root / "ref" / f"pneumonia{index}.png", pneumonia)
         items.append({"image": str(image), "label": label, "boxes": boxes, "mask": str(mask_path),
                       "lung_mask": str(lung_path), "lung_mask_ignore_value": 127, "severity": SEVERITY_REF[index],
                       "involvement_right": 25.0 * label, "involvement_left": 0.0, "patient_id": str(index),
@@ -48,11 +48,11 @@ def make_set(root: Path) -> tuple[Path, Path]:
         # predictions: perfect lungs (ignore pixels predicted as lung: must not matter), perfect pneumonia masks,
         # a heatmap peaked on the true box
         predicted_lungs = np.where(lungs > 0, 255, 0).astype(np.uint8)
-        write_png_atomic(results / "masks" / f"lung{index}.png", predicted_lungs)
-        write_png_atomic(results / "masks" / f"pneumonia{index}.png", pneumonia)
+        write_png(results / "masks" / f"lung{index}.png", predicted_lungs)
+        write_png(results / "masks" / f"pneumonia{index}.png", pneumonia)
         heatmap = np.zeros((32, 32), np.uint8)
         heatmap[6:14, 4:12] = 220 if label else 0  # 0.863
-        write_png_atomic(results / "masks" / f"heat{index}.png", heatmap)
+        write_png(results / "masks" / f"heat{index}.png", heatmap)
         row = dict.fromkeys(RESULT_COLUMNS, "")
         row.update(image=str(image), status="ok", pneumonia_probability=probability, positive=int(probability >= 0.5),
                    ratio_right=25.0 * label, ratio_left=0.0, score_total=SEVERITY_PRED[index],
@@ -197,15 +197,15 @@ def make_scored_set(root: Path, n: int = 32, reference_score: float = 2.0) -> tu
     writes them (lung labels right 255 / left 128, results.json with the operating point analyze used)."""
     items, rows = [], []
     for index in range(n):
-        image = write_png_atomic(root / "images" / f"cxr{index}.png", np.full((40, 40), 90 + index, np.uint8))
+        image = write_png(root / "images" / f"cxr{index}.png", np.full((40, 40), 90 + index, np.uint8))
         lungs = np.zeros((40, 40), np.uint8)
         lungs[5:35, 2:17] = 255  # patient's right lung: image left
         lungs[5:35, 22:37] = 128
         heat = np.zeros((40, 40), np.uint8)
         heat[5:11, :] = 204  # rows 5-10: 6 of 30 lung rows = 20 % at 0.8
         heat[11:23, :] = 102  # 12 more rows = 40 % at 0.4
-        write_png_atomic(root / "results" / "masks" / f"lung{index}.png", lungs)
-        write_png_atomic(root / "results" / "masks" / f"heat{index}.png", heat)
+        write_png(root / "results" / "masks" / f"lung{index}.png", lungs)
+        write_png(root / "results" / "masks" / f"heat{index}.png", heat)
         items.append({"image": str(image), "label": 1, "severity": reference_score, "patient_id": f"p{index // 2}",
                       "source": "synthetic", "split": "validation"})
         rows.append({**dict.fromkeys(RESULT_COLUMNS, ""), "image": str(image), "status": "ok",
@@ -213,7 +213,7 @@ def make_scored_set(root: Path, n: int = 32, reference_score: float = 2.0) -> tu
                      "ratio_left": 60.0, "lung_mask": f"masks/lung{index}.png", "heatmap": f"masks/heat{index}.png",
                      "rows": 40, "columns": 40})
     for index in range(4):  # negatives, so a classification threshold exists
-        image = write_png_atomic(root / "images" / f"neg{index}.png", np.full((40, 40), 10, np.uint8))
+        image = write_png(root / "images" / f"neg{index}.png", np.full((40, 40), 10, np.uint8))
         items.append({"image": str(image), "label": 0, "patient_id": f"n{index}", "source": "synthetic",
                       "split": "validation"})
         rows.append({**dict.fromkeys(RESULT_COLUMNS, ""), "image": str(image), "status": "ok",

@@ -128,7 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_drr(args: argparse.Namespace) -> int:
     from pneumonitor.duality.ct import UnsupportedCT, lungs_from_labels, read_ct, read_labels
-    from pneumonitor.duality.drr.postprocess import lung_footprint_png, save_png
+    from pneumonitor.duality.drr.postprocess import lung_footprint_png
+    from pneumonitor.publishing import write_json, write_png
     from pneumonitor.duality.drr.render import render_drr
 
     if args.out.suffix.lower() != ".png":
@@ -147,11 +148,11 @@ def run_drr(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
     drr = render_drr(ct, geometry, physics, labels=labels, device=device, progress=sys.stderr.isatty())
-    save_png(drr.image, args.out)
+    write_png(args.out, drr.image)
     outputs = {"image": str(args.out)}
     if labels:
         lungs_path = args.out.with_name(args.out.stem + "_lungs.png")
-        save_png(lung_footprint_png(drr.footprint_mask("right"), drr.footprint_mask("left")), lungs_path)
+        write_png(lungs_path, lung_footprint_png(drr.footprint_mask("right"), drr.footprint_mask("left")))
         outputs["lung_footprint"] = str(lungs_path)
     sidecar = {
         "ct": str(args.ct), "outputs": outputs, "geometry": drr.geometry.describe(),
@@ -159,10 +160,7 @@ def run_drr(args: argparse.Namespace) -> int:
         "gamma_applied": drr.gamma_applied, "device": device,
         "scatter": "not simulated (primary radiation only)",
     }
-    json_path = args.out.with_suffix(".json")
-    tmp = json_path.with_name(f".{json_path.name}.tmp")
-    tmp.write_text(json.dumps(sidecar, indent=2))
-    tmp.replace(json_path)
+    write_json(args.out.with_suffix(".json"), sidecar)
     print(json.dumps(outputs))
     return 0
 

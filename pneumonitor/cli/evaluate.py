@@ -156,17 +156,17 @@ def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespac
 def classification_threshold(choice: float | str | None, results_dir: Path) -> dict:
     """``EvaluationSettings`` fields for ``--threshold``: a number as given; ``"operating"`` the threshold analyze
     used (results.json ``settings.classification_threshold``); ``None`` (auto) tuned on the evaluated data."""
-    import json
-
     if choice is None:
         return {"threshold": None, "threshold_rule": "nearest (0,1) on these data (tuned on the evaluated data)"}
     if choice != "operating":
         return {"threshold": float(choice), "threshold_rule": "given on the command line"}
-    settings_file = results_dir / "results.json"
+    from pneumonitor.results import read_settings
+
     try:
-        value = float(json.loads(settings_file.read_text())["settings"]["classification_threshold"])
-    except (OSError, ValueError, KeyError, TypeError):
-        LOGGER.warning("%s records no classification threshold: tuning one on the evaluated data", settings_file)
+        value = float(read_settings(results_dir)["classification_threshold"])
+    except (ValueError, KeyError, TypeError):
+        LOGGER.warning("%s records no classification threshold: tuning one on the evaluated data",
+                       results_dir / "results.json")
         return {"threshold": None,
                 "threshold_rule": "nearest (0,1) on these data (tuned on the evaluated data: no operating point "
                                   "recorded in results.json)"}
@@ -177,12 +177,12 @@ def save_operating_point(bundle: Path, chosen: dict) -> Path:
     """Merge ``chosen`` into ``bundle/configs/inference.json`` (atomically; other keys and their order kept)."""
     import json
 
-    from pneumonitor.datasets.datalist import write_text_atomic
+    from pneumonitor.publishing import write_text
 
     config_path = Path(bundle) / "configs" / "inference.json"
     config = json.loads(config_path.read_text())
     config.update(chosen)
-    write_text_atomic(config_path, json.dumps(config, indent=4) + "\n")
+    write_text(config_path, json.dumps(config, indent=4) + "\n")
     return config_path
 
 

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pneumonitor.datasets.datalist import load_datalist, write_json_atomic
+    from pneumonitor.datasets.datalist import load_datalist
+    from pneumonitor.publishing import write_json
     from pneumonitor.stage2.proposals import (
         SelectionSettings,
         boxes_only_datalist,
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     if args.boxes_only:
         new = boxes_only_datalist(datalist, settings)
-        write_json_atomic(out_dir / "datalist.json", new)
+        write_json(out_dir / "datalist.json", new, indent=1)
         print(f"wrote {out_dir / 'datalist.json'} (box labels in {', '.join(settings.splits)})")
         return 0
     if not args.dlnet:
@@ -119,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
         "counts": outcome_counts(outcomes),
         "items": [row.__dict__ for row in outcomes],
     }
-    write_json_atomic(out_dir / "summary.json", summary)
-    write_json_atomic(out_dir / "datalist.json", new)
+    write_json(out_dir / "summary.json", summary, indent=1)
+    write_json(out_dir / "datalist.json", new, indent=1)
     preview = write_preview(new, outcomes, out_dir / "preview.png", settings=settings,
                             base_dir=datalist_path.parent)
     if not args.quiet:

@@ -28,12 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
-    from pathlib import Path
-
     from pneumonitor.monitoring import MonitoringInputError
     from pneumonitor.monitoring.compare import compare_profiles, join_profiles, read_table
+    from pneumonitor.publishing import atomic_path
 
     try:
         table = read_table(args.table)
@@ -47,12 +44,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=out.parent)
-        os.close(handle)
-        per_patient.to_csv(temporary, index=False)
-        os.replace(temporary, out)
+        with atomic_path(args.out) as tmp:
+            per_patient.to_csv(tmp, index=False)
     if not pooled.n_transitions:
         print(f"no patient has 2 time points with both {args.a_column} and {args.b_column}", file=sys.stderr)
         return 1

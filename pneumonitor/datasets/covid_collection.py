@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 from pneumonitor.datasets.bounding_boxes import boxes_from_mask
-from pneumonitor.datasets.images import read_gray, write_png_atomic
+from pneumonitor.datasets.images import read_gray
+from pneumonitor.publishing import write_png
 from pneumonitor.datasets.splits import DEFAULT_FRACTIONS, assign_splits
 
 LOGGER = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def radiologist_masks(gb_dir: Path, out_dir: Path, stem: str, closing_radius: in
         return {}
     if pneumonia is None:  # annotated image with no ground glass and no consolidation: no pneumonia region
         pneumonia = np.zeros(shape, dtype=bool)
-    mask_path = write_png_atomic(out_dir / "masks" / "pneumonia" / f"{stem}.png", pneumonia)
+    mask_path = write_png(out_dir / "masks" / "pneumonia" / f"{stem}.png", pneumonia)
     fields["mask"] = str(mask_path)
     # speckles under 0.01 % of the image (stray brush strokes) are not findings
     min_area = max(1, int(round(MIN_BOX_AREA_FRACTION * pneumonia.size)))
@@ -153,7 +154,7 @@ def radiologist_masks(gb_dir: Path, out_dir: Path, stem: str, closing_radius: in
         union = np.zeros(shape, dtype=bool)
         for lung in lungs.values():
             union |= lung
-        fields["lung_mask_radiologist"] = str(write_png_atomic(out_dir / "masks" / "lungs" / f"{stem}.png", union))
+        fields["lung_mask_radiologist"] = str(write_png(out_dir / "masks" / "lungs" / f"{stem}.png", union))
         total = pneumonia_ratio(pneumonia, union)
         fields["involvement_total"] = None if math.isnan(total) else round(float(total), 3)
     if len(lungs) == 2:

@@ -1,4 +1,4 @@
-"""MONAI datalist JSON: atomic writing, loading, and per-split summaries.
+"""MONAI datalist JSON: writing (through :mod:`pneumonitor.publishing`), loading, and per-split summaries.
 
 A datalist is MONAI's decathlon layout, ``{"training": [...], "validation": [...], "test": [...]}``, loadable with
 ``monai.data.load_decathlon_datalist(path, data_list_key="training")``. Every image and mask path is absolute, so the
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from pneumonitor.publishing import write_json
 
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 
@@ -40,47 +41,6 @@ def manifest_rows(root: str | os.PathLike, folder_name: str) -> tuple[list[tuple
         else:
             excluded.append({"image": str(image), "reason": "image file missing"})
     return rows, excluded
-
-
-def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Give a finished temporary file the usual permissions (``mkstemp`` makes it 0600) and rename it to ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-    return Path(path)
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write ``payload`` as indented JSON to ``path`` through a temporary file and a rename (never a partial file)."""
-    return write_text_atomic(path, json.dumps(payload, indent=1, default=_json_default) + "\n")
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def group_by_split(items: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -165,13 +125,13 @@ def write_conversion(
     summary: dict[str, Any] = {**info, "datalist": summarize(datalist), "excluded": len(excluded)}
     reasons = Counter(row["reason"] for row in excluded)
     summary["excluded_reasons"] = dict(reasons.most_common())
-    write_json_atomic(out_dir / "datalist.json", datalist)
+    write_json(out_dir / "datalist.json", datalist, indent=1)
     if lsnet_items:
         lsnet = {**info, **group_by_split(lsnet_items)}
         summary["lsnet_datalist"] = summarize(lsnet)
-        write_json_atomic(out_dir / "lsnet_datalist.json", lsnet)
-    write_json_atomic(out_dir / "excluded.json", list(excluded))
-    write_json_atomic(out_dir / "summary.json", summary)
+        write_json(out_dir / "lsnet_datalist.json", lsnet, indent=1)
+    write_json(out_dir / "excluded.json", list(excluded), indent=1)
+    write_json(out_dir / "summary.json", summary, indent=1)
     return summary
 
 

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from pneumonitor.datasets.images import read_gray, write_png_atomic
+from pneumonitor.datasets.images import read_gray
+from pneumonitor.publishing import write_png
 from pneumonitor.datasets.splits import DEFAULT_FRACTIONS, assign_splits
 
 SOURCE = "jsrt"
@@ -41,7 +42,7 @@ def convert_jsrt(
             excluded.append({"image": str(image), "reason": "image or lung mask file missing"})
             continue
         union = (read_gray(right) > 0) | (read_gray(left) > 0)
-        lung_mask = write_png_atomic(out_dir / "masks" / "jsrt-lungs" / f"{image.stem}.png", union)
+        lung_mask = write_png(out_dir / "masks" / "jsrt-lungs" / f"{image.stem}.png", union)
         items.append(
             {
                 "image": str(image),

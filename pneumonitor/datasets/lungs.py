@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from pneumonitor.datasets.images import write_png_atomic
+from pneumonitor.publishing import write_png
 
 LSNET_SOURCE = "lsnet"
 
@@ -64,7 +64,7 @@ def predict_lung_masks(
                 probability = torch.sigmoid(loaded.network(batch))[:, 0].numpy()
             for item, lung in zip(chunk, probability):
                 right, left = split_lungs(ndimage.binary_fill_holes(lung >= 0.5))
-                write_png_atomic(_mask_path(out_dir, item["image"]), (right | left).astype(np.uint8) * 255)
+                write_png(_mask_path(out_dir, item["image"]), (right | left).astype(np.uint8) * 255)
     for item in todo:
         item[key] = str(_mask_path(out_dir, item["image"]))
         item[f"{key}_source"] = LSNET_SOURCE

@@ -235,13 +235,11 @@ def write_volume(array: np.ndarray, like: CTVolume, path: str | Path) -> Path:
     """Write ``array`` (on the grid of ``like``) as NIfTI/NRRD via SimpleITK, atomically (temp name, then rename)."""
     import SimpleITK as sitk
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    tmp = path.with_name(f".{path.name.removesuffix(suffix)}.tmp{suffix}")
-    sitk.WriteImage(like.to_sitk(array), str(tmp), useCompression=True)
-    tmp.replace(path)
-    return path
+    from pneumonitor.publishing import atomic_path
+
+    with atomic_path(path) as tmp:  # the temporary name keeps the format suffix SimpleITK picks the writer by
+        sitk.WriteImage(like.to_sitk(array), str(tmp), useCompression=True)
+    return Path(path)
 
 
 def resample_to_shape(ct: CTVolume, shape: Sequence[int]) -> CTVolume:

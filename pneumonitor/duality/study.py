@@ -33,8 +33,9 @@ import numpy as np
 
 from pneumonitor.duality.ct import CTVolume, LungMasks, body_mask, implant_lesions, make_lesion_field, mask_ratio, segment_infection
 from pneumonitor.duality.drr.geometry import ConeBeamGeometry
-from pneumonitor.duality.drr.postprocess import lung_footprint_png, save_png
+from pneumonitor.duality.drr.postprocess import lung_footprint_png
 from pneumonitor.duality.drr.render import DRRPhysics, render_drr
+from pneumonitor.publishing import atomic_path, html_page, save_figure, write_json, write_png, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +144,9 @@ def simulate(
                 left_fp = drr.footprint_mask("left", settings.footprint_min_path_mm)
                 stem = f"{patient}_T{t + 1}_{view}"
                 image_path = out_dir / "drr" / f"{stem}.png"
-                save_png(drr.image, image_path)
-                save_png(lung_footprint_png(right_fp, left_fp), out_dir / "drr" / "footprints" / f"{stem}_lungs.png")
-                save_png(255 * (lesion_fp & (right_fp | left_fp)), out_dir / "drr" / "footprints" / f"{stem}_lesion.png")
+                write_png(image_path, drr.image)
+                write_png(out_dir / "drr" / "footprints" / f"{stem}_lungs.png", lung_footprint_png(right_fp, left_fp))
+                write_png(out_dir / "drr" / "footprints" / f"{stem}_lesion.png", lesion_fp & (right_fp | left_fp))
                 rows.append({
                     "patient": patient, "timepoint": t + 1, "view": view, "image": str(image_path.resolve()),
                     "lesion_seed": lesion_seed,
@@ -164,10 +165,10 @@ def simulate(
 
 def merge_analysis(rows: list[dict], results_csv: Path) -> list[dict]:
     """Join ``pneumonitor analyze`` results (``results.csv``) onto the study rows by absolute image path."""
-    import pandas as pd
+    from pneumonitor.results import read_results
 
-    results = pd.read_csv(results_csv, dtype={"reason": str}, keep_default_na=False)
-    by_image = {str(Path(r["image"]).resolve()): r for r in results.to_dict("records")}
+    results = read_results(results_csv)
+    by_image = {str(Path(r["image"]).resolve()): r for r in results.rows}
     merged = []
     for row in rows:
         result = by_image.get(row["image"])
@@ -177,7 +178,7 @@ def merge_analysis(rows: list[dict], results_csv: Path) -> list[dict]:
         else:
             out.update(
                 status=result["status"], reason=result["reason"],
-                lung_dice_vs_footprint=_lung_dice(result, results_csv.parent, Path(row["image"])),
+                lung_dice_vs_footprint=_lung_dice(result, results.folder, Path(row["image"])),
                 pneumonia_probability=result["pneumonia_probability"], positive=result["positive"],
                 drr_ratio=result["ratio_total"], drr_ratio_right=result["ratio_right"],
                 drr_ratio_left=result["ratio_left"], score_right=result["score_right"],
@@ -283,9 +284,10 @@ def write_table(rows: list[dict], path: Path) -> None:
     import pandas as pd
 
     frame = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False, float_format="%.4f")
-    tmp.replace(path)
+    for column in ("positive", "score_right", "score_left", "score_total"):  # integers, empty when not analysed
+        frame[column] = frame[column].astype("Int64")
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.4f")
 
 
 def plot_regression(rows: list[dict], summary: dict, path: Path) -> None:
@@ -322,7 +324,7 @@ def plot_regression(rows: list[dict], summary: dict, path: Path) -> None:
         ax.set_title(f"{view} DRRs")
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    _savefig(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_profiles(rows: list[dict], path: Path) -> None:
@@ -355,16 +357,7 @@ def plot_profiles(rows: list[dict], path: Path) -> None:
         ax.set_ylim(0, 100)
     axes[0][0].legend(fontsize=6, loc="upper left")
     fig.tight_layout()
-    _savefig(fig, path)
-
-
-def _savefig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
 
 
 def write_report(rows: list[dict], summary: dict, settings: dict, path: Path) -> None:
@@ -375,12 +368,11 @@ def write_report(rows: list[dict], summary: dict, settings: dict, path: Path) ->
             return "" if math.isnan(v) else f"{v:.3g}"
         return html.escape(str(v))
 
+    style = ("body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}"
+             "table{border-collapse:collapse}")
     parts = [
-        "<!doctype html><meta charset='utf-8'><title>CT-X-ray duality study</title>",
-        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}"
-        "table{border-collapse:collapse}</style>",
         "<h1>CT-X-ray duality study (virtual patients)</h1>",
-        "<p>Research use only. Lesions are synthetic, implanted into one real CT; see docs/readme/ct-drr.md.</p>",
+        "<p>Research use only. Lesions are synthetic, implanted into one real CT; see docs/ct-drr.md.</p>",
         "<h2>Regression and trend agreement</h2><table><tr><th>view</th><th>comparison</th><th>n</th><th>r</th>"
         "<th>p</th><th>slope</th><th>intercept</th></tr>",
     ]
@@ -413,20 +405,7 @@ def write_report(rows: list[dict], summary: dict, settings: dict, path: Path) ->
     for r in rows:
         parts.append("<tr>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in TABLE_COLUMNS if c != "image") + "</tr>")
     parts.append("</table>")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _json_safe(value):
-    """NaN (no fit, no transition) -> null, so that summary.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    write_text(path, html_page("CT-X-ray duality study", "\n".join(parts), style))
 
 
 def run_study(
@@ -465,9 +444,6 @@ def run_study(
     write_table(rows, out_dir / "duality.csv")
     plot_regression(rows, summary, out_dir / "regression.png")
     plot_profiles(rows, out_dir / "profiles.png")
-    document = {"settings": settings_dict, "summary": _json_safe(summary)}
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False))
-    tmp.replace(out_dir / "summary.json")
+    write_json(out_dir / "summary.json", {"settings": settings_dict, "summary": summary})
     write_report(rows, summary, settings_dict, out_dir / "report.html")
     return summary

@@ -30,10 +30,9 @@ class SavePNGd(MapTransform):
         self.output_dir, self.output_postfix, self.mode, self.meta_key = output_dir, output_postfix, mode, meta_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        import os
         from pathlib import Path
 
-        from PIL import Image
+        from pneumonitor.publishing import write_png
 
         d = dict(data)
         meta = getattr(d.get(self.meta_key), "meta", {}) or {}
@@ -47,11 +46,6 @@ class SavePNGd(MapTransform):
                 align = None if self.mode == "nearest" else False
                 array = torch.nn.functional.interpolate(array, size=size, mode=self.mode, align_corners=align)
             pixels = np.round(255 * np.clip(array[0, 0].numpy(), 0, 1)).astype(np.uint8)
-            out_dir = Path(self.output_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path = out_dir / f"{stem}_{self.output_postfix}.png"
-            tmp = path.with_name(f".{path.name}.tmp.png")
-            Image.fromarray(pixels).save(tmp)
-            os.replace(tmp, path)
+            path = write_png(Path(self.output_dir) / f"{stem}_{self.output_postfix}.png", pixels)
             d[f"{key}_path"] = str(path)
         return d

@@ -13,7 +13,6 @@ counted.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,7 @@ from typing import Any
 import pandas as pd
 
 from pneumonitor.datasets.datalist import SPLITS, load_datalist
-
-NUMERIC_RESULT_COLUMNS = (
-    "pneumonia_probability", "positive", "ratio_total", "ratio_right", "ratio_left",
-    "score_right", "score_left", "score_total", "rows", "columns",
-)
-
+from pneumonitor.results import read_results
 
 @dataclass
 class MatchedSet:
@@ -48,16 +42,10 @@ class MatchedSet:
 
 
 def load_results(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
-    """Read ``results.csv`` (given as the file or its folder); returns (table, folder)."""
-    path = Path(path)
-    csv = path / "results.csv" if path.is_dir() else path
-    if not csv.is_file():
-        raise ValueError(f"no results.csv at {path}; run `pneumonitor analyze ... --out DIR` first")
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    missing = {"image", "status"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{csv} lacks columns {sorted(missing)}: not a pneumonitor results.csv")
-    return table, csv.parent.resolve()
+    """Read ``results.csv`` (given as the file or its folder; :func:`pneumonitor.results.read_results`); returns
+    (table, folder): numbers as float (NaN when empty), text as str."""
+    results = read_results(path)
+    return results.frame(), results.folder.resolve()
 
 
 def _parse_cell(key: str, value: Any) -> Any:
@@ -96,17 +84,6 @@ def load_reference(path: str | os.PathLike, split: str = "test") -> list[dict[st
     return list(datalist[split])
 
 
-def _numeric(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    for column in NUMERIC_RESULT_COLUMNS:
-        if column in out:
-            try:
-                out[column] = float(out[column]) if out[column] != "" else math.nan
-            except ValueError:
-                out[column] = math.nan
-    return out
-
-
 def match(results: pd.DataFrame, results_dir: Path, reference: list[dict[str, Any]]) -> MatchedSet:
     """Pair reference items with result rows (absolute path first, then unique basename)."""
     matched = MatchedSet(results_dir=results_dir)
@@ -126,7 +103,7 @@ def match(results: pd.DataFrame, results_dir: Path, reference: list[dict[str, An
         elif row.get("status", "ok") != "ok":
             matched.skipped_by_analyze.append({"image": image, "reason": row.get("reason", "")})
         else:
-            matched.pairs.append((item, _numeric(row)))
+            matched.pairs.append((item, row))
     return matched
 
 

@@ -7,16 +7,14 @@ per-image CSV. Everything is written to temporary names and renamed, so a failed
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from pneumonitor.datasets.datalist import publish, write_json_atomic, write_text_atomic
 from pneumonitor.evaluation.classification import Estimate
 from pneumonitor.evaluation.severity_agreement import N_SCORES
+from pneumonitor.publishing import atomic_path, html_page, save_figure, write_json, write_text
 
 
 def _estimate(block: dict[str, Any]) -> str:
@@ -222,22 +220,8 @@ def html_report(markdown: str, figures: Sequence[str]) -> str:
     body += [f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}"></figure>' for name in figures]
     style = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-             "img{max-width:32em;margin:0.5em}figure{display:inline-block;margin:0}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>pneumonitor evaluation</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}<p><small>Research software, not for clinical use."
-            f"</small></p></body></html>\n")
-
-
-def _save_figure(figure: Any, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+             "img{max-width:32em;margin:0.5em}figure{display:inline-block;margin:0}.note{font-size:small}")
+    return html_page("pneumonitor evaluation", "".join(body), style)
 
 
 def plot_roc(metrics: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -258,10 +242,7 @@ def plot_roc(metrics: Sequence[dict[str, Any]], path: Path) -> Path | None:
     axes.plot([0, 1], [0, 1], ":", color="gray")
     axes.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), title="ROC")
     axes.legend(loc="lower right")
-    try:
-        return _save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 def plot_map_sweep(metrics: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -280,10 +261,7 @@ def plot_map_sweep(metrics: Sequence[dict[str, Any]], path: Path) -> Path | None
         axes.plot(sweep["threshold"], sweep["map"], "o-", label=block["name"])
     axes.set(xlabel="heatmap threshold", ylabel="mAP (RSNA, IoU 0.40-0.75)", title="mAP vs heatmap threshold")
     axes.legend()
-    try:
-        return _save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 def plot_severity_scatter(predicted: Sequence[float], reference: Sequence[float], stats: dict[str, Any],
@@ -306,10 +284,7 @@ def plot_severity_scatter(predicted: Sequence[float], reference: Sequence[float]
     axes.set(xlabel="reference score (0-8)", ylabel="predicted score (0-8)", xlim=(-0.3, 8.3), ylim=(-0.3, 8.3),
              title=title or "Severity")
     axes.legend(loc="upper left")
-    try:
-        return _save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], path: Path, title: str = "") -> Path:
@@ -329,10 +304,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], path: Path, title: str = "")
     axes.set(xticks=range(N_SCORES), yticks=range(N_SCORES), xlabel="predicted score", ylabel="reference score",
              title=title or "Severity confusion matrix")
     figure.colorbar(image, ax=axes, fraction=0.046)
-    try:
-        return _save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 def _slug(name: str) -> str:
@@ -362,18 +334,16 @@ def write_report(out_dir: str | Path, evaluations: Sequence[Any], settings: dict
     written.update({k: v for k, v in figures.items() if v is not None})
     rows = [{"dataset": e.name, **row} for e in evaluations for row in e.per_image]
     if rows:
-        fd, tmp = tempfile.mkstemp(prefix=".per_image.", suffix=".csv", dir=out_dir)
-        os.close(fd)
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-        publish(tmp, out_dir / "per_image.csv")
+        with atomic_path(out_dir / "per_image.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
         written["per_image"] = out_dir / "per_image.csv"
     markdown = markdown_report(metrics)
-    written["tables"] = write_text_atomic(out_dir / "tables.md", markdown)
+    written["tables"] = write_text(out_dir / "tables.md", markdown)
     pngs = [path.name for name, path in written.items() if path.suffix == ".png"]
-    written["report"] = write_text_atomic(out_dir / "report.html", html_report(markdown, pngs))
+    written["report"] = write_text(out_dir / "report.html", html_report(markdown, pngs))
     payload = {"settings": settings, "datasets": metrics,
                "figures": {k: v.name for k, v in written.items() if v.suffix == ".png"}}
-    written["metrics"] = write_json_atomic(out_dir / "metrics.json", payload)
+    written["metrics"] = write_json(out_dir / "metrics.json", payload, indent=1)
     return written
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import pandas as pd
 
 from pneumonitor.monitoring.profiles import PatientProfile
 from pneumonitor.monitoring.trend import ChangeRule, PooledTrendAgreement
+from pneumonitor.publishing import html_page, write_text
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em auto;max-width:1100px;
@@ -32,29 +31,6 @@ LEFT = ' class="l"'
 DISCLAIMER = (
     "Research software, not for clinical use. Scores are computed from segmentations; read them with the images."
 )
-
-
-def current_umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file in the target folder, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp creates 0600; reports are meant to be shared
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
 
 
 def _e(value: object) -> str:
@@ -72,10 +48,7 @@ def _number(value: object, digits: int = 1) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (
-        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
-        f"<style>{STYLE}</style></head><body>\n{body}\n<p class=\"note\">{_e(DISCLAIMER)}</p></body></html>\n"
-    )
+    return html_page(title, body, STYLE, DISCLAIMER)
 
 
 def change_rule_text(rule: ChangeRule) -> str:
@@ -167,7 +140,7 @@ def write_patient_report(
                      "sides (the patient's right lung is on the image left). " + change_rule_text(rule) + "</p>")
     parts.append(_reason_list("Studies without a usable time", profile.undated))
     parts.append(_reason_list("Studies skipped by analyze", profile.skipped))
-    return write_text_atomically(folder / "report.html", _page(f"Patient {profile.patient_id}", "\n".join(parts)))
+    return write_text(folder / "report.html", _page(f"Patient {profile.patient_id}", "\n".join(parts)))
 
 
 def write_index(
@@ -228,4 +201,4 @@ def write_index(
         f"<tr><td class=\"l\">{_e(key)}</td><td class=\"l\">{_e(value)}</td></tr>" for key, value in settings.items()
     )
     parts.append(f"<h2>Settings</h2><table>{settings_rows}</table>")
-    return write_text_atomically(Path(out_dir) / "index.html", _page("Patient monitoring", "\n".join(parts)))
+    return write_text(Path(out_dir) / "index.html", _page("Patient monitoring", "\n".join(parts)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,31 +13,14 @@ import numpy as np  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from pneumonitor.monitoring.profiles import PatientProfile  # noqa: E402
-from pneumonitor.monitoring.pages import current_umask  # noqa: E402
 from pneumonitor.monitoring.studies import TIME_OFFSET  # noqa: E402
+from pneumonitor.publishing import save_figure  # noqa: E402
 
 RIGHT_COLOR = "tab:blue"
 LEFT_COLOR = "tab:orange"
 TOTAL_COLOR = "black"
 REFERENCE_STYLES = (("tab:green", "D"), ("tab:purple", "^"), ("tab:brown", "v"), ("tab:cyan", "P"))
 CHANGE_MARKS = {"worse": ("▲ worse", "tab:red"), "improved": ("▼ improved", "tab:green")}
-
-
-def save_figure_atomically(figure: plt.Figure, path: Path, dpi: int = 110) -> Path:
-    """Save ``figure`` as PNG under a temporary name in the target folder, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", prefix=".tmp-", dir=path.parent)
-    os.close(handle)
-    try:
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp creates 0600; figures are meant to be shared
-        figure.savefig(temporary, dpi=dpi, bbox_inches="tight", format="png")
-        os.replace(temporary, path)
-    finally:
-        plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
 
 
 def day_axis_label(profile: PatientProfile) -> str:
@@ -129,7 +110,7 @@ def plot_profile(
     for axis in (ax_ratio, ax_score, ax_prob):
         axis.grid(axis="x", color="0.9")
     figure.align_ylabels()
-    return save_figure_atomically(figure, path)
+    return save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
 def _thumbnail(path: str, height: int) -> np.ndarray | None:
@@ -180,4 +161,4 @@ def plot_overlay_strip(profile: PatientProfile, path: Path, height: int = 256, p
                       bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})
     figure.suptitle(f"Patient {profile.patient_id}: studies in time order", fontsize=10)
     figure.tight_layout()
-    return save_figure_atomically(figure, path, dpi=100)
+    return save_figure(figure, path, dpi=100, bbox_inches="tight")

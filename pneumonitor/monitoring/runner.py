@@ -15,11 +15,7 @@ Output folder layout (written into a temporary folder next to ``out_dir`` and re
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +25,7 @@ from tqdm import tqdm
 
 from pneumonitor.monitoring.plots import plot_overlay_strip, plot_profile
 from pneumonitor.monitoring.profiles import TIMELINE_COLUMNS, PatientProfile, build_profiles
-from pneumonitor.monitoring.pages import PatientPage, current_umask, write_index, write_patient_report
+from pneumonitor.monitoring.pages import PatientPage, write_index, write_patient_report
 from pneumonitor.monitoring.studies import (
     MetadataColumns,
     MonitoringInputError,
@@ -38,6 +34,7 @@ from pneumonitor.monitoring.studies import (
     read_study_metadata,
 )
 from pneumonitor.monitoring.trend import ChangeRule, PooledTrendAgreement, pooled_trend_agreement
+from pneumonitor.publishing import atomic_folder, write_json
 
 
 @dataclass
@@ -82,16 +79,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise MonitoringInputError(f"--out {out_dir} is not empty; choose another folder or pass --overwrite")
 
 
-def _move_into_place(built: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
-        out_dir.rename(retired / out_dir.name)
-        built.rename(out_dir)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        built.rename(out_dir)
-
-
 def run_monitoring(
     results: Sequence[Path] | Path,
     out_dir: Path,
@@ -133,10 +120,7 @@ def run_monitoring(
     studies = attach_patient_and_time(table.rows, study_metadata)
     profiles, unassigned = build_profiles(studies, rule, reference_columns, compare_column)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
-    built.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700; the report folder is meant to be shared
-    try:
+    with atomic_folder(out_dir) as built:
         pages = [
             PatientPage(p.patient_id, folder, p)
             for p, folder in zip(profiles, patient_folder_names([p.patient_id for p in profiles]), strict=True)
@@ -192,15 +176,10 @@ def run_monitoring(
             "skipped_studies": int(sum(len(p.skipped) for p in profiles)),
             "unassigned_studies": len(unassigned),
             "trend_agreement": {
-                column: {"accuracy": None if math.isnan(s.accuracy) else s.accuracy, "n_agree": s.n_agree,
-                         "n_transitions": s.n_transitions, "n_patients": s.n_patients,
-                         "mean_per_patient": None if math.isnan(s.mean_per_patient) else s.mean_per_patient}
+                column: {"accuracy": s.accuracy, "n_agree": s.n_agree, "n_transitions": s.n_transitions,
+                         "n_patients": s.n_patients, "mean_per_patient": s.mean_per_patient}
                 for column, s in pooled.items()
             },
         }
-        (built / "monitor.json").write_text(json.dumps({"settings": settings, "summary": summary_numbers}, indent=2))
-        _move_into_place(built, out_dir)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
-        raise
+        write_json(built / "monitor.json", {"settings": settings, "summary": summary_numbers})
     return MonitoringSummary(out_dir=out_dir, profiles=profiles, unassigned=unassigned, pooled=pooled)

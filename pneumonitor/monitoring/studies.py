@@ -13,7 +13,6 @@ kind. Studies without a usable patient or time are kept aside with the reason, n
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,22 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-#: Columns of ``results.csv`` that monitoring needs (written by ``pneumonitor analyze``).
-REQUIRED_RESULT_COLUMNS: tuple[str, ...] = (
-    "image",
-    "status",
-    "pneumonia_probability",
-    "positive",
-    "ratio_total",
-    "ratio_right",
-    "ratio_left",
-    "score_right",
-    "score_left",
-    "score_total",
-)
-NUMERIC_RESULT_COLUMNS: tuple[str, ...] = REQUIRED_RESULT_COLUMNS[2:]
-#: Output image columns of ``results.csv``, paths relative to the folder of the CSV.
-IMAGE_OUTPUT_COLUMNS: tuple[str, ...] = ("lung_mask", "pneumonia_mask", "overlay", "heatmap")
+from pneumonitor.results import FILE_COLUMNS, RESULT_COLUMNS, ResultsError
+from pneumonitor.results import read_results as load_results_file
+
 #: Optional per-study standard deviation of ``ratio_total`` (percentage points), used by the change rule.
 RATIO_SD_COLUMN = "ratio_total_sd"  # written by pneumonitor analyze (uncertainty passes)
 
@@ -118,14 +104,7 @@ class ResultsTable:
     sources: list[Path] = field(default_factory=list)
 
 
-def _threshold_from_settings(csv_path: Path) -> float | None:
-    settings_path = csv_path.with_name("results.json")
-    if not settings_path.is_file():
-        return None
-    try:
-        settings = json.loads(settings_path.read_text()).get("settings", {})
-    except (json.JSONDecodeError, AttributeError, OSError):
-        return None
+def _threshold(settings: dict) -> float | None:
     for key in ("classification_threshold", "threshold"):
         if isinstance(settings.get(key), int | float):
             return float(settings[key])
@@ -133,41 +112,33 @@ def _threshold_from_settings(csv_path: Path) -> float | None:
 
 
 def read_results(paths: list[Path] | Path) -> ResultsTable:
-    """Read ``results.csv`` files written by ``pneumonitor analyze`` and concatenate them.
+    """Read ``results.csv`` files written by ``pneumonitor analyze`` (:func:`pneumonitor.results.read_results`) and
+    concatenate them; output file columns become absolute paths.
 
     Raises:
-        MonitoringInputError: a file is missing, unreadable, or lacks a required column.
+        MonitoringInputError: a file is missing, unreadable, or not a results table (the reason names the column).
     """
     paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     frames: list[pd.DataFrame] = []
     thresholds: set[float] = set()
     for path in paths:
-        if not path.is_file():
-            raise MonitoringInputError(f"results file not found: {path}")
         try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-            raise MonitoringInputError(f"cannot read {path} as CSV: {error}") from None
-        missing = [c for c in REQUIRED_RESULT_COLUMNS if c not in frame.columns]
-        if missing:
-            raise MonitoringInputError(
-                f"{path} is not a results.csv of 'pneumonitor analyze': missing column(s) {', '.join(missing)}"
-            )
-        for column in NUMERIC_RESULT_COLUMNS + ((RATIO_SD_COLUMN,) if RATIO_SD_COLUMN in frame.columns else ()):
-            frame[column] = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
-        if RATIO_SD_COLUMN in frame.columns and frame[RATIO_SD_COLUMN].isna().all():
+            results = load_results_file(path)
+        except ResultsError as error:
+            raise MonitoringInputError(str(error)) from None
+        frame = results.frame()
+        if frame[RATIO_SD_COLUMN].isna().all():
             frame = frame.drop(columns=RATIO_SD_COLUMN)  # analyze --uncertainty off writes the column empty
-        base = path.resolve().parent
-        for column in IMAGE_OUTPUT_COLUMNS:
-            if column in frame.columns:
-                frame[column] = [str((base / v).resolve()) if v else "" for v in frame[column]]
+        base = results.folder.resolve()
+        for column in FILE_COLUMNS:
+            frame[column] = [str((base / v).resolve()) if v else "" for v in frame[column]]
         frame["status"] = frame["status"].str.strip().str.lower()
         frame["results_file"] = str(path)
         frames.append(frame)
-        threshold = _threshold_from_settings(path)
+        threshold = _threshold(results.settings)
         if threshold is not None:
             thresholds.add(threshold)
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REQUIRED_RESULT_COLUMNS)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     threshold = thresholds.pop() if len(thresholds) == 1 else DEFAULT_CLASSIFICATION_THRESHOLD
     return ResultsTable(rows=rows, classification_threshold=threshold, sources=paths)
 

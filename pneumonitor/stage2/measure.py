@@ -20,7 +20,6 @@ Outputs (``--out``): ``measurements.csv`` (one row per image and method), ``tabl
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -82,6 +81,8 @@ def draw_examples(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pneumonitor.publishing import save_figure
+
     colors = {"reference": "white", "box": "yellow", "stage1_heatmap": "orange", "proposal": "lime",
               "stage2_heatmap": "cyan"}
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.4), squeeze=False)
@@ -96,10 +97,7 @@ def draw_examples(rows: list[dict], path: Path) -> None:
                for n, c in colors.items() if any(n in r["masks"] for r in rows)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from pneumonitor.datasets.bounding_boxes import boxes_to_mask
-    from pneumonitor.datasets.datalist import load_datalist, write_json_atomic, write_text_atomic
+    from pneumonitor.datasets.datalist import load_datalist
+    from pneumonitor.publishing import write_csv, write_json, write_text
     from pneumonitor.datasets.images import read_gray
     from pneumonitor.evaluation.segmentation import mean_sd, overlap
     from pneumonitor.stage2.gradcam import GradCAMProposer, GradCAMSettings
@@ -191,13 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                 "dlnet1": {"source": str(dlnet1.source), "sha256": dlnet1.sha256},
                 "dlnet2": {"source": str(dlnet2.source), "sha256": dlnet2.sha256} if dlnet2 else None,
                 "heatmap_threshold": args.heatmap_threshold, "gradcam": proposer.settings.to_dict()}
-    with open(out / "measurements.csv.tmp", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "measurements.csv.tmp").replace(out / "measurements.csv")
-    write_json_atomic(out / "table.json", {"settings": settings, "table": table, "skipped": skipped})
-    write_text_atomic(out / "table.md", "\n".join(lines) + "\n")
+    write_csv(out / "measurements.csv", rows, list(rows[0]))
+    write_json(out / "table.json", {"settings": settings, "table": table, "skipped": skipped}, indent=1)
+    write_text(out / "table.md", "\n".join(lines) + "\n")
     if examples:
         draw_examples(examples, out / "examples.png")
     print("\n".join(lines))

@@ -26,8 +26,6 @@ Every item of the output gets ``localization_source`` (``proposal``, ``boxes``, 
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -237,7 +235,7 @@ def build_stage2_datalist(
     """
     from tqdm import tqdm
 
-    from pneumonitor.datasets.images import write_png_atomic
+    from pneumonitor.publishing import atomic_folder, write_png
 
     settings = settings or SelectionSettings()
     out_dir = Path(out_dir)
@@ -285,9 +283,8 @@ def build_stage2_datalist(
     # pass 2: proposals for the drawn items, written to a temporary folder
     drawn = [key for key, is_chosen in zip(candidates, chosen) if is_chosen]
     masks_dir = out_dir / "masks"
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".masks.", dir=out_dir))
     used: set[str] = set()
-    try:
+    with atomic_folder(masks_dir) as tmp_dir:
         for split, index in tqdm(drawn, desc="Grad-CAM proposals", unit="img", disable=not progress):
             item = datalist[split][index]
             row = record[(split, index)]
@@ -304,15 +301,9 @@ def build_stage2_datalist(
                 row.outcome = "empty_proposal"
                 continue
             name = _unique_name(str(item["image"]), index, used)
-            write_png_atomic(tmp_dir / name, np.round(255.0 * np.clip(proposal.soft, 0, 1)).astype(np.uint8))
+            write_png(tmp_dir / name, np.round(255.0 * np.clip(proposal.soft, 0, 1)).astype(np.uint8))
             row.outcome = "replaced"
             row.proposal = str((masks_dir / name).resolve())
-        if masks_dir.exists():
-            shutil.rmtree(masks_dir)
-        tmp_dir.rename(masks_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     for (split, index), row in record.items():
         if row.outcome == "replaced":
             target = new[split][index]
@@ -368,6 +359,7 @@ def write_preview(
     from matplotlib.patches import Rectangle
 
     from pneumonitor.datasets.images import read_gray
+    from pneumonitor.publishing import save_figure
     from pneumonitor.reading import read_radiograph
 
     settings = settings or SelectionSettings()
@@ -393,10 +385,7 @@ def write_preview(
         ax.set_title(f"{Path(row.image).name[:28]}\np={row.probability:.2f}", fontsize=7)
     fig.suptitle("boxes (yellow), Grad-CAM proposal (green), reference mask (red)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=90)
     return path
 
 

@@ -57,19 +57,6 @@ def to_radiograph(
         image = np.round(255.0 * (image / 255.0) ** (1.0 / gamma)).astype(np.uint8)
     return PostprocessResult(image=image, gamma_applied=applied, mean_before_gamma=mean)
 
-def save_png(image: np.ndarray, path) -> None:
-    """Write a uint8 ``[H, W]`` (or ``[H, W, 3]``) image as PNG atomically (temporary name, then rename)."""
-    from pathlib import Path
-
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp)
-    tmp.replace(path)
-
-
 def lung_footprint_png(right: np.ndarray, left: np.ndarray) -> np.ndarray:
     """uint8 ``[H, W]`` lung label image in the project's convention: right lung 255, left lung 128, background 0.
 
