@@ -39,7 +39,6 @@ from scipy import ndimage
 from pneumonitor import __version__
 from pneumonitor.publishing import remove_stale_temporaries as _remove_stale, write_png
 from pneumonitor.results import IDENTITY_COLUMNS, empty_row
-from pneumonitor.results import write_results  # noqa: F401 - until apps/deploy imports it from pneumonitor.results
 from pneumonitor.reading import Radiograph, UnsupportedInput, read_radiograph
 from pneumonitor.networks.checkpoint import LoadedNetwork, WeightsNotFound, load_network
 from pneumonitor.networks.dlnet import maps_to_heatmap

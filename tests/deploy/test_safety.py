@@ -107,14 +107,15 @@ def test_control_characters_are_skipped_duplicates_and_shared_studies_flagged(fr
 
 
 def test_store_removes_what_a_killed_run_left(fragment, tmp_path):
-    """Regression (issue 16, item 6): a killed run's ``.partial`` study folder and hidden temp files stayed for ever."""
+    """Regression (issue 16, item 6): a killed run's partial study folder and hidden temp files stayed for ever."""
     out = tmp_path / "out"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = out / f".1.2.3.partial-{dead.pid}"
+    stale = out / f".1.2.3.{dead.pid}-0a1b2c3d.tmp"  # pneumonitor.publishing.atomic_folder's name
     stale.mkdir(parents=True)
     (stale / "01-seg.dcm").write_bytes(b"half")
-    live = out / f".1.2.4.partial-{os.getppid()}"  # a live process's: never touched
+    (out / f".1.2.6.partial-{dead.pid}").mkdir()  # the name the store gave before pneumonitor.publishing
+    live = out / f".1.2.4.{os.getppid()}-0a1b2c3d.tmp"  # a live process's: never touched
     live.mkdir()
     (out / ".results.csv.tmp").write_text("half")
     (out / "1.2.5").mkdir()  # a finished study of an earlier run stays

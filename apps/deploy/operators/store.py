@@ -9,15 +9,15 @@ Layout of the output folder::
                                           adds ``seg``/``sr``/``sc`` paths relative to OUT)
 
 ``nn`` numbers the analysed radiographs of a study in source-file order. A study folder is written under a
-temporary name and renamed when complete, so a crash never leaves a partial study; a study with a ``failed``
-record (an object that could not be built) gets no folder, and the failure is logged with its reason.
+temporary name and renamed when complete (:func:`pneumonitor.publishing.atomic_folder`), so a crash never leaves a
+partial study; a study with a ``failed`` record (an object that could not be built) gets no folder, and the failure
+is logged with its reason. What a killed run left is removed by the next run into the same folder
+(:func:`pneumonitor.publishing.remove_stale_temporaries`: never a live process's).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,9 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.dicom_common import uid_problem
 from operators.records import CaseRecord
-from pneumonitor.inference.analyzer import ImageAnalysis, remove_stale_temporaries, result_row, write_results
+from pneumonitor.inference.analyzer import ImageAnalysis, result_row
+from pneumonitor.publishing import atomic_folder, remove_stale_temporaries
+from pneumonitor.results import FINDING_COLUMNS, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +66,8 @@ class DICOMStoreOperator(Operator):
     def store(self, records: list[CaseRecord]) -> dict[str, int]:
         """Write the studies and the summary; returns the counts per status."""
         self.output_folder.mkdir(parents=True, exist_ok=True)
-        for path in _stale_partial_folders(self.output_folder):
-            shutil.rmtree(path, ignore_errors=True)
-            logger.info("removed %s, a partial study of an interrupted run", path)
-        remove_stale_temporaries(self.output_folder)
+        for path in remove_stale_temporaries(self.output_folder):
+            logger.info("removed %s, left by an interrupted run", path)
         by_study: dict[str, list[CaseRecord]] = defaultdict(list)
         for record in records:
             if record.status in ("ok", "failed"):
@@ -112,20 +112,15 @@ class DICOMStoreOperator(Operator):
             logger.error("study %r not written: %s", study_uid, problem)
             return None
         final = self.output_folder / study_uid
-        partial = self.output_folder / f".{final.name}{PARTIAL_MARK}{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
         try:
-            for index, record in enumerate(records, start=1):
-                for kind in OBJECT_KINDS:
-                    name = f"{index:02d}-{kind}.dcm"
-                    record.objects[kind].save_as(partial / name, enforce_file_format=True)
-                    record.files[kind] = f"{final.name}/{name}"
-            if final.exists():  # a re-run replaces the study's previous outputs as a whole
-                _remove_child(self.output_folder, final)
-            partial.rename(final)
+            # a re-run replaces the study's previous outputs as a whole (never a link or a file of that name)
+            with atomic_folder(final) as partial:
+                for index, record in enumerate(records, start=1):
+                    for kind in OBJECT_KINDS:
+                        name = f"{index:02d}-{kind}.dcm"
+                        record.objects[kind].save_as(partial / name, enforce_file_format=True)
+                        record.files[kind] = f"{final.name}/{name}"
         except Exception as exc:  # noqa: BLE001 - disk full, permissions: fail the study, keep going
-            shutil.rmtree(partial, ignore_errors=True)
             for record in records:
                 record.fail(f"writing study {study_uid} failed ({type(exc).__name__}: {exc})")
                 record.files.clear()
@@ -143,9 +138,7 @@ class DICOMStoreOperator(Operator):
         row = result_row(analysis)
         if not record.ok:
             row.update(status=record.status, reason=record.reason)
-            for column in ("pneumonia_probability", "positive", "ratio_total", "ratio_right", "ratio_left",
-                           "score_right", "score_left", "score_total"):
-                row[column] = ""
+            row.update(dict.fromkeys(FINDING_COLUMNS, ""))
         if not row.get("sop_instance_uid"):
             row.update(
                 study_instance_uid=record.study_instance_uid,
@@ -154,33 +147,3 @@ class DICOMStoreOperator(Operator):
             )
         row.update({kind: record.files.get(kind, "") for kind in OBJECT_KINDS})
         return row
-
-
-#: a study folder being written is ``.<StudyInstanceUID>.partial-<pid>``
-PARTIAL_MARK = ".partial-"
-
-
-def _stale_partial_folders(folder: Path) -> list[Path]:
-    """Partial study folders in ``folder`` whose writing process is gone (killed runs; never a live one's)."""
-    stale = []
-    for path in folder.glob(f".*{PARTIAL_MARK}*"):
-        uid, _, pid = path.name[1:].rpartition(PARTIAL_MARK)
-        if not pid.isdigit() or uid_problem("StudyInstanceUID", uid) or path.is_symlink() or not path.is_dir():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            stale.append(path)
-        except PermissionError:  # alive, another user's
-            continue
-        else:
-            if int(pid) == os.getpid():
-                stale.append(path)  # an earlier store of this process that failed to clean up
-    return stale
-
-
-def _remove_child(folder: Path, path: Path) -> None:
-    """Remove ``path`` (a study folder); refuse anything that is not a real folder directly inside ``folder``."""
-    if path.parent != folder or path.name in ("", ".", "..") or path.is_symlink() or not path.is_dir():
-        raise RuntimeError(f"refusing to remove {path}: not a study folder directly inside {folder}")
-    shutil.rmtree(path)
