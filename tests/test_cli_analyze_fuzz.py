@@ -112,6 +112,14 @@ def snapshot(folder: Path, skip: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in folder.rglob("*") if skip not in p.parents and p != skip}
 
 
+def output_folder(work: Path, name: str) -> tuple[Path, dict[str, float]]:
+    """A new output folder holding an earlier file that must stay, and the snapshot of everything outside it."""
+    out = work / name
+    out.mkdir()
+    (out / "earlier.txt").write_text("keep me too")
+    return out, snapshot(work, out)
+
+
 def run_child(command: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, int, float]:
     """The command in a child process; also its peak resident memory (bytes) and wall time."""
     started = time.monotonic()
@@ -141,10 +149,7 @@ def check_run(work: Path, out: Path, proc, peak: int, inputs: int) -> list[dict]
 
 def test_fuzzed_dicoms_through_analyze(fuzz_folder, tmp_path):
     work = fuzz_folder
-    out = work / "out-analyze"
-    out.mkdir()
-    (out / "earlier.txt").write_text("keep me too")
-    before = snapshot(work, out)
+    out, before = output_folder(work, "out-analyze")
     dl, ls = make_checkpoints(tmp_path, heatmap_value=0.9)
     proc, peak, seconds = run_child(
         [sys.executable, "-m", "pneumonitor", "analyze", str(work / "in"), "--out", str(out), "--dlnet", str(dl),

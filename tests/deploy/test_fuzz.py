@@ -9,7 +9,14 @@ import json
 import sys
 from pathlib import Path
 
-from test_cli_analyze_fuzz import CASES, check_run, fuzz_folder, run_child, snapshot  # noqa: F401 - fuzz_folder: fixture
+from test_cli_analyze_fuzz import (  # noqa: F401 - fuzz_folder is a fixture
+    CASES,
+    check_run,
+    fuzz_folder,
+    output_folder,
+    run_child,
+    snapshot,
+)
 from test_operators import write_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -17,10 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_fuzzed_dicoms_through_the_deploy_app(fuzz_folder, tmp_path):
     work = fuzz_folder
-    out = work / "out-deploy"
-    out.mkdir()
-    (out / "earlier.txt").write_text("keep me too")
-    before = snapshot(work, out)
+    out, before = output_folder(work, "out-deploy")
     models = write_models(tmp_path, 0.55, 0.3)["models"]
     proc, peak, seconds = run_child(
         [sys.executable, str(REPO_ROOT / "apps" / "deploy"), "-i", str(work / "in"), "-o", str(out), "-m",
