@@ -53,19 +53,18 @@ def _inputs(count: int, folder: Path) -> list[Path]:
 def _networks(name: str, folder: Path):
     import torch
 
-    from pneumonitor.networks import DLNet, LSNet, load_network, save_checkpoint
+    from pneumonitor.networks import DLNet, LSNet, load_bundle, save_bundle
     from pneumonitor.inference.analyzer import default_bundle_dir
 
     if name == "shipped":
-        return load_network(default_bundle_dir("dlnet"), "DLNet"), load_network(default_bundle_dir("lsnet"), "LSNet")
+        return load_bundle(default_bundle_dir("dlnet"), kind="DLNet"), load_bundle(default_bundle_dir("lsnet"), kind="LSNet")
     dl_args, dl_size, ls_args, ls_size = CONFIGS[name]
     torch.manual_seed(0)
     dl, ls = DLNet(**dl_args), LSNet(**ls_args)
     with torch.no_grad():  # a lung everywhere keeps every image on the full path (no "no lung" skips)
         ls.head.bias.fill_(5.0)
-    save_checkpoint(dl, folder / "dl.pt", [dl_size, dl_size])
-    save_checkpoint(ls, folder / "ls.pt", [ls_size, ls_size])
-    return load_network(folder / "dl.pt", "DLNet"), load_network(folder / "ls.pt", "LSNet")
+    return load_bundle(save_bundle(dl, folder / "dl", [dl_size, dl_size])), load_bundle(
+        save_bundle(ls, folder / "ls", [ls_size, ls_size]))
 
 
 def run_one(name: str, images: int, batch_size: int, device: str, workers: int | None) -> dict:

@@ -59,20 +59,19 @@ if [[ -z "$MODELS" ]]; then
     mkdir -p "$MODELS/$bundle"
     meta=()
     [[ -f "$dir/configs/metadata.json" ]] && meta=(--meta_file "$dir/configs/metadata.json")
-    # traced, not scripted: LSNet's decoder (reversed() over a list of skips) is not TorchScript-scriptable.
-    # The example input is (1, channels, *image_size) from the bundle's inference.json.
-    shape="$(python - "$dir/configs/inference.json" "$bundle" <<'PY'
-import json, sys
-config = json.load(open(sys.argv[1]))
-size = config["image_size"]
-size = [size, size] if isinstance(size, int) else list(size)
-channels = config.get("network_def", {}).get("in_channels", 3 if sys.argv[2] == "dlnet" else 1)
-print(json.dumps([1, int(channels), *map(int, size)]))
-PY
-)"
+    # the commands of the bundles' cards (docs/bundles.md): DLNet scripted; LSNet traced (its decoder walks a
+    # reversed list of skips, which TorchScript cannot script) at (1, 1, *image_size) of its inference.json.
+    # ckpt_export stores inference.json in the archive: the app reads the input size and operating point there.
+    trace=()
+    if [[ "$bundle" == lsnet ]]; then
+      shape="$(python -c 'import json, sys
+size = json.load(open(sys.argv[1]))["image_size"]
+print(json.dumps([1, 1, *([size, size] if isinstance(size, int) else size)]))' "$dir/configs/inference.json")"
+      trace=(--use_trace True --input_shape "$shape")
+    fi
     (cd "$ROOT" && python -m monai.bundle ckpt_export network_def --filepath "$MODELS/$bundle/model.ts" \
       --ckpt_file "$dir/models/model.pt" --config_file "$dir/configs/inference.json" "${meta[@]}" \
-      --bundle_root "$dir" --use_trace True --input_shape "$shape")
+      --bundle_root "$dir" "${trace[@]}")
   done
 fi
 for bundle in dlnet lsnet; do

@@ -7,13 +7,13 @@
 # 2. each bundle trains in a working copy under WORK_DIR with train.json + train_cpu.json (one after the other: on
 #    2 cores, parallel runs only share the same CPU time); a killed run resumes from WORK_DIR/<name>/models/resume.pt
 #    when the script is run again (the per-epoch state: weights, optimizer, LR schedule, epoch, best checkpoint);
-# 3. the best checkpoints (validation Dice / AUC) are copied to bundles/<name>/models/model.pt (DLNet in fp16);
+# 3. the best checkpoints (validation Dice / AUC) are copied to bundles/<name>/models/model.pt (DLNet in fp16), and
+#    the run's network_def and image_size written into bundles/<name>/configs/inference.json (serve_trained_weights);
 # 4. DLNet's operating point is chosen on the validation split only: `pneumonitor analyze` on the validation images,
 #    then `pneumonitor evaluate --split validation --save-operating-point bundles/dlnet` writes the classification
 #    threshold (ROC point nearest (0,1)) and the heatmap threshold (lowest 0-8 score MAE against the expert scores of
 #    the validation patients, n >= 30) into its inference.json;
 # 5. the test split is analyzed and evaluated once, for the model cards (WORK_DIR/eval_test/tables.md).
-# The compact architecture/input size of the CPU recipe is what bundles/<name>/configs/inference.json describes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT/runs/default-models}"
@@ -36,13 +36,14 @@ for name in "${NETWORKS[@]}"; do
   (cd "$WORK/$name" && python -m monai.bundle run training \
       --config_file "['configs/train.json','configs/train_cpu.json']" \
       --bundle_root "$WORK/$name" --dataset_dir "$WORK/datalists" >> "$WORK/$name.log" 2>&1)
-  if [[ "$name" == dlnet ]]; then  # fp16 halves the file (50 -> 25 MB); the model card measures that nothing changed
-    python -c "import sys; from pneumonitor.networks import save_half_precision; save_half_precision(*sys.argv[1:])" \
-      "$WORK/$name/models/model.pt" "$ROOT/bundles/$name/models/model.pt"
-  else
-    cp "$WORK/$name/models/model.pt" "$ROOT/bundles/$name/models/model.pt"
-  fi
-  echo "bundles/$name/models/model.pt <- $WORK/$name/models/model.pt"
+  # the weights and the run's network_def + image_size (train.json merged with train_cpu.json) into the served
+  # bundle, so that its inference.json describes them; DLNet in fp16: half the file (50 -> 25 MB), the model card
+  # measures that nothing changed
+  python -c "import sys; from pneumonitor.networks import serve_trained_weights as serve
+serve(sys.argv[1], sys.argv[2:4], sys.argv[4], half_precision=sys.argv[5] == 'dlnet')" \
+    "$WORK/$name/models/model.pt" "$WORK/$name/configs/train.json" "$WORK/$name/configs/train_cpu.json" \
+    "$ROOT/bundles/$name" "$name"
+  echo "bundles/$name/models/model.pt <- $WORK/$name/models/model.pt (network_def, image_size -> configs/inference.json)"
 done
 
 split_images() {  # the image paths of one split of the DLNet datalist, one per line

@@ -157,10 +157,10 @@ def _use_test_network(bundle: Path) -> None:
 
 
 def test_pipeline_loader_reads_the_bundle(trained: dict[str, Path]) -> None:
-    from pneumonitor.networks import DLNet, load_network
+    from pneumonitor.networks import DLNet, load_bundle
 
     _use_test_network(trained["bundle"])
-    loaded = load_network(trained["bundle"], "DLNet")
+    loaded = load_bundle(trained["bundle"], kind="DLNet")
     assert isinstance(loaded.network, DLNet)
     assert loaded.image_size == (SIZE, SIZE)
 
@@ -182,9 +182,9 @@ def test_verify_net_in_out_and_torchscript_export(trained: dict[str, Path]) -> N
         meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"),
     )
     scripted = torch.jit.load(str(exported))
-    from pneumonitor.networks import load_network
+    from pneumonitor.networks import load_bundle
 
-    eager = load_network(trained["bundle"], "DLNet").network
+    eager = load_bundle(trained["bundle"], kind="DLNet").network
     x = torch.rand(2, 3, SIZE, SIZE)
     logits, maps = scripted(x)
     expected_logits, expected_maps = eager(x)

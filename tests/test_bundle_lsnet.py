@@ -131,7 +131,7 @@ def test_inference_writes_lung_masks_at_the_stored_size(trained: dict[str, Path]
 def test_verify_export_and_pipeline_loader(trained: dict[str, Path]) -> None:
     from monai.bundle import ckpt_export, verify_net_in_out
 
-    from pneumonitor.networks import LSNet, load_network
+    from pneumonitor.networks import LSNet, load_bundle
 
     configs = trained["bundle"] / "configs"
     inference = json.loads((configs / "inference.json").read_text())
@@ -145,7 +145,7 @@ def test_verify_export_and_pipeline_loader(trained: dict[str, Path]) -> None:
     ckpt_export(net_id="network_def", filepath=str(exported), ckpt_file=str(trained["bundle"] / "models" / "model.pt"),
                 meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"),
                 use_trace=True, input_shape=[1, 1, SIZE, SIZE])
-    loaded = load_network(trained["bundle"], "LSNet")
+    loaded = load_bundle(trained["bundle"], kind="LSNet")
     assert isinstance(loaded.network, LSNet) and loaded.image_size == (SIZE, SIZE)
     traced = torch.jit.load(str(exported))
     for shape in ((1, 1, SIZE, SIZE), (2, 1, 2 * SIZE, SIZE)):  # the trace is not tied to the traced shape

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pneumonitor.cli import main
-from pneumonitor.networks import load_network
+from pneumonitor.networks import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,8 +25,8 @@ def shipped() -> dict:
 
 
 def test_bundles_describe_their_weights_and_operating_point(shipped):
-    dlnet = load_network(ROOT / "bundles" / "dlnet", "DLNet")
-    lsnet = load_network(ROOT / "bundles" / "lsnet", "LSNet")
+    dlnet = load_bundle(ROOT / "bundles" / "dlnet", kind="DLNet")
+    lsnet = load_bundle(ROOT / "bundles" / "lsnet", kind="LSNet")
     assert dlnet.image_size == (224, 224) and lsnet.image_size == (224, 224)
     # chosen on validation (scripts/train_default_models.sh) and read by analyze as its defaults
     assert 0.0 < dlnet.settings["classification_threshold"] < 1.0
@@ -54,7 +54,7 @@ def test_readme_main_command_runs_without_flags(shipped, dicom_samples, tmp_path
     assert nih_normal["score_total"] <= 2 and nih_normal["ratio_total"] < 10
     text = json.dumps(document)
     assert hashlib.sha256(shipped["dlnet"].read_bytes()).hexdigest() in text  # the weights are recorded
-    dlnet_settings = load_network(ROOT / "bundles" / "dlnet", "DLNet").settings
+    dlnet_settings = load_bundle(ROOT / "bundles" / "dlnet", kind="DLNet").settings
     assert f'"classification_threshold": {dlnet_settings["classification_threshold"]}' in text
 
 

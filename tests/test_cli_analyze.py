@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumonitor.networks import DLNet, LSNet, save_checkpoint
+from pneumonitor.networks import DLNet, LSNet, save_bundle
 from pneumonitor.results import RESULT_COLUMNS
 
 from test_reading import make_dicom, gradient
@@ -38,7 +38,7 @@ def make_checkpoints(folder, heatmap_value):
     with torch.no_grad():
         ls.head.weight.zero_()
         ls.head.bias.fill_(10.0)
-    return save_checkpoint(dl, folder / "dl.pt", [128, 128]), save_checkpoint(ls, folder / "ls.pt", [128, 128])
+    return save_bundle(dl, folder / "dl", [128, 128]), save_bundle(ls, folder / "ls", [128, 128])
 
 
 def run_cli(*args):

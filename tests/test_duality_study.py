@@ -13,7 +13,7 @@ from scipy import ndimage
 from pneumonitor.duality import ct as C
 from pneumonitor.cli import main
 from pneumonitor.duality.study import TABLE_COLUMNS, regression, summarize
-from pneumonitor.networks import DLNet, LSNet, save_checkpoint
+from pneumonitor.networks import DLNet, LSNet, save_bundle
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def checkpoints(tmp_path_factory):
         dl.localization_head.output_conv.bias.fill_(0.9)
         ls.head.weight.zero_()
         ls.head.bias.fill_(10.0)
-    return save_checkpoint(dl, folder / "dl.pt", [128, 128]), save_checkpoint(ls, folder / "ls.pt", [128, 128])
+    return save_bundle(dl, folder / "dl", [128, 128]), save_bundle(ls, folder / "ls", [128, 128])
 
 
 def test_drr_command_writes_image_footprint_and_sidecar(small_ct, tmp_path):

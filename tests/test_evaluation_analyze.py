@@ -16,7 +16,7 @@ import torch
 from pneumonitor.cli import main
 from pneumonitor.datasets.datalist import write_conversion
 from pneumonitor.publishing import write_png
-from pneumonitor.networks import DLNet, LSNet, save_checkpoint
+from pneumonitor.networks import DLNet, LSNet, save_bundle
 
 
 def known_output_checkpoints(folder: Path) -> tuple[Path, Path]:
@@ -30,7 +30,7 @@ def known_output_checkpoints(folder: Path) -> tuple[Path, Path]:
     with torch.no_grad():
         ls.head.weight.zero_()
         ls.head.bias.fill_(10.0)
-    return save_checkpoint(dl, folder / "dl.pt", [128, 128]), save_checkpoint(ls, folder / "ls.pt", [128, 128])
+    return save_bundle(dl, folder / "dl", [128, 128]), save_bundle(ls, folder / "ls", [128, 128])
 
 
 def test_evaluate_reads_analyze_output(tmp_path: Path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pneumonitor.networks import DLNet, LSNet, load_network, save_checkpoint
+from pneumonitor.networks import DLNet, LSNet, load_bundle, save_bundle
 from pneumonitor.inference.analyzer import Analyzer, _prefetch, result_row
 
 
@@ -17,9 +17,8 @@ def analyzer(tmp_path_factory):
     with torch.no_grad():
         ls.head.bias.fill_(3.0)  # mostly lung, with a random boundary
         dl.classification_head.layers[-1].bias.fill_(3.0)
-    save_checkpoint(dl, folder / "dl.pt", [96, 96])
-    save_checkpoint(ls, folder / "ls.pt", [96, 96])
-    return Analyzer(load_network(folder / "dl.pt", "DLNet"), load_network(folder / "ls.pt", "LSNet"))
+    dlnet = load_bundle(save_bundle(dl, folder / "dl", [96, 96]))
+    return Analyzer(dlnet, load_bundle(save_bundle(ls, folder / "ls", [80, 96])))
 
 
 NUMBERS = ("pneumonia_probability", "ratio_total", "ratio_right", "ratio_left", "score_total")
@@ -39,6 +38,49 @@ def test_fast_path_equals_simple_path(analyzer, dicom_samples):
             else:
                 assert b[key] == pytest.approx(a[key], abs=0.01), key
     assert set(analyzer.stage_seconds) >= {"decode", "preprocess", "dlnet", "lsnet", "severity"}
+
+
+def test_per_network_entry_points_give_what_the_pipeline_uses(analyzer, dicom_samples):
+    """lungs / pneumonia at the radiograph's size: the same numbers analyze resizes and thresholds; an Analyzer with
+    one network serves that network's entry points."""
+    from pneumonitor.inference.analyzer import _resize
+    from pneumonitor.reading import read_radiograph
+
+    radiograph = read_radiograph(dicom_samples[0])
+    probability, heatmap, lungs = analyzer.infer(*(x[None] for x in analyzer.preprocess(radiograph)))
+    assert lungs.shape[1:] == (80, 96) and heatmap.shape[1:] == (96, 96)
+    dl_only = Analyzer(analyzer.dlnet, None)
+    p, full_heatmap = dl_only.pneumonia(radiograph)
+    assert p == pytest.approx(float(probability[0]), abs=1e-6) and full_heatmap.shape == radiograph.shape
+    np.testing.assert_allclose(full_heatmap, _resize(heatmap[0], radiograph.shape), atol=1e-6)
+    full_lungs = Analyzer(None, analyzer.lsnet).lungs(radiograph)
+    np.testing.assert_allclose(full_lungs, _resize(lungs[0], radiograph.shape), atol=1e-6)
+    mask = analyzer.lung_mask(full_lungs)
+    assert mask.dtype == bool and mask.shape == radiograph.shape
+
+
+def test_mc_dropout_varies_only_through_dropout_and_keeps_batch_norm_frozen(analyzer):
+    from pneumonitor.networks import LoadedNetwork
+
+    dlnet = analyzer.dlnet.network
+    x = torch.randn(1, 3, 96, 96)
+    running = dlnet.backbone.bn1.running_mean.clone()
+    probabilities = analyzer.mc_dropout(x, samples=16, seed=0)[:, 0]
+    assert probabilities.shape == (16,) and np.var(probabilities) > 0
+    np.testing.assert_array_equal(probabilities, analyzer.mc_dropout(x, samples=16, seed=0)[:, 0])  # seeded
+    assert torch.equal(dlnet.backbone.bn1.running_mean, running) and not any(m.training for m in dlnet.modules())
+    # the backbone once and the head per sample gives what whole passes with dropout active give
+    torch.manual_seed(0)
+    for module in dlnet.classification_head.modules():
+        module.train(isinstance(module, torch.nn.Dropout))
+    with torch.no_grad():
+        whole = torch.sigmoid(torch.cat([dlnet(x)[0] for _ in range(16)])[:, 0]).numpy()
+    dlnet.eval()
+    np.testing.assert_allclose(probabilities, whole, atol=1e-6)
+    no_dropout = DLNet("resnet18", dense_units=(32, 16), dropout=0.0, fpn_channels=16, localization_maps=8)
+    plain = Analyzer(LoadedNetwork(no_dropout, (96, 96), analyzer.dlnet.source, "", {}), None)
+    with pytest.raises(ValueError, match="no active dropout"):
+        plain.mc_dropout(x, samples=4)
 
 
 def test_prefetch_keeps_order_and_bounds_lookahead():
@@ -62,14 +104,13 @@ def test_thresholds_default_to_the_weights_operating_point(tmp_path):
 
     dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16))
     ls = LSNet(width=0.125)
-    save_checkpoint(dl, tmp_path / "plain.pt", [64, 64])
-    save_checkpoint(dl, tmp_path / "tuned.pt", [64, 64], classification_threshold=0.3, heatmap_threshold=0.45)
-    save_checkpoint(ls, tmp_path / "ls.pt", [64, 64])
-    lsnet = load_network(tmp_path / "ls.pt", "LSNet")
-    plain = Analyzer(load_network(tmp_path / "plain.pt", "DLNet"), lsnet)
+    save_bundle(dl, tmp_path / "plain", [64, 64])
+    save_bundle(dl, tmp_path / "tuned", [64, 64], classification_threshold=0.3, heatmap_threshold=0.45)
+    lsnet = load_bundle(save_bundle(ls, tmp_path / "ls", [64, 64]))
+    plain = Analyzer(load_bundle(tmp_path / "plain"), lsnet)
     assert (plain.settings.classification_threshold, plain.settings.heatmap_threshold) == (
         CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD)
-    tuned_net = load_network(tmp_path / "tuned.pt", "DLNet")
+    tuned_net = load_bundle(tmp_path / "tuned")
     tuned = Analyzer(tuned_net, lsnet)
     assert (tuned.settings.classification_threshold, tuned.settings.heatmap_threshold) == (0.3, 0.45)
     explicit = Analyzer(tuned_net, lsnet, settings=AnalysisSettings(heatmap_threshold=0.9))
@@ -78,17 +119,19 @@ def test_thresholds_default_to_the_weights_operating_point(tmp_path):
         AnalysisSettings(heatmap_threshold=1.5).resolved()
 
 
-def test_half_precision_checkpoint_loads_and_predicts_the_same(tmp_path):
+def test_half_precision_bundle_loads_and_predicts_the_same(tmp_path):
+    """The shipped DLNet's layout: a plain state dict (what the bundle's CheckpointSaver writes) in fp16."""
     from pneumonitor.networks import save_half_precision
 
     torch.manual_seed(0)
     dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16)).eval()
-    torch.save(dl.state_dict(), tmp_path / "full.pt")  # what the bundle's CheckpointSaver writes
-    save_half_precision(tmp_path / "full.pt", tmp_path / "half.pt")
-    assert (tmp_path / "half.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
-    stored = torch.load(tmp_path / "half.pt", weights_only=True)
+    full = save_bundle(dl, tmp_path / "full", [64, 64]) / "models" / "model.pt"
+    half = save_bundle(dl, tmp_path / "half", [64, 64]) / "models" / "model.pt"
+    save_half_precision(full, half)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    stored = torch.load(half, weights_only=True)
     assert {v.dtype for v in stored.values()} == {torch.float16, torch.int64}  # BatchNorm counters stay integers
-    loaded = load_network(tmp_path / "half.pt", "DLNet", image_size=(64, 64)).network
+    loaded = load_bundle(tmp_path / "half").network
     assert next(loaded.parameters()).dtype == torch.float32
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

@@ -1,7 +1,22 @@
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
-from pneumonitor.networks import DLNet, DLNetLoss, LSNet, load_network, maps_to_heatmap, save_checkpoint
+from pneumonitor.networks import (
+    DLNet,
+    DLNetLoss,
+    LSNet,
+    WeightsNotFound,
+    load_bundle,
+    maps_to_heatmap,
+    save_bundle,
+    serve_trained_weights,
+)
+from pneumonitor.networks.bundle import load_exported
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("size", [448, 256])
@@ -83,38 +98,81 @@ def test_one_training_step_lowers_the_loss():
     assert float(after) < float(before)
 
 
-def test_checkpoint_round_trip_and_architecture_inference(tmp_path):
-    dl = DLNet("resnet34", dense_units=(64, 32), fpn_channels=48, localization_maps=24)
-    save_checkpoint(dl, tmp_path / "dl.pt", [224, 224])
-    loaded = load_network(tmp_path / "dl.pt", "DLNet")
-    assert loaded.image_size == (224, 224) and loaded.network.config["backbone"] == "resnet34"
-    # a plain state dict (e.g. MONAI's CheckpointSaver) is enough: the architecture comes from the shapes
-    torch.save(dl.state_dict(), tmp_path / "plain.pt")
-    plain = load_network(tmp_path / "plain.pt", "DLNet")
-    assert plain.network.config["localization_maps"] == 24 and plain.image_size == (448, 448)
+def test_bundle_round_trip_takes_the_architecture_from_network_def(tmp_path):
+    dl = DLNet("resnet34", dense_units=(64, 32), fpn_channels=48, localization_maps=24).eval()
+    save_bundle(dl, tmp_path / "dl", [224, 192], classification_threshold=0.3)
+    loaded = load_bundle(tmp_path / "dl", kind="DLNet")
+    assert loaded.image_size == (224, 192) and loaded.network.config["backbone"] == "resnet34"
+    assert loaded.settings["classification_threshold"] == 0.3
     x = torch.randn(1, 3, 64, 64)
-    dl.eval()
-    assert torch.allclose(plain.network(x)[0], dl(x)[0])
-    ls = LSNet(width=0.125, norm="instance")
-    torch.save({"model": ls.state_dict()}, tmp_path / "ls.pt")
-    assert load_network(tmp_path / "ls.pt", "LSNet").network.config["norm"] == "instance"
-    with pytest.raises(ValueError, match="LSNet"):
-        load_network(tmp_path / "dl.pt", "LSNet")
+    assert torch.equal(loaded.network(x)[0], dl(x)[0])
+    # the config decides: weights of another architecture are refused with the reason, not silently adapted
+    config_path = tmp_path / "dl" / "configs" / "inference.json"
+    config = json.loads(config_path.read_text())
+    config["network_def"]["backbone"] = "resnet18"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not fit the network_def"):
+        load_bundle(tmp_path / "dl")
+    save_bundle(LSNet(width=0.125, norm="instance"), tmp_path / "ls", 96)
+    assert load_bundle(tmp_path / "ls").image_size == (96, 96)  # one number: a square
+    with pytest.raises(ValueError, match="holds a LSNet, not DLNet"):
+        load_bundle(tmp_path / "ls", kind="DLNet")
+    # a bundle folder and nothing else: a bare weights file or a folder without weights
+    with pytest.raises(WeightsNotFound, match="not a bundle folder"):
+        load_bundle(tmp_path / "dl" / "models" / "model.pt")
+    (tmp_path / "ls" / "models" / "model.pt").unlink()
+    with pytest.raises(WeightsNotFound, match="no trained weights"):
+        load_bundle(tmp_path / "ls")
 
 
-def test_bundle_folder_weights_decide_the_architecture(tmp_path):
-    import json
+def test_serving_trained_weights_writes_the_run_network_def_and_image_size(tmp_path):
+    """train.json says ResNet-50 @ 448, train_cpu.json ResNet-18 @ 224: the served inference.json follows the run."""
+    import shutil
 
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "models").mkdir()
-    config = {"network_def": {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet50", "dropout": 0.3},
-              "image_size": [224, 224]}
-    (tmp_path / "configs" / "inference.json").write_text(json.dumps(config))
-    torch.save(DLNet("resnet18").state_dict(), tmp_path / "models" / "model.pt")
-    loaded = load_network(tmp_path, "DLNet")
-    assert loaded.network.config["backbone"] == "resnet18"  # from the shapes, not the config
-    assert loaded.network.config["dropout"] == 0.3  # what shapes cannot tell comes from the config
-    assert loaded.image_size == (224, 224)
+    configs = REPO / "bundles" / "dlnet" / "configs"
+    served = tmp_path / "served"
+    shutil.copytree(configs, served / "configs")
+    run = tmp_path / "run"
+    run.mkdir()
+    cpu = json.loads((configs / "train_cpu.json").read_text())
+    assert cpu["network_def#backbone"] == "resnet18"
+    config_files = [configs / "train.json", configs / "train_cpu.json"]
+    operating_point = {k: json.loads((configs / "inference.json").read_text())[k]
+                       for k in ("classification_threshold", "heatmap_threshold")}
+    trained = DLNet("resnet18", localization_activation="sigmoid")
+    torch.save(trained.state_dict(), run / "model.pt")
+    written = serve_trained_weights(run / "model.pt", config_files, served, half_precision=True)
+    config = json.loads(written.read_text())
+    assert config["network_def"]["backbone"] == "resnet18" and config["image_size"] == cpu["image_size"]
+    assert {k: config[k] for k in operating_point} == operating_point  # the rest of inference.json is kept
+    loaded = load_bundle(served, kind="DLNet")
+    assert loaded.image_size == tuple(cpu["image_size"]) and loaded.network.config["backbone"] == "resnet18"
+    # weights that do not fit the run's configs are refused before anything is replaced
+    before = (served / "models" / "model.pt").read_bytes(), written.read_text()
+    torch.save(DLNet("resnet34").state_dict(), run / "model.pt")
+    with pytest.raises(ValueError, match="does not fit"):
+        serve_trained_weights(run / "model.pt", config_files, served)
+    assert ((served / "models" / "model.pt").read_bytes(), written.read_text()) == before
+
+
+def test_exported_torchscript_carries_its_inference_config(tmp_path):
+    """What the Deploy app loads: ``ckpt_export --config_file configs/inference.json`` of a bundle."""
+    from monai.bundle import ckpt_export
+
+    ls = LSNet(width=0.125).eval()
+    bundle = save_bundle(ls, tmp_path / "ls", [64, 64], threshold=0.5)
+    exported = bundle / "models" / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(exported), ckpt_file=str(bundle / "models" / "model.pt"),
+                meta_file=str(REPO / "bundles" / "lsnet" / "configs" / "metadata.json"),
+                config_file=str(bundle / "configs" / "inference.json"), use_trace=True, input_shape=[1, 1, 64, 64])
+    loaded = load_exported(exported)
+    assert loaded.image_size == (64, 64) and loaded.settings["threshold"] == 0.5
+    x = torch.rand(1, 1, 64, 64)
+    torch.testing.assert_close(loaded.network(x), ls(x))
+    plain = tmp_path / "plain.ts"
+    torch.jit.save(torch.jit.trace(ls, x), str(plain))
+    with pytest.raises(ValueError, match="carries no inference.json"):
+        load_exported(plain)
 
 
 def test_heatmap_supervision_regresses_the_maximum_the_pipeline_thresholds():
@@ -160,8 +218,6 @@ def test_weak_terms_keep_the_heatmap_in_the_lungs_and_at_the_experts_extent():
 
 
 def test_sigmoid_localization_head_and_its_bundle_config(tmp_path):
-    import json
-
     net = DLNet("resnet18", localization_activation="sigmoid").eval()
     with torch.no_grad():
         _, maps = net(torch.randn(1, 3, 64, 64))
@@ -171,7 +227,7 @@ def test_sigmoid_localization_head_and_its_bundle_config(tmp_path):
     torch.save(net.state_dict(), tmp_path / "models" / "model.pt")
     network_def = {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "localization_activation": "sigmoid"}
     (tmp_path / "configs" / "inference.json").write_text(json.dumps({"network_def": network_def, "image_size": [64, 64]}))
-    loaded = load_network(tmp_path, "DLNet")  # the activation has no weights: only the config can tell it
+    loaded = load_bundle(tmp_path, kind="DLNet")  # the activation has no weights: only the config can tell it
     assert isinstance(loaded.network.localization_head.output_act, torch.nn.Sigmoid)
     with pytest.raises(ValueError, match="activation"):
         DLNet("resnet18", localization_activation="tanh")

@@ -201,7 +201,7 @@ def test_spread_flags_an_interval_across_the_operating_point():
 
 def test_mc_dropout_passes_vary_and_leave_the_network_in_eval_mode(tmp_path):
     from pneumonitor.networks import DLNet, LSNet
-    from pneumonitor.networks.checkpoint import LoadedNetwork
+    from pneumonitor.networks import LoadedNetwork
     from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
 
     torch.manual_seed(0)

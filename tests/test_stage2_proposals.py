@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from pneumonitor.cli import main
-from pneumonitor.networks import DLNet, save_checkpoint
+from pneumonitor.networks import DLNet, save_bundle
 from pneumonitor.stage2.proposals import SelectionSettings, boxes_only_datalist, select_for_replacement
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,13 +95,13 @@ def _dataset(root: Path, count: int = 12) -> Path:
 
 @pytest.fixture(scope="module")
 def stage2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny random-weight stage-1 checkpoint and the proposals CLI run on a tiny dataset."""
+    """A tiny random-weight stage-1 bundle and the proposals CLI run on a tiny dataset."""
     tmp = tmp_path_factory.mktemp("stage2")
     data = tmp / "data"
     data.mkdir()
     datalist = _dataset(data)
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(DLNet(**NET), tmp / "dlnet1.pt", image_size=[SIZE, SIZE])
+    checkpoint = save_bundle(DLNet(**NET), tmp / "dlnet1", [SIZE, SIZE])
     out = tmp / "stage2"
     # threshold 0 keeps whole boxes, so even random weights give a non-empty proposal; score threshold 0 makes every
     # positive eligible (random weights score about 0.5)
@@ -215,10 +215,10 @@ def test_stage2_config_can_start_from_the_stage1_weights(stage2: dict[str, Path]
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "train_stage2.json")])
     assert parser.get_parsed_content("stage") == 2 and parser["max_epochs"] == 30  # same epochs as stage 1
     assert parser.get_parsed_content("learning_rate") == pytest.approx(1e-4)
-    parser["init_checkpoint"] = str(stage2["checkpoint"])
+    parser["init_bundle"] = str(stage2["checkpoint"])
     parser["device"] = "$torch.device('cpu')"
     network = parser.get_parsed_content("network")
-    stored = torch.load(stage2["checkpoint"], weights_only=True)["state_dict"]
+    stored = torch.load(stage2["checkpoint"] / "models" / "model.pt", weights_only=True)
     for name, tensor in network.state_dict().items():
         torch.testing.assert_close(tensor, stored[name])
     assert network.training
@@ -231,7 +231,7 @@ def test_measurement_script_writes_the_table(tmp_path: Path, stage2: dict[str, P
     from pneumonitor.stage2 import measure as module
 
     torch.manual_seed(1)
-    dlnet2 = save_checkpoint(DLNet(**NET), tmp_path / "dlnet2.pt", image_size=[SIZE, SIZE])
+    dlnet2 = save_bundle(DLNet(**NET), tmp_path / "dlnet2", [SIZE, SIZE])
     out = tmp_path / "measure"
     assert module.main(["--datalist", str(stage2["out"] / "datalist.json"), "--dlnet1", str(stage2["checkpoint"]),
                         "--dlnet2", str(dlnet2), "--split", "training", "--out", str(out), "--quiet"]) == 0

@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.add_argument("--dlnet", type=Path, help="DLNet bundle folder or .pt checkpoint (default: bundles/dlnet)")
-    parser.add_argument("--lsnet", type=Path, help="LSNet bundle folder or .pt checkpoint (default: bundles/lsnet)")
+    parser.add_argument("--dlnet", type=Path, help="DLNet bundle folder (default: bundles/dlnet)")
+    parser.add_argument("--lsnet", type=Path, help="LSNet bundle folder (default: bundles/lsnet)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument(
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="probability below which an image is negative (default: the DLNet weights' validated operating point "
-        f"from their bundle's inference.json or checkpoint, else the paper's {CLASSIFICATION_THRESHOLD})",
+        f"from their bundle's inference.json, else the paper's {CLASSIFICATION_THRESHOLD})",
     )
     parser.add_argument(
         "--heatmap-threshold",

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             info.update(dataset_dir=str(args.data_root.resolve()), include=include, closing_radius=args.closing_radius)
             if str(args.lsnet).lower() != "none" and items:
                 from pneumonitor.datasets.lungs import predict_lung_masks
-                from pneumonitor.networks.checkpoint import WeightsNotFound
+                from pneumonitor.networks.bundle import WeightsNotFound
 
                 try:
                     predicted = predict_lung_masks(items, args.lsnet, args.out / "masks" / "lsnet-lungs",

@@ -145,7 +145,9 @@ def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespac
         except ValueError as error:
             LOGGER.error("cannot save an operating point: %s", error)
             return 1
-        config_path = save_operating_point(args.save_operating_point, chosen)
+        from pneumonitor.networks.bundle import update_inference_config
+
+        config_path = update_inference_config(args.save_operating_point, **chosen)
         print(f"operating point {chosen} -> {config_path}")
     if not args.quiet:
         print(markdown_report([e.metrics for e in evaluations]))
@@ -171,19 +173,6 @@ def classification_threshold(choice: float | str | None, results_dir: Path) -> d
                 "threshold_rule": "nearest (0,1) on these data (tuned on the evaluated data: no operating point "
                                   "recorded in results.json)"}
     return {"threshold": float(value), "threshold_rule": "the operating point analyze used (results.json)"}
-
-
-def save_operating_point(bundle: Path, chosen: dict) -> Path:
-    """Merge ``chosen`` into ``bundle/configs/inference.json`` (atomically; other keys and their order kept)."""
-    import json
-
-    from pneumonitor.publishing import write_text
-
-    config_path = Path(bundle) / "configs" / "inference.json"
-    config = json.loads(config_path.read_text())
-    config.update(chosen)
-    write_text(config_path, json.dumps(config, indent=4) + "\n")
-    return config_path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--datalist", required=True, help="input datalist JSON (items: image, label, boxes[, mask])")
     parser.add_argument("--out", required=True, help="output folder (created)")
-    parser.add_argument("--dlnet", help="stage-1 DLNet: checkpoint .pt or bundle folder (required unless --boxes-only)")
+    parser.add_argument("--dlnet", help="stage-1 DLNet bundle folder (required unless --boxes-only)")
     parser.add_argument("--boxes-only", action="store_true",
                         help="no proposals: write the datalist where positives with boxes train on their boxes")
     parser.add_argument("--splits", default="training", help="comma-separated splits to process (default: training)")
@@ -39,8 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="edge blur sigma, fraction of the shorter side (default 0.01)")
     parser.add_argument("--score", default="box_max_mean", choices=("box_max_mean", "box_sum", "sum"),
                         help="scalar read from the localization head's last conv for Grad-CAM (default box_max_mean)")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="network input size (default: the checkpoint's, else 448 448)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     parser.set_defaults(func=run)
@@ -89,11 +87,10 @@ def run(args: argparse.Namespace) -> int:
 
     from pneumonitor.stage2.gradcam import GradCAMProposer, GradCAMSettings
     from pneumonitor.reading import read_radiograph
-    from pneumonitor.networks import WeightsNotFound, load_network
+    from pneumonitor.networks import WeightsNotFound, load_bundle
 
     try:
-        loaded = load_network(args.dlnet, "DLNet", device=args.device,
-                              image_size=tuple(args.image_size) if args.image_size else None)
+        loaded = load_bundle(args.dlnet, args.device, kind="DLNet")
         cam_settings = GradCAMSettings(score=args.score, smooth_sigma=args.smooth_sigma,
                                        threshold=args.threshold, edge_sigma=args.edge_sigma)
     except (WeightsNotFound, ValueError) as error:

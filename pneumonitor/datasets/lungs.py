@@ -45,7 +45,7 @@ def predict_lung_masks(
     """
     from tqdm import tqdm
 
-    from pneumonitor.networks.checkpoint import load_network
+    from pneumonitor.networks.bundle import load_bundle
     from pneumonitor.severity import split_lungs
     from pneumonitor.transforms.loading import LoadRadiograph
     from pneumonitor.transforms.presets import lsnet_preprocess
@@ -54,7 +54,7 @@ def predict_lung_masks(
     todo = [item for item in items if not item.get(key) and int(item.get("label", 0)) == 1]
     pending = [item for item in todo if not _mask_path(out_dir, item["image"]).is_file()]
     if pending:
-        loaded = load_network(lsnet, "LSNet")
+        loaded = load_bundle(lsnet, kind="LSNet")
         load, preprocess = LoadRadiograph(), lsnet_preprocess(loaded.image_size)
         for start in tqdm(range(0, len(pending), batch_size), desc="LSNet lung masks", unit="batch",
                           disable=not progress):

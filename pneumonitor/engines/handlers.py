@@ -72,8 +72,8 @@ class ResumeCheckpoint:
     def _save(self, engine: Any) -> None:
         from pathlib import Path
 
-        from pneumonitor.networks.checkpoint import _torch_save_atomic
+        from pneumonitor.networks.bundle import torch_save_atomic
 
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return  # one writer: every rank holds the same states under DDP
-        _torch_save_atomic({name: obj.state_dict() for name, obj in self.save_dict.items()}, Path(self.path))
+        torch_save_atomic({name: obj.state_dict() for name, obj in self.save_dict.items()}, Path(self.path))

@@ -40,7 +40,7 @@ from pneumonitor import __version__
 from pneumonitor.publishing import remove_stale_temporaries as _remove_stale, write_png
 from pneumonitor.results import IDENTITY_COLUMNS, empty_row
 from pneumonitor.reading import Radiograph, UnsupportedInput, read_radiograph
-from pneumonitor.networks.checkpoint import LoadedNetwork, WeightsNotFound, load_network
+from pneumonitor.networks.bundle import LoadedNetwork, WeightsNotFound, load_bundle
 from pneumonitor.networks.dlnet import maps_to_heatmap
 from pneumonitor.qc import QC_MODES, QCGate, QCResult, QCWeightsNotFound
 from pneumonitor.qc.ood import ood_flags
@@ -91,9 +91,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 class AnalysisSettings:
     """Thresholds and preprocessing parameters.
 
-    ``classification_threshold``/``heatmap_threshold`` left at ``None`` take the DLNet weights' own operating point
-    (chosen on their validation split and stored in the bundle's ``inference.json`` or the checkpoint), else the
-    paper's 0.62 / 0.8: :meth:`resolved` does that.
+    ``classification_threshold``/``heatmap_threshold`` left at ``None`` take the DLNet bundle's operating point
+    (chosen on its validation split and stored in its ``inference.json``), else the paper's 0.62 / 0.8:
+    :meth:`resolved` does that.
     """
 
     classification_threshold: float | None = None
@@ -150,8 +150,12 @@ class ImageAnalysis:
 class Analyzer:
     """Runs DLNet + LSNet + severity on radiographs.
 
+    The per-network entry points (:meth:`lungs`, :meth:`pneumonia`, :meth:`mc_dropout`, and :meth:`run_dlnet` /
+    :meth:`run_lsnet` on preprocessed batches) are what the Label app, stage 2 and the scripts call: one copy of
+    preprocess -> network -> resize. An Analyzer built with one network serves that network's entry points only.
+
     Args:
-        dlnet, lsnet: loaded networks (``pneumonitor.networks.load_network``).
+        dlnet, lsnet: loaded networks (:func:`pneumonitor.networks.load_bundle`); ``None``: not used.
         settings: thresholds and preprocessing.
         device: where the networks run.
         qc_gate: the image QC gate (:class:`pneumonitor.qc.QCGate`); ``None``: no QC whatever ``settings.qc`` says
@@ -160,22 +164,24 @@ class Analyzer:
 
     def __init__(
         self,
-        dlnet: LoadedNetwork,
-        lsnet: LoadedNetwork,
+        dlnet: LoadedNetwork | None,
+        lsnet: LoadedNetwork | None,
         settings: AnalysisSettings | None = None,
         device: torch.device | str = "cpu",
         qc_gate: QCGate | None = None,
     ) -> None:
         self.dlnet = dlnet
         self.lsnet = lsnet
-        self.settings = (settings or AnalysisSettings()).resolved(dlnet.settings)
+        self.settings = (settings or AnalysisSettings()).resolved(dlnet.settings if dlnet else None)
         self.device = torch.device(device)
-        self.dlnet.network.to(self.device).eval()
-        self.lsnet.network.to(self.device).eval()
-        self._dl_pre = dlnet_preprocess(
-            dlnet.image_size, self.settings.clahe_clip_limit, self.settings.clahe_tile_grid
-        )
-        self._ls_pre = lsnet_preprocess(lsnet.image_size)
+        if dlnet is not None:
+            dlnet.network.to(self.device).eval()
+            self._dl_pre = dlnet_preprocess(
+                dlnet.image_size, self.settings.clahe_clip_limit, self.settings.clahe_tile_grid
+            )
+        if lsnet is not None:
+            lsnet.network.to(self.device).eval()
+            self._ls_pre = lsnet_preprocess(lsnet.image_size)
         self.qc_gate = qc_gate if self.settings.qc != "off" else None
         if self.qc_gate is not None:
             self.qc_gate.network.to(self.device)
@@ -197,19 +203,19 @@ class Analyzer:
 
         Raises:
             WeightsNotFound: with a message listing where weights were looked for and how to get them.
-            ValueError: a checkpoint of the wrong kind or architecture.
+            ValueError: a bundle of the wrong kind, or weights that do not fit its ``network_def``.
         """
         torch_device = resolve_device(device)
         loaded = {}
         for kind, location, bundle in (("DLNet", dlnet, "dlnet"), ("LSNet", lsnet, "lsnet")):
             where = Path(location) if location else default_bundle_dir(bundle)
             try:
-                loaded[kind] = load_network(where, kind, device=torch_device)
+                loaded[kind] = load_bundle(where, torch_device, kind=kind)
             except WeightsNotFound as exc:
                 raise WeightsNotFound(
                     f"No trained {kind} weights found ({exc}). Looked in: {where}"
                     + ("" if location else f" (the default; set PNEUMONITOR_BUNDLES to move it)")
-                    + f". Pass --{bundle} PATH (a bundle folder or a .pt checkpoint) or train the bundle: "
+                    + f". Pass --{bundle} PATH (a bundle folder) or train the bundle: "
                     f"python -m monai.bundle run training --config_file bundles/{bundle}/configs/train.json "
                     f"--bundle_root bundles/{bundle} "
                     "(README, 'Models'). pneumonitor does not report results from untrained networks."
@@ -252,33 +258,96 @@ class Analyzer:
     # -- pure steps -------------------------------------------------------------------------------------------
     def preprocess(self, radiograph: Radiograph) -> tuple[torch.Tensor, torch.Tensor]:
         """DLNet input ``(3, h, w)`` and LSNet input ``(1, h', w')`` from a radiograph."""
-        image = torch.from_numpy(radiograph.pixels[None])
+        return self.dlnet_input(radiograph), self.lsnet_input(radiograph)
+
+    def dlnet_input(self, radiograph: Radiograph) -> torch.Tensor:
+        """DLNet's input ``(3, h, w)``: CLAHE, resized to its input size, ImageNet-normalised."""
         # plain tensors: MetaTensor's __torch_function__ bookkeeping would slow every convolution down
-        return _plain(self._dl_pre(image)), _plain(self._ls_pre(image))
+        return _plain(self._dl_pre(torch.from_numpy(radiograph.pixels[None])))
 
-    @torch.inference_mode()
-    def infer(self, dl_batch: torch.Tensor, ls_batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Probabilities ``(B,)``, heatmaps ``(B, h, w)`` at DLNet's input size, lung probabilities ``(B, h', w')``.
+    def lsnet_input(self, radiograph: Radiograph) -> torch.Tensor:
+        """LSNet's input ``(1, h', w')``: resized to its input size."""
+        return _plain(self._ls_pre(torch.from_numpy(radiograph.pixels[None])))
 
-        On CUDA with ``settings.mixed_precision`` the networks run under autocast (bf16/fp16); on CPU always fp32.
-        """
+    def _autocast(self) -> torch.autocast:
+        """On CUDA with ``settings.mixed_precision`` the networks run under autocast (bf16/fp16); on CPU fp32."""
         amp = self.device.type == "cuda" and self.settings.mixed_precision != "none"
         dtype = torch.bfloat16 if self.settings.mixed_precision == "bf16" else torch.float16
-        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=amp):
+        return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=amp)
+
+    @torch.inference_mode()
+    def run_dlnet(self, dl_batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(B,)`` and heatmaps ``(B, h, w)`` at DLNet's input size of a preprocessed batch."""
+        with self._autocast():
             started = time.perf_counter()
             logits, maps = self.dlnet.network(dl_batch.to(self.device, non_blocking=True))
             heatmaps = maps_to_heatmap(maps.float(), dl_batch.shape[-2:])[:, 0]
             self._sync()
             self.stage_seconds["dlnet"] += time.perf_counter() - started
+        return torch.sigmoid(logits[:, 0]).float().cpu().numpy(), heatmaps.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def run_lsnet(self, ls_batch: torch.Tensor) -> np.ndarray:
+        """Lung probabilities ``(B, h', w')`` at LSNet's input size of a preprocessed batch."""
+        with self._autocast():
             started = time.perf_counter()
             lungs = torch.sigmoid(self.lsnet.network(ls_batch.to(self.device, non_blocking=True)).float())[:, 0]
             self._sync()
             self.stage_seconds["lsnet"] += time.perf_counter() - started
-        return (
-            torch.sigmoid(logits[:, 0]).float().cpu().numpy(),
-            heatmaps.float().cpu().numpy(),
-            lungs.float().cpu().numpy(),
-        )
+        return lungs.float().cpu().numpy()
+
+    def infer(self, dl_batch: torch.Tensor, ls_batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities ``(B,)``, heatmaps ``(B, h, w)`` at DLNet's input size, lung probabilities ``(B, h', w')``."""
+        probabilities, heatmaps = self.run_dlnet(dl_batch)
+        return probabilities, heatmaps, self.run_lsnet(ls_batch)
+
+    def pneumonia(self, radiograph: Radiograph) -> tuple[float, np.ndarray]:
+        """DLNet on one radiograph: the pneumonia probability and the heatmap at the radiograph's size."""
+        probabilities, heatmaps = self.run_dlnet(self.dlnet_input(radiograph)[None])
+        return float(probabilities[0]), _resize(heatmaps[0], radiograph.shape)
+
+    def lungs(self, radiograph: Radiograph) -> np.ndarray:
+        """LSNet on one radiograph: the lung probability at the radiograph's size."""
+        return _resize(self.run_lsnet(self.lsnet_input(radiograph)[None])[0], radiograph.shape)
+
+    def lung_mask(self, lung_probability: np.ndarray) -> np.ndarray:
+        """Lungs: probability ``>= settings.lung_threshold``, holes filled."""
+        return ndimage.binary_fill_holes(lung_probability >= self.settings.lung_threshold)
+
+    @torch.inference_mode()
+    def mc_dropout(self, dl_batch: torch.Tensor, samples: int | None = None, seed: int | None = None) -> np.ndarray:
+        """MC-dropout: ``(samples, B)`` pneumonia probabilities of a preprocessed DLNet batch with its dropout
+        active and batch norm in eval mode (Gal & Ghahramani 2016); ``samples`` defaults to ``settings.mc_samples``.
+
+        DLNet's dropout sits in its classification head: the backbone runs once and the head ``samples`` times (the
+        same numbers as whole passes). ``seed``: draw the dropout masks from it (the global RNG state is restored).
+
+        Raises:
+            ValueError: the network has no active dropout layer (every sample would be the same).
+        """
+        samples = self.settings.mc_samples if samples is None else samples
+        network = self.dlnet.network
+        dropouts = [m for m in network.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+        if not dropouts:
+            raise ValueError("DLNet has no active dropout layer: MC-dropout adds no spread")
+        batch = dl_batch.to(self.device)
+        head = getattr(network, "classification_head", None)
+        only_in_head = head is not None and all(any(m is d for d in head.modules()) for m in dropouts)
+        features = network.stage_outputs(batch)[-1] if only_in_head else None
+        rng_state = torch.random.get_rng_state() if seed is not None else None
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            for module in dropouts:
+                module.train()
+            logits = [head(features) if only_in_head else network(batch)[0] for _ in range(samples)]
+        finally:
+            for module in dropouts:
+                module.eval()
+            if rng_state is not None:
+                torch.random.set_rng_state(rng_state)
+        return np.stack([torch.sigmoid(l[:, 0].float()).cpu().numpy() for l in logits]) if logits else (
+            np.zeros((0, len(dl_batch)), np.float32))
 
     def quality_check(self, radiographs: list[Radiograph]) -> list[QCResult | None]:
         """The QC gate's answer per radiograph (``None`` each when there is no gate)."""
@@ -312,27 +381,18 @@ class Analyzer:
         probs, heatmaps, lungs = self.infer(dl_batch.flip(-1), ls_batch.flip(-1))
         passes.append((probs, heatmaps[..., ::-1].copy(), lungs[..., ::-1].copy()))
         if self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0:
-            dropouts = [m for m in self.dlnet.network.modules() if isinstance(m, torch.nn.Dropout)]
-            if not dropouts:
-                logger.warning("DLNet has no dropout layer: MC-dropout adds no spread")
             try:
-                for module in dropouts:
-                    module.train()  # dropout active, batch norm still in eval mode
-                batch = dl_batch.to(self.device)
-                mc = np.stack([
-                    torch.sigmoid(self.dlnet.network(batch)[0][:, 0].float()).cpu().numpy()
-                    for _ in range(self.settings.mc_samples)
-                ])
-            finally:
-                for module in dropouts:
-                    module.eval()
+                mc = self.mc_dropout(dl_batch)
+            except ValueError as exc:  # every pass would give the plain probability
+                logger.warning("%s", exc)
+                mc = np.repeat(self.run_dlnet(dl_batch)[0][None], self.settings.mc_samples, axis=0)
         self.stage_seconds["uncertainty"] += time.perf_counter() - started
         return passes, mc
 
     def _severity(self, size: tuple[int, int], probability: float, heatmap: np.ndarray, lung_probability: np.ndarray):
         heatmap_full = _resize(heatmap, size)
         lung_full = _resize(lung_probability, size)
-        lung_mask = ndimage.binary_fill_holes(lung_full >= self.settings.lung_threshold)
+        lung_mask = self.lung_mask(lung_full)
         severity = assess_severity(
             probability,
             heatmap_full,

@@ -1,6 +1,13 @@
-"""The two networks of the paper, their loss and weight loading."""
+"""The two networks of the paper, their loss, and loading them from their bundles."""
 
-from pneumonitor.networks.checkpoint import LoadedNetwork, WeightsNotFound, load_network, save_checkpoint, save_half_precision
+from pneumonitor.networks.bundle import (
+    LoadedNetwork,
+    WeightsNotFound,
+    load_bundle,
+    save_bundle,
+    save_half_precision,
+    serve_trained_weights,
+)
 from pneumonitor.networks.dlnet import DLNet, LocalizationHead, ClassificationHead, maps_to_heatmap
 from pneumonitor.networks.losses import DLNetLoss
 from pneumonitor.networks.lsnet import LSNet
@@ -13,8 +20,9 @@ __all__ = [
     "LoadedNetwork",
     "LocalizationHead",
     "WeightsNotFound",
-    "load_network",
+    "load_bundle",
     "maps_to_heatmap",
-    "save_checkpoint",
+    "save_bundle",
     "save_half_precision",
+    "serve_trained_weights",
 ]

@@ -192,30 +192,3 @@ class DLNet(nn.Module):
         """Probability ``(B,)`` in [0, 1] and heatmap ``(B, 1, H, W)`` at the input size."""
         logits, maps = self(x)
         return torch.sigmoid(logits[:, 0]), maps_to_heatmap(maps, x.shape[-2:])
-
-    @classmethod
-    def config_from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Recover the constructor arguments from a state dict (backbone depth, head widths)."""
-        bottleneck = "backbone.layer1.0.conv3.weight" in state_dict
-        blocks = []
-        for stage in range(1, 5):
-            indices = {int(k.split(".")[2]) for k in state_dict if k.startswith(f"backbone.layer{stage}.")}
-            blocks.append(max(indices) + 1 if indices else 0)
-        block = "bottleneck" if bottleneck else "basic"
-        names = [n for n, (b, layers) in RESNET_LAYERS.items() if b == block and tuple(layers) == tuple(blocks)]
-        if not names:
-            raise ValueError(f"state dict does not match a supported ResNet ({block} blocks {blocks})")
-        dense = [
-            state_dict[k].shape[0]
-            for k in sorted(
-                (k for k in state_dict if k.startswith("classification_head.layers.") and k.endswith(".weight")),
-                key=lambda k: int(k.split(".")[2]),
-            )
-        ][:-1]
-        return {
-            "backbone": names[0],
-            "in_channels": int(state_dict["backbone.conv1.weight"].shape[1]),
-            "dense_units": dense,
-            "fpn_channels": int(state_dict["localization_head.reduce_32.weight"].shape[0]),
-            "localization_maps": int(state_dict["localization_head.output_conv.weight"].shape[0]),
-        }

@@ -98,21 +98,3 @@ class LSNet(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Lung probability ``(B, out_channels, H, W)`` in [0, 1]."""
         return torch.sigmoid(self(x))
-
-    @classmethod
-    def config_from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Recover the constructor arguments from a state dict."""
-        first = state_dict["encoder.0.0.weight"]
-        keys = [k for k in state_dict if k.startswith("encoder.0.")]
-        has_running = any(k.endswith("running_mean") for k in keys)
-        has_affine = any(k.startswith("encoder.0.1.") for k in keys)
-        norm = "batch" if has_running else ("instance" if has_affine else None)
-        decoder_convs = len({k.split(".")[2] for k in state_dict if k.startswith("decoder.0.") and k.endswith("weight")
-                             and state_dict[k].ndim == 4})
-        return {
-            "in_channels": int(first.shape[1]),
-            "out_channels": int(state_dict["head.weight"].shape[0]),
-            "width": float(first.shape[0]) / VGG19_STAGES[0][0],
-            "norm": norm,
-            "decoder_convs": decoder_convs,
-        }

@@ -16,7 +16,6 @@ Rotation names: ``rotated_90`` is an upright radiograph turned 90° clockwise (t
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,24 +163,20 @@ class QCGate:
         Raises:
             QCWeightsNotFound: no bundle/weights there (with how to train them).
         """
-        from monai.bundle import ConfigParser
+        from pneumonitor.networks.bundle import WeightsNotFound, load_bundle
 
         folder = Path(folder) if folder else default_qc_bundle()
-        config_file, weights = folder / "configs" / "inference.json", folder / "models" / "model.pt"
-        if not (config_file.is_file() and weights.is_file()):
+        try:
+            loaded = load_bundle(folder, device)
+        except WeightsNotFound as exc:
             raise QCWeightsNotFound(
-                f"no QC bundle at {folder} (need configs/inference.json and models/model.pt); train it with "
-                "python scripts/train_qc.py, or pass --qc off"
-            )
-        config = json.loads(config_file.read_text())
-        parser = ConfigParser({"network_def": config["network_def"]})
-        network = parser.get_parsed_content("network_def")
-        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+                f"no QC bundle at {folder} ({exc}); train it with python scripts/train_qc.py, or pass --qc off"
+            ) from exc
         return cls(
-            network,
-            classes=tuple(config["classes"]),
-            image_size=int(config["image_size"]),
-            frontal_threshold=float(config["frontal_threshold"]),
+            loaded.network,
+            classes=tuple(loaded.settings["classes"]),
+            image_size=loaded.image_size[0],
+            frontal_threshold=float(loaded.settings["frontal_threshold"]),
             device=device,
             source=folder.resolve(),
         )
@@ -217,8 +212,7 @@ class QCGate:
 def write_qc_csv(paths: list[str | Path], gate: QCGate, out_dir: str | Path) -> Path:
     """The bundle's inference: ``out_dir/qc.csv`` with one row per file (label, finding, p per class, or the
     reason the file could not be read)."""
-    import csv
-
+    from pneumonitor.publishing import write_csv
     from pneumonitor.reading import UnsupportedInput, read_radiograph
 
     out_dir = Path(out_dir)
@@ -232,11 +226,5 @@ def write_qc_csv(paths: list[str | Path], gate: QCGate, out_dir: str | Path) -> 
             continue
         rows.append({"image": str(path), "label": result.label, "finding": result.finding, "reason": "",
                      **{f"p_{k}": round(v, 4) for k, v in result.probabilities.items()}})
-    target, tmp = out_dir / "qc.csv", out_dir / ".qc.csv.tmp"
-    with tmp.open("w", newline="") as handle:
-        fields = ["image", "label", "finding", "reason"] + [f"p_{c}" for c in gate.classes]
-        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(target)
-    return target
+    fields = ["image", "label", "finding", "reason"] + [f"p_{c}" for c in gate.classes]
+    return write_csv(out_dir / "qc.csv", rows, fields, restval="")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pneumonitor.publishing import write_json
 from pneumonitor.reading import UnsupportedInput, read_radiograph
 from pneumonitor.qc import QC_CLASSES, QC_IMAGE_SIZE, make_kind
 
@@ -338,16 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)  # reproducible and friendly to the other jobs on this machine
-    from monai.bundle import ConfigParser
     from monai.utils import set_determinism
+
+    from pneumonitor.networks.bundle import build_network, read_inference_config, torch_save_atomic, update_inference_config
 
     set_determinism(seed=args.seed)
     rng = np.random.default_rng(args.seed)
     pools, frontal_sources = build_sets(args.data, args.seed)
 
-    config_file = args.bundle / "configs" / "inference.json"
-    config = json.loads(config_file.read_text())
-    network = ConfigParser({"network_def": config["network_def"]}).get_parsed_content("network_def")
+    # the served architecture is trained: the bundle's inference.json describes these weights by construction
+    network = build_network(read_inference_config(args.bundle)["network_def"])
     optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.5e-3, total_steps=args.epochs * ((args.per_class * len(QC_CLASSES) + 63) // 64))
     transform = augmentation(args.seed)
@@ -380,12 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     val = measure(val_probs, val_kinds, threshold)
     logger.info("threshold %.4f; test %s", threshold, json.dumps(test))
 
-    (args.bundle / "models").mkdir(parents=True, exist_ok=True)
-    tmp = args.bundle / "models" / ".model.pt.tmp"
-    torch.save(network.state_dict(), tmp)
-    tmp.replace(args.bundle / "models" / "model.pt")
-    config["frontal_threshold"] = round(threshold, 4)
-    config_file.write_text(json.dumps(config, indent=4) + "\n")
+    torch_save_atomic(network.state_dict(), args.bundle / "models" / "model.pt")
+    update_inference_config(args.bundle, frontal_threshold=round(threshold, 4))
     metrics = {
         "seed": args.seed, "epochs": args.epochs, "per_class": args.per_class, "train_seconds": round(time.time() - started),
         "frontal_threshold": round(threshold, 4),
@@ -402,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         samples[path.name] = {"label": result.label, "p": {k: round(v, 4) for k, v in result.probabilities.items()}}
     metrics["dicom_samples"] = samples
     logger.info("DICOM samples: %s", {k: v["label"] for k, v in samples.items()})
-    (args.bundle / "docs" / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(args.bundle / "docs" / "test_metrics.json", metrics)
     return 0
 
 

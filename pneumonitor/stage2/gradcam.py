@@ -264,7 +264,7 @@ class GradCAMProposer:
         device: where the network runs.
         clahe_clip_limit, clahe_tile_grid: the preprocessing settings of the training config.
 
-    Typical use: ``GradCAMProposer(load_network(path, "DLNet").network, (448, 448))(pixels, boxes)``.
+    Typical use: ``dlnet = load_bundle("bundles/dlnet"); GradCAMProposer(dlnet.network, dlnet.image_size)(pixels, boxes)``.
     The Grad-CAM hooks stay registered on ``network`` (MONAI's ``ModelWithHooks`` keeps no handles): build one
     proposer per network and reuse it (a server should not build one per request).
     """

@@ -8,13 +8,14 @@ datalist written by ``pneumonitor proposals``, ``reference_mask``), Dice and IoU
 (c) the stage-2 proposal (Grad-CAM of DLNet-1 inside the boxes, :mod:`pneumonitor.stage2.gradcam`),
 (d) the DLNet-2 heatmap thresholded (only with ``--dlnet2``).
 
-Heatmaps are DLNet's per-pixel max over its 128 maps, resized (bilinear) from the network input to the stored image.
+Heatmaps are DLNet's per-pixel max over its maps, resized (bilinear) from the network input to the stored image
+(:meth:`pneumonitor.inference.analyzer.Analyzer.pneumonia`).
 
 Outputs (``--out``): ``measurements.csv`` (one row per image and method), ``table.md`` and ``table.json``
 (mean ± sd per method, n images) and ``examples.png`` (a few images with the reference and the four contours).
 
-    python -m pneumonitor.stage2.measure --datalist DATALIST.json --dlnet1 bundles/dlnet/models/model.pt \
-        --dlnet2 bundles/dlnet/models/stage2/model.pt --out reports/stage2
+    python -m pneumonitor.stage2.measure --datalist DATALIST.json --dlnet1 bundles/dlnet --dlnet2 runs/dlnet2 \
+        --out reports/stage2
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import numpy as np
 
 METHODS = {
     "box": "(a) box mask",
@@ -36,14 +35,12 @@ METHODS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datalist", required=True, help="datalist JSON whose items have boxes and a reference mask")
-    parser.add_argument("--dlnet1", required=True, help="stage-1 DLNet checkpoint or bundle folder")
-    parser.add_argument("--dlnet2", help="stage-2 DLNet checkpoint (row (d) is left out without it)")
+    parser.add_argument("--dlnet1", required=True, help="stage-1 DLNet bundle folder")
+    parser.add_argument("--dlnet2", help="stage-2 DLNet bundle folder (row (d) is left out without it)")
     parser.add_argument("--split", default="test", help="datalist split to measure on (default: test)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--heatmap-threshold", type=float, default=0.8, help="heatmap threshold (default 0.8)")
     parser.add_argument("--gradcam-threshold", type=float, default=0.4, help="Grad-CAM threshold (default 0.4)")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="network input size (default: the checkpoints')")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--examples", type=int, default=4, help="images drawn in examples.png (default 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -58,21 +55,6 @@ def reference_items(datalist: dict, split: str) -> list[dict]:
         if int(item.get("label", 0) or 0) == 1 and item.get("boxes") and reference and Path(reference).is_file():
             items.append({**item, "reference": reference})
     return items
-
-
-def heatmap_at(network, pixels: np.ndarray, preprocess, device) -> np.ndarray:
-    """DLNet heatmap ``(H, W)`` of a radiograph ``(H, W)``: maps' max, resized to the stored image."""
-    import torch
-    import torch.nn.functional as F
-
-    from pneumonitor.networks import maps_to_heatmap
-
-    x = torch.as_tensor(np.asarray(preprocess(pixels[None])), dtype=torch.float32)[None].to(device)
-    with torch.no_grad():
-        _, maps = network(x)
-        heatmap = maps_to_heatmap(maps, x.shape[-2:])
-        heatmap = F.interpolate(heatmap, size=pixels.shape, mode="bilinear", align_corners=False)
-    return heatmap[0, 0].cpu().numpy()
 
 
 def draw_examples(rows: list[dict], path: Path) -> None:
@@ -111,14 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     from pneumonitor.evaluation.segmentation import mean_sd, overlap
     from pneumonitor.stage2.gradcam import GradCAMProposer, GradCAMSettings
     from pneumonitor.reading import UnsupportedInput, read_radiograph
-    from pneumonitor.networks import WeightsNotFound, load_network
-    from pneumonitor.transforms import dlnet_preprocess
+    from pneumonitor.inference.analyzer import Analyzer
+    from pneumonitor.networks import WeightsNotFound, load_bundle
 
     try:
         datalist = load_datalist(args.datalist)
-        size = tuple(args.image_size) if args.image_size else None
-        dlnet1 = load_network(args.dlnet1, "DLNet", device=args.device, image_size=size)
-        dlnet2 = load_network(args.dlnet2, "DLNet", device=args.device, image_size=size) if args.dlnet2 else None
+        dlnet1 = load_bundle(args.dlnet1, args.device, kind="DLNet")
+        dlnet2 = load_bundle(args.dlnet2, args.device, kind="DLNet") if args.dlnet2 else None
     except (ValueError, WeightsNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -129,15 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     proposer = GradCAMProposer(dlnet1.network, dlnet1.image_size, GradCAMSettings(threshold=args.gradcam_threshold),
                                device=args.device)
-    preprocess1 = dlnet_preprocess(dlnet1.image_size)
-    preprocess2 = dlnet_preprocess(dlnet2.image_size) if dlnet2 else None
+    stage1 = Analyzer(dlnet1, None, device=args.device)
+    stage2 = Analyzer(dlnet2, None, device=args.device) if dlnet2 else None
     methods = [m for m in METHODS if dlnet2 is not None or m != "stage2_heatmap"]
     rows: list[dict] = []
     examples: list[dict] = []
     skipped: list[dict] = []
     for item in tqdm(items, desc="stage-2 measurement", unit="img", disable=args.quiet):
         try:
-            pixels = read_radiograph(item["image"]).pixels
+            radiograph = read_radiograph(item["image"])
+            pixels = radiograph.pixels
         except (OSError, UnsupportedInput, ValueError) as error:
             skipped.append({"image": item["image"], "reason": str(error)})
             continue
@@ -146,12 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append({"image": item["image"], "reason": f"mask {reference.shape} != image {pixels.shape}"})
             continue
         masks = {"box": boxes_to_mask(item["boxes"], pixels.shape)}
-        masks["stage1_heatmap"] = heatmap_at(dlnet1.network, pixels, preprocess1, args.device) >= args.heatmap_threshold
+        masks["stage1_heatmap"] = stage1.pneumonia(radiograph)[1] >= args.heatmap_threshold
         masks["proposal"] = proposer(pixels, item["boxes"]).binary
-        if dlnet2 is not None:
-            masks["stage2_heatmap"] = (
-                heatmap_at(dlnet2.network, pixels, preprocess2, args.device) >= args.heatmap_threshold
-            )
+        if stage2 is not None:
+            masks["stage2_heatmap"] = stage2.pneumonia(radiograph)[1] >= args.heatmap_threshold
         for method in methods:
             dice, iou = overlap(masks[method], reference)
             rows.append({"image": item["image"], "method": method, "dice": round(dice, 4), "iou": round(iou, 4),

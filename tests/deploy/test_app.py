@@ -1,5 +1,5 @@
 """The Deploy app end to end (``python apps/deploy -i IN -o OUT -m MODELS``) on the real CR/DX samples plus bad
-inputs, against ``pneumonitor analyze`` on the same images with the same weights (``.pt`` for the CLI, TorchScript
+inputs, against ``pneumonitor analyze`` on the same images with the same weights (bundles for the CLI, their TorchScript
 for the app). The DLNet heatmap varies over the image so that ratios and scores are not trivially 0 or 100 %.
 """
 

@@ -1,6 +1,6 @@
 """The Deploy app's operators, through their pure methods, on the real CR/DX samples and generated bad inputs.
 
-Networks are small random-weight DLNet/LSNet exported to TorchScript; biases make the outputs known: LSNet says
+Networks are small random-weight DLNet/LSNet bundles exported to TorchScript by ``ckpt_export``; biases make the outputs known: LSNet says
 "lung" everywhere, DLNet says "pneumonia" with probability ~1 and a heatmap of ``heatmap_bias`` (constant when
 ``heatmap_scale`` is 0, varying around it otherwise).
 """
@@ -22,7 +22,7 @@ from monai.deploy.core import Fragment
 
 from operators.dicom_common import LEFT_LUNG, PNEUMONIA, RIGHT_LUNG, derivation_source
 from operators.inference import PneumoniaInferenceOperator
-from operators.models import ModelsNotFound, export_torchscript, load_analyzer, load_torchscript_network
+from operators.models import ModelsNotFound, load_analyzer, load_model
 from operators.radiograph import RadiographConverterOperator
 from operators.records import CaseRecord
 from operators.sc_writer import DICOMOverlayWriterOperator
@@ -31,11 +31,12 @@ from operators.selection import CXRDataLoaderOperator, CXRSeriesSelectorOperator
 from operators.severity import SeverityOperator
 from operators.sr_writer import DICOMSRWriterOperator
 from operators.store import DICOMStoreOperator
-from pneumonitor.networks import DLNet, LoadedNetwork, LSNet, save_checkpoint
+from pneumonitor.networks import DLNet, LoadedNetwork, LSNet, save_bundle
 
 from test_reading import gradient, make_dicom
 
 IMAGE_SIZE = (128, 128)
+REPO = Path(__file__).resolve().parents[2]
 DCIODVFY = shutil.which("dciodvfy")
 
 
@@ -53,12 +54,19 @@ def make_networks(heatmap_bias: float = 0.9, heatmap_scale: float = 0.0) -> tupl
 
 
 def write_models(folder: Path, heatmap_bias: float = 0.9, heatmap_scale: float = 0.0) -> dict[str, Path]:
-    """``folder/models/{dlnet,lsnet}/model.ts`` and the same weights as ``.pt`` checkpoints for the CLI."""
+    """Bundles ``folder/{dlnet,lsnet}`` (for the CLI) and their TorchScript ``folder/models/{dlnet,lsnet}/model.ts``,
+    exported as scripts/package_map.sh does (``ckpt_export``; DLNet scripted, LSNet traced)."""
+    from monai.bundle import ckpt_export
+
     dl, ls = make_networks(heatmap_bias, heatmap_scale)
     paths = {}
     for name, network in (("dlnet", dl), ("lsnet", ls)):
-        export_torchscript(LoadedNetwork(network, IMAGE_SIZE, folder / name, "", {}), folder / "models" / name)
-        paths[name] = save_checkpoint(network, folder / f"{name}.pt", list(IMAGE_SIZE))
+        bundle = paths[name] = save_bundle(network, folder / name, list(IMAGE_SIZE))
+        trace = {} if name == "dlnet" else {"use_trace": True, "input_shape": [1, 1, *IMAGE_SIZE]}
+        (folder / "models" / name).mkdir(parents=True)
+        ckpt_export(net_id="network_def", filepath=str(folder / "models" / name / "model.ts"),
+                    ckpt_file=str(bundle / "models" / "model.pt"), config_file=str(bundle / "configs" / "inference.json"),
+                    meta_file=str(REPO / "bundles" / name / "configs" / "metadata.json"), bundle_root=str(bundle), **trace)
     paths["models"] = folder / "models"
     return paths
 
@@ -114,22 +122,24 @@ def by_name(records):
 
 
 def test_models_load_from_torchscript(models, tmp_path):
-    loaded = load_torchscript_network(models["models"] / "dlnet" / "model.ts", "DLNet")
-    assert loaded.image_size == IMAGE_SIZE
+    loaded = load_model(models["models"] / "dlnet", "DLNet")
+    assert loaded.image_size == IMAGE_SIZE and isinstance(loaded.network, torch.jit.ScriptModule)
     logits, maps = loaded.network(torch.zeros(1, 3, *IMAGE_SIZE))
     assert logits.shape == (1, 1) and maps.shape == (1, 8, 16, 16)
     assert torch.sigmoid(logits).item() > 0.99 and torch.allclose(maps, torch.full_like(maps, 0.9))
-    # a TorchScript file without an input size, a non-TorchScript file and a missing folder are refused clearly
+    # a TorchScript file not exported by ckpt_export (no inference.json in it), a non-TorchScript file and a
+    # missing folder are refused clearly
     plain = tmp_path / "plain" / "model.ts"
     plain.parent.mkdir()
     torch.jit.save(torch.jit.trace(make_networks()[1], torch.zeros(1, 1, 32, 32)), str(plain))
-    with pytest.raises(ModelsNotFound, match="input size"):
-        load_torchscript_network(plain, "LSNet")
-    (plain.parent / "model.json").write_text(json.dumps({"image_size": [64, 64]}))
-    assert load_torchscript_network(plain, "LSNet").image_size == (64, 64)
+    with pytest.raises(ModelsNotFound, match="carries no inference.json"):
+        load_model(plain.parent, "LSNet")
     plain.write_bytes(b"garbage")
-    with pytest.raises(ModelsNotFound, match="not a TorchScript"):
-        load_torchscript_network(plain, "LSNet")
+    with pytest.raises(ModelsNotFound, match="is not TorchScript"):
+        load_model(plain.parent, "LSNet")
+    assert load_model(models["lsnet"], "LSNet").image_size == IMAGE_SIZE  # a bundle folder
+    with pytest.raises(ModelsNotFound, match="not DLNet"):
+        load_model(models["lsnet"], "DLNet")
     with pytest.raises(ModelsNotFound, match="does not exist"):
         load_analyzer(tmp_path / "nowhere")
     with pytest.raises(ModelsNotFound, match="lsnet"):
@@ -158,7 +168,7 @@ def test_bundle_ckpt_export_is_loadable(tmp_path):
                 config_file=str(bundle / "configs" / "inference.json"),
                 meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
                 use_trace=True, input_shape=[1, 1, 96, 80])
-    loaded = load_torchscript_network(target, "LSNet")
+    loaded = load_model(target.parent, "LSNet")
     assert loaded.image_size == (96, 80)
     x = torch.rand(1, 1, 96, 80)
     assert torch.allclose(loaded.network(x), lsnet(x), atol=1e-5)

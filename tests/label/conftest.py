@@ -57,11 +57,11 @@ def _require_bundle_configs(name: str, files: tuple[str, ...]) -> Path:
 
 
 def save_test_checkpoint(network, path: Path) -> Path:
-    """MONAI's checkpoint layout (what the bundles' CheckpointSaver writes) plus the input size."""
+    """A plain state dict, what the bundles' CheckpointSaver writes (the input size is the inference.json's)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": network.state_dict(), "image_size": TEST_IMAGE_SIZE}, path)
+    torch.save(network.state_dict(), path)
     return path
 
 

@@ -1,4 +1,5 @@
-"""Pieces of the app on their own: MC dropout, label decoding, the SEG round trip, bundle working copies."""
+"""Pieces of the app on their own: label decoding, the SEG round trip, bundle working copies (MC dropout is the
+core's ``Analyzer.mc_dropout``: tests/test_inference_analyzer.py)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,6 @@ import pytest
 import torch
 
 from conftest import make_test_networks, save_test_checkpoint
-
-
-def test_mc_dropout_varies_only_through_dropout_and_keeps_batch_norm_frozen():
-    from lib.activelearning import mc_dropout_probabilities
-    from pneumonitor.networks import DLNet
-
-    dlnet, _ = make_test_networks(dlnet_logit_bias=0.0)
-    x = torch.randn(1, 3, 64, 64)
-    running = dlnet.backbone.bn1.running_mean.clone()
-    probabilities = mc_dropout_probabilities(dlnet, x, passes=16)
-    assert probabilities.shape == (16,) and np.var(probabilities) > 0
-    np.testing.assert_array_equal(probabilities, mc_dropout_probabilities(dlnet, x, passes=16))  # seeded
-    assert torch.equal(dlnet.backbone.bn1.running_mean, running) and not dlnet.training
-    with torch.no_grad():
-        deterministic = torch.sigmoid(dlnet(x)[0][0, 0]).item()
-    assert abs(float(np.mean(probabilities)) - deterministic) < 0.25
-    no_dropout = DLNet(backbone="resnet18", dense_units=(32, 16), dropout=0.0, fpn_channels=16, localization_maps=8)
-    with pytest.raises(ValueError, match="no active dropout"):
-        mc_dropout_probabilities(no_dropout, x, passes=4)
 
 
 def test_decode_label_formats_and_refusals(tmp_path):
@@ -79,6 +61,54 @@ def test_prepare_bundle_refreshes_configs_but_keeps_trained_weights(tmp_path, so
     with torch.no_grad():
         lsnet.head.bias.fill_(-3.0)
     save_test_checkpoint(lsnet, weights)  # as if a training run had promoted new weights
+    from pneumonitor.networks.bundle import read_inference_config, update_inference_config
+
+    update_inference_config(target, image_size=[32, 32], threshold=0.7)  # the promotion's size, a code change
     trained = weights.read_bytes()
     prepare_bundle(source_bundles / "lsnet", target)
     assert weights.read_bytes() == trained
+    config = read_inference_config(target)  # the trained size stays with its weights; the rest is the source's
+    assert config["image_size"] == [32, 32] and config["threshold"] == read_inference_config(source_bundles / "lsnet")["threshold"]
+
+
+def test_promotion_is_judged_at_the_served_operating_point(tmp_path, source_bundles, sample_images):
+    """The served DLNet's inference.json says 0.3: a candidate at p ~ 0.5 is positive there (the paper's 0.62 would
+    call it negative and score it 0 like the served model), so it is promoted; its architecture and size are served
+    with it."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from lib.configs import prepare_bundle
+    from lib.trainers import RadiographTrainTask
+    from pneumonitor.networks import load_bundle
+    from pneumonitor.networks.bundle import update_inference_config
+    from pneumonitor.reading import read_radiograph
+
+    served = prepare_bundle(source_bundles / "dlnet", tmp_path / "dlnet")
+    update_inference_config(served, classification_threshold=0.3, heatmap_threshold=0.5)
+    silent, _ = make_test_networks(dlnet_logit_bias=-6.0)  # p ~ 0: never positive
+    save_test_checkpoint(silent, served / "models" / "model.pt")
+    task = RadiographTrainTask(served, {"dlnet_train_configs": "test_tiny.json"}, kind="DLNet", name="dlnet")
+    staging = tmp_path / "staging"
+    shutil.copytree(served / "configs", staging / "configs")
+    candidate, _ = make_test_networks(dlnet_logit_bias=0.0)
+    candidate.eval()
+    with torch.no_grad():
+        probability = torch.sigmoid(candidate(torch.zeros(1, 3, 64, 64))[0]).item()
+    assert 0.3 < probability < 0.62
+    save_test_checkpoint(candidate, staging / "models" / "model.pt")
+    image = next(iter(sample_images.values()))
+    rows, columns = read_radiograph(image).shape
+    label = np.zeros((rows, columns), np.uint8)
+    label[rows // 4: 3 * rows // 4, columns // 4: 3 * columns // 4] = 3  # pneumonia over the annotated lungs
+    Image.fromarray(label).save(tmp_path / "final.png")
+    task._staging, task._split = staging, {"train": [], "val": [{"image": str(image), "final": str(tmp_path / "final.png")}]}
+    record = task.promote()
+    assert (record["classification_threshold"], record["heatmap_threshold"]) == (0.3, 0.5)
+    assert record["served_score"] == 0.0 and record["candidate_score"] > 0.9 and record["decision"] == "promoted"
+    config = json.loads((served / "configs" / "inference.json").read_text())
+    tiny = json.loads((served / "configs" / "test_tiny.json").read_text())
+    assert config["image_size"] == tiny["image_size"] and config["classification_threshold"] == 0.3
+    assert load_bundle(served, kind="DLNet").network.config["dense_units"] == tiny["network_def"]["dense_units"]

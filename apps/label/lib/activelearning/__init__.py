@@ -1,5 +1,5 @@
 from lib.activelearning.boxes import BoxesOnly
 from lib.activelearning.random import Random
-from lib.activelearning.epistemic import DLNetEpistemicScoring, Epistemic, mc_dropout_probabilities
+from lib.activelearning.epistemic import DLNetEpistemicScoring, Epistemic
 
-__all__ = ["Random", "BoxesOnly", "DLNetEpistemicScoring", "Epistemic", "mc_dropout_probabilities"]
+__all__ = ["Random", "BoxesOnly", "DLNetEpistemicScoring", "Epistemic"]

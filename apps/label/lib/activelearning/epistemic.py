@@ -1,10 +1,10 @@
 """MC-dropout epistemic uncertainty of DLNet's pneumonia probability, and the strategy that serves the most uncertain
 unlabeled image first.
 
-DLNet's only dropout layer sits in the classification head (dense 1024 -> dropout -> dense 256 -> dense 1). The
-backbone runs once per image in eval mode (batch-norm statistics frozen, as at inference); the head then runs
-``passes`` times with its dropout active (Gal & Ghahramani 2016). The score is the variance of the ``passes``
-probabilities (0 = certain; at most 0.25); the mean probability is stored beside it.
+The passes are :meth:`pneumonitor.inference.analyzer.Analyzer.mc_dropout` (what ``analyze --uncertainty flip+mc``
+runs): DLNet's backbone once per image in eval mode (batch-norm statistics frozen), its classification head
+``passes`` times with its dropout active (Gal & Ghahramani 2016), seeded. The score is the variance of the
+``passes`` probabilities (0 = certain; at most 0.25); the mean probability is stored beside it.
 
 Scores are kept in each image's datastore info (``epistemic_score``, ``epistemic_mean``, ``epistemic_passes``,
 ``epistemic_model``: the sha256 of the weights that produced them), so scoring after a training run refreshes them.
@@ -21,41 +21,14 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
-from torch import nn
 
 from lib.infers.radiograph import NetworkCache, resolve_radiograph_path
+from pneumonitor.inference.analyzer import Analyzer
 from pneumonitor.reading import UnsupportedInput, read_radiograph
-from pneumonitor.transforms.presets import dlnet_preprocess
 
 logger = logging.getLogger(__name__)
 
 SCORE_KEY = "epistemic_score"
-
-
-@torch.no_grad()
-def mc_dropout_probabilities(network: nn.Module, x: torch.Tensor, passes: int, seed: int = 0) -> np.ndarray:
-    """``passes`` pneumonia probabilities of one DLNet input ``x`` ``(1, 3, H, W)`` with dropout active.
-
-    Raises:
-        ValueError: the network's classification head has no dropout layer (MC dropout would be constant).
-    """
-    head = network.classification_head
-    dropouts = [m for m in head.modules() if isinstance(m, nn.Dropout)]
-    if not dropouts or all(m.p == 0 for m in dropouts):
-        raise ValueError("DLNet's classification head has no active dropout layer; MC-dropout needs one")
-    network.eval()
-    features = network.stage_outputs(x)[-1]
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        for module in dropouts:
-            module.train()
-        logits = torch.cat([head(features) for _ in range(passes)])[:, 0]
-    finally:
-        for module in dropouts:
-            module.eval()
-        torch.random.set_rng_state(generator_state)
-    return torch.sigmoid(logits).float().cpu().numpy()
 
 
 class DLNetEpistemicScoring(ScoringMethod):
@@ -70,9 +43,8 @@ class DLNetEpistemicScoring(ScoringMethod):
     def score_image(self, path: str, device: str = "cpu", passes: int | None = None) -> dict[str, Any]:
         loaded = self.networks.get(device)
         radiograph = read_radiograph(resolve_radiograph_path(path))
-        x = dlnet_preprocess(loaded.image_size)(torch.from_numpy(radiograph.pixels[None]))
-        x = torch.as_tensor(np.asarray(x), dtype=torch.float32)[None].to(device)
-        probabilities = mc_dropout_probabilities(loaded.network, x, passes or self.passes)
+        analyzer = Analyzer(loaded, None, device=device)
+        probabilities = analyzer.mc_dropout(analyzer.dlnet_input(radiograph)[None], passes or self.passes, seed=0)[:, 0]
         return {
             SCORE_KEY: float(np.var(probabilities)),
             "epistemic_mean": float(np.mean(probabilities)),

@@ -3,7 +3,8 @@
 ``<model_dir>/<name>/`` (default ``apps/label/model/<name>``) is created from the source bundle (``--conf bundles
 DIR``, default the repository's ``bundles/`` or ``$PNEUMONITOR_BUNDLES``): its ``configs/`` are refreshed at every
 start (they are code), its ``models/`` are copied only when the working copy has no weights yet (they are state:
-trained by this app, promoted only when better on validation).
+trained by this app, promoted only when better on validation). A promotion writes the trained ``network_def`` and
+``image_size`` into the working copy's ``inference.json``; a refresh keeps those two with the weights they describe.
 """
 
 from __future__ import annotations
@@ -12,14 +13,22 @@ import logging
 import shutil
 from pathlib import Path
 
+from pneumonitor.networks.bundle import read_inference_config, update_inference_config
+
 logger = logging.getLogger(__name__)
 
 
 def prepare_bundle(source: Path, target: Path) -> Path:
     """Create or refresh the working copy ``target`` of the bundle ``source``; returns ``target``."""
     target.mkdir(parents=True, exist_ok=True)
+    trained = None
+    if (target / "models" / "model.pt").is_file() and (target / "configs" / "inference.json").is_file():
+        config = read_inference_config(target)
+        trained = {k: config[k] for k in ("network_def", "image_size") if k in config}
     if (source / "configs").is_dir():
         shutil.copytree(source / "configs", target / "configs", dirs_exist_ok=True)
+        if trained:
+            update_inference_config(target, **trained)
     else:
         logger.warning("bundle %s has no configs/ folder", source)
     for extra in ("docs", "LICENSE"):

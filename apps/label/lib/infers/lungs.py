@@ -6,20 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from monai.data import MetaTensor
-from scipy import ndimage
 
 from lib.infers.base import RadiographInferTask
 from lib.labels import LUNG_LABELS, compose_label
+from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
 from pneumonitor.severity import split_lungs
-from pneumonitor.transforms.presets import lsnet_preprocess
 
 
 class LungsInfer(RadiographInferTask):
-    """LSNet (bundle ``lsnet``) -> lung probability -> resized to the radiograph -> ``>= lung_threshold`` -> holes
-    filled -> :func:`pneumonitor.severity.split_lungs` (two largest components, by side).
+    """LSNet (bundle ``lsnet``) -> lung probability at the radiograph's size -> ``>= lung_threshold``, holes filled
+    (:meth:`Analyzer.lungs`, :meth:`Analyzer.lung_mask`: what ``analyze`` does) -> :func:`pneumonitor.severity.split_lungs`
+    (two largest components, by side).
 
     Result metadata: ``right_lung_pixels``, ``left_lung_pixels``, ``lung_threshold``.
     """
@@ -35,15 +32,10 @@ class LungsInfer(RadiographInferTask):
         )
 
     def compute(self, data: dict[str, Any], device: str) -> tuple[np.ndarray, dict[str, Any]]:
-        loaded = self.networks.get(device)
         radiograph = data["radiograph"]
-        x = lsnet_preprocess(loaded.image_size)(torch.from_numpy(radiograph.pixels[None]))
-        x = x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
-        with torch.inference_mode():
-            probability = torch.sigmoid(loaded.network(x[None].float().to(device)))
-            probability = F.interpolate(probability.cpu(), size=radiograph.shape, mode="bilinear", align_corners=False)
         threshold = float(data.get("lung_threshold", 0.5))
-        lungs = ndimage.binary_fill_holes(probability[0, 0].numpy() >= threshold)
+        analyzer = Analyzer(None, self.networks.get(device), AnalysisSettings(lung_threshold=threshold), device=device)
+        lungs = analyzer.lung_mask(analyzer.lungs(radiograph))
         right, left = split_lungs(lungs)
         result = {
             "right_lung_pixels": int(right.sum()),

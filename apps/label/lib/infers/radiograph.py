@@ -26,8 +26,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from pneumonitor.reading import Radiograph, UnsupportedInput, read_radiograph, to_stored_grid
-from pneumonitor.networks import load_network
-from pneumonitor.networks.checkpoint import LoadedNetwork
+from pneumonitor.networks import LoadedNetwork, load_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class ReadRadiographd(MapTransform):
 
 
 class NetworkCache:
-    """Loads a bundle's network with :func:`pneumonitor.networks.load_network` and reloads it when ``model.pt`` changes.
+    """Loads a bundle's network with :func:`pneumonitor.networks.load_bundle` and reloads it when ``model.pt`` changes.
 
     A trainer that promotes a better checkpoint replaces ``models/model.pt`` atomically; the next request then
     serves the new weights (the modification time is part of the cache key).
@@ -93,7 +92,7 @@ class NetworkCache:
             if key not in self._cache:
                 logger.info("loading %s from %s on %s", self.kind, self.bundle, device)
                 self._cache = {k: v for k, v in self._cache.items() if k[0] != str(device)}
-                self._cache[key] = load_network(self.bundle, self.kind, device=device)
+                self._cache[key] = load_bundle(self.bundle, device, kind=self.kind)
             return self._cache[key]
 
 

@@ -13,9 +13,12 @@ A run:
 2. runs the bundle's ``train.json`` (plus the override configs named by ``--conf <model>_train_configs``, e.g.
    ``train_cpu.json``) with ``bundle_root`` set to a staging folder, starting from the served weights
    (``pretrained``), so the served ``models/model.pt`` is never written by the trainer;
-3. scores the served and the candidate checkpoint on the validation split (:func:`validation_score`) and replaces
-   the served ``models/model.pt`` atomically only when the candidate is better; infer tasks reload it on their next
-   request. ``models/validation.json`` records every run's scores and decision.
+3. scores the served and the candidate weights on the validation split (:func:`validation_score`), both at the
+   served model's operating point (``classification_threshold``/``heatmap_threshold`` of its ``inference.json``,
+   the thresholds its infer task answers with), and serves the candidate only when it is better
+   (:func:`pneumonitor.networks.serve_trained_weights`: ``models/model.pt`` replaced atomically, the run's
+   ``network_def`` and ``image_size`` written into ``inference.json``); infer tasks reload it on their next request.
+   ``models/validation.json`` records every run's scores and decision.
 """
 
 from __future__ import annotations
@@ -30,18 +33,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.metrics import compute_dice
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from lib.infers.radiograph import resolve_radiograph_path
 from lib.labels import lung_mask, pneumonia_mask
+from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
+from pneumonitor.networks import LoadedNetwork, load_bundle, serve_trained_weights
+from pneumonitor.networks.bundle import read_inference_config
 from pneumonitor.reading import read_radiograph
-from pneumonitor.networks import load_network
-from pneumonitor.networks.checkpoint import LoadedNetwork
-from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD
-from pneumonitor.transforms.presets import dlnet_preprocess, lsnet_preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,6 @@ def _save_mask(mask: np.ndarray, path: Path) -> str:
     return str(path)
 
 
-def _resize(array: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    return F.interpolate(array.float().cpu(), size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     """Dice of two boolean masks with MONAI's metric; two empty masks agree perfectly (1.0)."""
     y_pred = torch.from_numpy(prediction.astype(np.float32))[None, None]
@@ -71,36 +68,48 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(compute_dice(y_pred, y, include_background=True, ignore_empty=False)[0, 0])
 
 
-@torch.inference_mode()
-def predicted_mask(loaded: LoadedNetwork, kind: str, image: str, lungs: np.ndarray | None = None) -> np.ndarray:
-    """The mask a network gives for one image at the image's size: LSNet's lungs, or DLNet's pneumonia
-    (probability >= 0.62 and heatmap >= 0.8, inside ``lungs``: the annotated lungs, to judge DLNet alone)."""
+def operating_point(bundle: str | os.PathLike) -> AnalysisSettings:
+    """The thresholds a bundle's infer task answers with: its ``inference.json``'s operating point (the paper's
+    0.62 / 0.8 where it names none), as :class:`AnalysisSettings`."""
+    config = read_inference_config(bundle)
+    return AnalysisSettings(classification_threshold=config.get("classification_threshold"),
+                            heatmap_threshold=config.get("heatmap_threshold"))
+
+
+def network_analyzer(loaded: LoadedNetwork, kind: str, settings: AnalysisSettings) -> Analyzer:
+    """An :class:`Analyzer` serving one network's entry points, on the device the network is on."""
+    device = next(loaded.network.parameters()).device
+    return Analyzer(loaded, None, settings, device) if kind == "DLNet" else Analyzer(None, loaded, settings, device)
+
+
+def predicted_mask(analyzer: Analyzer, kind: str, image: str, lungs: np.ndarray | None = None) -> np.ndarray:
+    """The mask a network gives for one image at the image's size: LSNet's lungs (``>= lung_threshold``), or DLNet's
+    pneumonia at the analyzer's operating point (probability ``>= classification_threshold`` and heatmap
+    ``>= heatmap_threshold``, inside ``lungs``: the annotated lungs, to judge DLNet alone)."""
     radiograph = read_radiograph(resolve_radiograph_path(image))
-    pixels = torch.from_numpy(radiograph.pixels[None])
-    network = loaded.network.eval()
-    device = next(network.parameters()).device
     if kind == "LSNet":
-        x = torch.as_tensor(np.asarray(lsnet_preprocess(loaded.image_size)(pixels)), dtype=torch.float32)
-        return _resize(torch.sigmoid(network(x[None].to(device))), radiograph.shape) >= 0.5
-    x = torch.as_tensor(np.asarray(dlnet_preprocess(loaded.image_size)(pixels)), dtype=torch.float32)
-    probability, heatmap = network.predict(x[None].to(device))
-    if float(probability[0]) < CLASSIFICATION_THRESHOLD:
+        return analyzer.lungs(radiograph) >= analyzer.settings.lung_threshold
+    probability, heatmap = analyzer.pneumonia(radiograph)
+    if probability < analyzer.settings.classification_threshold:
         return np.zeros(radiograph.shape, dtype=bool)
-    region = _resize(heatmap, radiograph.shape) >= HEATMAP_THRESHOLD
+    region = heatmap >= analyzer.settings.heatmap_threshold
     return region & lungs if lungs is not None else region
 
 
-def validation_score(loaded: LoadedNetwork, kind: str, items: list[dict[str, Any]]) -> float:
+def validation_score(
+    loaded: LoadedNetwork, kind: str, items: list[dict[str, Any]], settings: AnalysisSettings | None = None
+) -> float:
     """Mean Dice against the annotators' labels over ``items`` (``{"image", "final"}``): lungs for LSNet,
-    pneumonia for DLNet (an image correctly left empty counts 1)."""
+    pneumonia for DLNet at ``settings``' operating point (an image correctly left empty counts 1)."""
+    analyzer = network_analyzer(loaded, kind, settings or AnalysisSettings())
     scores = []
     for item in items:
         label = _read_label(item["final"])
         if kind == "LSNet":
-            scores.append(_dice(predicted_mask(loaded, kind, item["image"]), lung_mask(label)))
+            scores.append(_dice(predicted_mask(analyzer, kind, item["image"]), lung_mask(label)))
         else:
             lungs = lung_mask(label)
-            scores.append(_dice(predicted_mask(loaded, kind, item["image"], lungs), pneumonia_mask(label)))
+            scores.append(_dice(predicted_mask(analyzer, kind, item["image"], lungs), pneumonia_mask(label)))
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -186,12 +195,14 @@ class RadiographTrainTask(BundleTrainTask):
                 overrides[key] = value
         return overrides
 
+    def training_configs(self) -> list[str]:
+        """The configs a run merges: ``train.json`` and the overrides of ``--conf <name>_train_configs``."""
+        return [self.bundle_config_path] + [str(Path(self.bundle_path) / "configs" / n) for n in self.extra_configs]
+
     def run_single_gpu(self, request: dict[str, Any], overrides: dict[str, Any]) -> None:
         import monai.bundle
 
-        configs = [self.bundle_config_path] + [
-            str(Path(self.bundle_path) / "configs" / name) for name in self.extra_configs
-        ]
+        configs = self.training_configs()
         monai.bundle.run(
             run_id=request.get("run_id", "run"),
             init_id=None,
@@ -207,58 +218,33 @@ class RadiographTrainTask(BundleTrainTask):
         super().__call__(request, datastore)
         return self.promote()
 
-    def training_image_size(self) -> tuple[int, int] | None:
-        """``image_size`` of the training configs (``train.json`` + overrides), or None when they name none."""
-        from monai.bundle import ConfigParser
-
-        parser = ConfigParser()
-        parser.read_config([self.bundle_config_path] + [
-            str(Path(self.bundle_path) / "configs" / name) for name in self.extra_configs
-        ])
-        size = parser.config.get("image_size")
-        if isinstance(size, (list, tuple)) and len(size) == 2:
-            return int(size[0]), int(size[1])
-        return (int(size), int(size)) if isinstance(size, int) else None
-
-    def _candidate(self) -> Path | None:
-        if self._staging is None:
-            return None
-        models = self._staging / "models"
-        exact = models / "model.pt"
-        if exact.is_file():
-            return exact
-        found = sorted(models.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-        return found[-1] if found else None
-
     def promote(self) -> dict[str, Any]:
-        """Serve the candidate checkpoint when it beats the served one on the validation split."""
-        served = Path(self.bundle_path) / "models" / "model.pt"
-        candidate = self._candidate()
+        """Serve the candidate weights when they beat the served ones on the validation split, both judged at the
+        served model's operating point (:func:`operating_point`)."""
+        served = Path(self.bundle_path)
+        candidate = self._staging / "models" / "model.pt" if self._staging is not None else None
         record: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": self.name,
                                   "train_items": len(self._split.get("train", [])),
                                   "val_items": len(self._split.get("val", []))}
-        if candidate is None:
+        if candidate is None or not candidate.is_file():
             record.update(decision="kept", reason="the run wrote no checkpoint")
             return self._record(record)
         val = self._split.get("val") or []
-        size = self.training_image_size()
-        candidate_net = load_network(candidate, self.kind, image_size=size)
-        record["candidate_score"] = validation_score(candidate_net, self.kind, val)
-        if served.is_file():
-            record["served_score"] = validation_score(load_network(served, self.kind), self.kind, val)
+        settings = operating_point(served)
+        record.update(classification_threshold=settings.classification_threshold,
+                      heatmap_threshold=settings.heatmap_threshold)
+        # the staging copy becomes a bundle of the candidate: its inference.json takes the run's architecture and size
+        serve_trained_weights(candidate, self.training_configs(), self._staging)
+        record["candidate_score"] = validation_score(load_bundle(self._staging, kind=self.kind), self.kind, val, settings)
+        if (served / "models" / "model.pt").is_file():
+            record["served_score"] = validation_score(load_bundle(served, kind=self.kind), self.kind, val, settings)
         else:
             record["served_score"] = None
         better = record["served_score"] is None or (
             np.isfinite(record["candidate_score"]) and record["candidate_score"] > record["served_score"]
         )
         if better:
-            # the served file says at which size it was trained (the inference config may name another)
-            payload = torch.load(candidate, map_location="cpu", weights_only=True)
-            if isinstance(payload, dict) and size is not None:
-                payload.setdefault("image_size", list(size))
-            tmp = served.with_name(f".{served.name}.partial")
-            torch.save(payload, tmp)
-            os.replace(tmp, served)
+            serve_trained_weights(candidate, self.training_configs(), served)
             record.update(decision="promoted", reason="better on validation" if val else "no served weights")
         else:
             record.update(decision="kept", reason="not better on validation")

@@ -1,0 +1,276 @@
+"""The bundle is the model: loading a network from a MONAI bundle folder, and writing one.
+
+A bundle folder (``bundles/dlnet``, ``bundles/lsnet``, ``bundles/qc``, or a copy) holds:
+
+- ``configs/inference.json``: the architecture (``network_def``, built with MONAI's ``ConfigParser``), the input size
+  (``image_size``: ``[H, W]`` or one number) and the operating point (``classification_threshold``,
+  ``heatmap_threshold``, or a gate's own thresholds) — the only place these are read from;
+- ``models/model.pt``: the weights, a plain state dict (what MONAI's ``CheckpointSaver``/``CheckpointLoader`` use;
+  fp16 tensors are fine, they are copied into the network's fp32 parameters).
+
+The Deploy app runs the TorchScript that ``python -m monai.bundle ckpt_export --config_file configs/inference.json``
+writes: :func:`load_exported` reads it with the ``inference.json`` that ``ckpt_export`` embeds in it, so the same
+file decides its input size and operating point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "INFERENCE_CONFIG",
+    "WEIGHTS",
+    "LoadedNetwork",
+    "WeightsNotFound",
+    "build_network",
+    "image_size_of",
+    "load_bundle",
+    "load_exported",
+    "read_inference_config",
+    "save_bundle",
+    "save_half_precision",
+    "serve_trained_weights",
+    "torch_save_atomic",
+    "update_inference_config",
+]
+
+INFERENCE_CONFIG = Path("configs") / "inference.json"
+WEIGHTS = Path("models") / "model.pt"
+
+
+class WeightsNotFound(FileNotFoundError):
+    """No usable bundle at the given location; the message says what was looked for."""
+
+
+@dataclass
+class LoadedNetwork:
+    """A network in eval mode with what the pipeline needs to run it.
+
+    ``settings``: the scalar and list values of the bundle's ``inference.json`` (its operating point among them).
+    """
+
+    network: nn.Module
+    image_size: tuple[int, int]
+    source: Path
+    sha256: str
+    settings: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_inference_config(bundle: str | Path) -> dict[str, Any]:
+    """``bundle/configs/inference.json`` as a dict.
+
+    Raises:
+        WeightsNotFound: no such file.
+        ValueError: not JSON.
+    """
+    path = Path(bundle) / INFERENCE_CONFIG
+    if not path.is_file():
+        raise WeightsNotFound(f"{bundle} is not a bundle folder: no {INFERENCE_CONFIG}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc})") from exc
+
+
+def image_size_of(config: dict[str, Any], where: str | Path = "inference.json") -> tuple[int, int]:
+    """``image_size`` of an inference config as ``(H, W)`` (one number means a square)."""
+    size = config.get("image_size")
+    if isinstance(size, int):
+        return (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) for s in size):
+        return (int(size[0]), int(size[1]))
+    raise ValueError(f"{where} has no usable image_size ([H, W] or one number), got {size!r}")
+
+
+def _settings_of(config: dict[str, Any]) -> dict[str, Any]:
+    # expressions ("$...") and references are the bundle's workflow, not settings
+    return {
+        k: v for k, v in config.items()
+        if isinstance(v, (int, float, str, list)) and not k.startswith("_") and not (isinstance(v, str) and v[:1] in "$@")
+    }
+
+
+def build_network(network_def: dict[str, Any]) -> nn.Module:
+    """The network a ``network_def`` describes, built by MONAI's ``ConfigParser``."""
+    from monai.bundle import ConfigParser
+
+    # only network_def: parsing the whole inference.json would import its workflow (engines, ignite) for nothing
+    return ConfigParser({"network_def": network_def}).get_parsed_content("network_def")
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> LoadedNetwork:
+    """The network of the bundle folder ``path``, weights loaded, in eval mode on ``device``.
+
+    ``kind``: the network class name the caller needs (``"DLNet"``, ``"LSNet"``); another one is refused.
+
+    Raises:
+        WeightsNotFound: ``path`` is not a bundle folder or has no trained weights (the message says which).
+        ValueError: the config is unusable, the network is not ``kind``, or the weights do not fit ``network_def``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a bundle folder"
+        raise WeightsNotFound(f"{folder} {what} (a bundle folder holds {INFERENCE_CONFIG} and {WEIGHTS})")
+    config = read_inference_config(folder)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise WeightsNotFound(f"no trained weights in {weights}")
+    if not isinstance(config.get("network_def"), dict):
+        raise ValueError(f"{folder / INFERENCE_CONFIG} has no network_def")
+    size = image_size_of(config, folder / INFERENCE_CONFIG)
+    network = build_network(config["network_def"])
+    if kind is not None and type(network).__name__ != kind:
+        raise ValueError(f"{folder} holds a {type(network).__name__}, not {kind}")
+    try:
+        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+        network.load_state_dict(state_dict)
+    except Exception as exc:  # torch raises RuntimeError (shapes, keys) or pickling errors on other files
+        raise ValueError(
+            f"{weights} does not fit the network_def of {folder / INFERENCE_CONFIG} ({type(exc).__name__}: {exc}); "
+            "the training run's network_def and image_size belong in that file (serve_trained_weights writes them)"
+        ) from exc
+    network.to(device).eval()
+    return LoadedNetwork(network, size, weights.resolve(), _sha256(weights), _settings_of(config))
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> LoadedNetwork:
+    """A TorchScript file written by ``monai.bundle ckpt_export --config_file configs/inference.json``, with the
+    input size and operating point of the ``inference.json`` it embeds.
+
+    Raises:
+        WeightsNotFound: no such file.
+        ValueError: not TorchScript, or exported without ``--config_file configs/inference.json``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFound(f"no TorchScript model at {path}")
+    extra_files = {INFERENCE_CONFIG.name: ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
+    except Exception as exc:  # torch raises RuntimeError/ValueError on other files
+        raise ValueError(f"{path} is not TorchScript ({type(exc).__name__}: {exc})") from exc
+    if not extra_files[INFERENCE_CONFIG.name]:
+        raise ValueError(
+            f"{path} carries no inference.json: export it with python -m monai.bundle ckpt_export ... "
+            "--config_file configs/inference.json (docs/bundles.md)"
+        )
+    config = json.loads(extra_files[INFERENCE_CONFIG.name])
+    size = image_size_of(config, f"{path}:inference.json")
+    module.to(device).eval()
+    return LoadedNetwork(module, size, path.resolve(), _sha256(path), _settings_of(config))
+
+
+def torch_save_atomic(payload: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary sibling, then rename: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _write_json_atomic(config: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(config, indent=4) + "\n")
+    tmp.replace(path)
+
+
+def update_inference_config(bundle: str | Path, **values: Any) -> Path:
+    """Set ``values`` in ``bundle/configs/inference.json`` (atomically; other keys and their order kept)."""
+    config = read_inference_config(bundle)
+    config.update(values)
+    _write_json_atomic(config, Path(bundle) / INFERENCE_CONFIG)
+    return Path(bundle) / INFERENCE_CONFIG
+
+
+def _network_def(network: nn.Module) -> dict[str, Any]:
+    """``network_def`` of a DLNet/LSNet (their ``config`` holds every constructor argument)."""
+    config = dict(getattr(network, "config", {}))
+    name = config.pop("name", type(network).__name__)
+    return {"_target_": f"pneumonitor.networks.{name}", **config}
+
+
+def save_bundle(
+    network: nn.Module, folder: str | Path, image_size: int | tuple[int, int] | list[int], **settings: Any
+) -> Path:
+    """Write ``network`` as a bundle folder :func:`load_bundle` reads: ``configs/inference.json`` with its
+    ``network_def``, ``image_size`` and ``settings`` (e.g. an operating point), and ``models/model.pt``. Returns
+    ``folder``. For networks built in code (tests, benchmarks); trained bundles use :func:`serve_trained_weights`.
+    """
+    folder = Path(folder)
+    size = image_size if isinstance(image_size, int) else list(image_size)
+    config = {"network_def": _network_def(network), "image_size": size, **settings}
+    torch_save_atomic(network.state_dict(), folder / WEIGHTS)
+    _write_json_atomic(config, folder / INFERENCE_CONFIG)
+    return folder
+
+
+def save_half_precision(source: str | Path, destination: str | Path) -> Path:
+    """Rewrite a state dict with its floating-point tensors in fp16 (half the bytes), atomically.
+
+    Integer tensors (BatchNorm's ``num_batches_tracked``) are kept. Whether the metrics survive is the caller's
+    measurement (the shipped DLNet: see its model card).
+    """
+    state_dict = torch.load(Path(source), map_location="cpu", weights_only=True)
+    half = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in state_dict.items()}
+    return torch_save_atomic(half, destination)
+
+
+def serve_trained_weights(
+    weights: str | Path,
+    config_files: list[str | Path],
+    served_bundle: str | Path,
+    half_precision: bool = False,
+) -> Path:
+    """Serve a training run's weights: ``weights`` (the run's ``models/model.pt``) to
+    ``served_bundle/models/model.pt`` (in fp16 with ``half_precision``), and the run's ``network_def`` and
+    ``image_size`` (``config_files`` merged as ``monai.bundle run --config_file "[...]"`` merges them) into
+    ``served_bundle/configs/inference.json``: the served config always describes the served weights. The rest of
+    ``inference.json`` (operating point, workflow) is kept. Returns the served ``inference.json``.
+
+    Raises:
+        WeightsNotFound: ``served_bundle`` has no ``configs/inference.json`` (copy the bundle's configs first).
+        ValueError: the merged config has no ``network_def``/``image_size``, or the weights do not fit it.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in config_files])
+    trained = parser.get()
+    if not isinstance(trained.get("network_def"), dict):
+        raise ValueError(f"{config_files} give no network_def")
+    image_size_of(trained, config_files[-1])
+    served_bundle = Path(served_bundle)
+    read_inference_config(served_bundle)  # a bundle folder, before anything is replaced
+    state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        build_network(trained["network_def"]).load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise ValueError(f"{weights} does not fit the network_def of {config_files}: {exc}") from exc
+    if half_precision:
+        save_half_precision(weights, served_bundle / WEIGHTS)
+    else:
+        tmp = (served_bundle / WEIGHTS).with_name(WEIGHTS.name + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, tmp)  # the file as trained, byte for byte
+        tmp.replace(served_bundle / WEIGHTS)
+    return update_inference_config(served_bundle, network_def=trained["network_def"], image_size=trained["image_size"])
+
