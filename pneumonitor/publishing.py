@@ -72,11 +72,13 @@ def _temporary_name(path: Path, folder: bool = False) -> Path:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """A new, empty temporary file next to ``path`` to write into; renamed onto ``path`` when the block succeeds.
 
     For writers that take a file name (``torch.save``, ``DataFrame.to_csv``, SimpleITK): the temporary name ends
     with the target's format suffix. On any exception the temporary file is removed and the target is untouched.
+    ``durable``: the file and the rename are on disk (``fsync``) when the block ends, for what a person made (the
+    Label app's labels); outputs that a run can write again skip the cost.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,9 +91,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             continue
     try:
         yield tmp
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 @contextmanager
@@ -168,17 +182,18 @@ def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], fieldn
     return Path(path)
 
 
-def write_png(path: str | os.PathLike, array: Any, compress_level: int = 6) -> Path:
+def write_png(path: str | os.PathLike, array: Any, compress_level: int = 6, durable: bool = False) -> Path:
     """Write a ``[H, W]`` or ``[H, W, 3]`` uint8 array as PNG atomically (bool masks as 0/255).
 
-    ``compress_level`` is zlib's (Pillow's default 6; 1 is ~5x faster on 1-4 MP images and masks stay small)."""
+    ``compress_level`` is zlib's (Pillow's default 6; 1 is ~5x faster on 1-4 MP images and masks stay small);
+    ``durable``: see :func:`atomic_path`."""
     import numpy as np
     from PIL import Image
 
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=durable) as tmp:
         Image.fromarray(array.astype(np.uint8, copy=False)).save(tmp, format="PNG", compress_level=compress_level)
     return Path(path)
 

@@ -326,7 +326,9 @@ def main() -> int:
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {args.threads} thread(s)"
     document = {"device": device_name, "ct": args.ct, "sdd_mm": SDD, "sid_mm": SID, "detector_mm": DETECTOR_MM,
                 "repeats": args.repeats, "results": results}
-    (args.out / "bench_drr.json").write_text(json.dumps(document, indent=2))
+    from pneumonitor.publishing import write_json
+
+    write_json(args.out / "bench_drr.json", document)
     lines = [f"Device: {device_name}; SDD {SDD:g} mm, SID {SID:g} mm, {DETECTOR_MM:g} mm detector; median of "
              f"{args.repeats}", "", "| size | method | time (s) | peak MB | speed-up vs DiffDRR | corr. with ours | "
              "ellipsoid max rel. error |", "|---|---|---|---|---|---|---|"]

@@ -19,7 +19,6 @@ It prints the median (and min/max) of each, the ratio of each median to the bare
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -105,7 +104,9 @@ def main() -> int:
           f"{'yes' if result['import_monai_loads_monai_deploy'] else 'no'}")
     print(markdown(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        from pneumonitor.publishing import write_json
+
+        write_json(args.json, result)
     return 0
 
 

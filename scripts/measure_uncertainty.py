@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pneumonitor.datasets.covid_collection import convert_covid_collection
     from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer, analyze_to_folder
+    from pneumonitor.publishing import write_json
     from pneumonitor.results import write_results
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_ratio_total_sd": round(float(np.mean([float(r["ratio_total_sd"]) for r in ok])), 2) if ok else None,
         "dlnet_sha256": analyzer.dlnet.sha256,
     }
-    (args.out / "coverage.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out / "coverage.json", report)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -111,3 +111,9 @@ def test_html_page_escapes_title_and_note():
     page = html_page("a<b", "<p>x</p>", style="p{}", note="R&D")
     assert page.startswith("<!DOCTYPE html>") and "<title>a&lt;b</title>" in page and "R&amp;D" in page
     assert "<style>p{}</style>" in page and page.endswith("</html>\n")
+
+
+def test_durable_writes_the_same_bytes(tmp_path):
+    mask = np.eye(6, dtype=np.uint8) * 3
+    assert write_png(tmp_path / "a.png", mask, durable=True).read_bytes() == write_png(tmp_path / "b.png", mask).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]

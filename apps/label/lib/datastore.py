@@ -21,13 +21,10 @@ after a success).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,7 @@ from monailabel.datastore.local import DataModel, LocalDatastore
 
 from lib.infers.radiograph import resolve_radiograph_path
 from lib.labels import KNOWN_VALUES
+from pneumonitor.publishing import write_json, write_png
 
 logger = logging.getLogger(__name__)
 
@@ -134,20 +132,8 @@ def decode_label(label_file: str | os.PathLike, shape: tuple[int, int]) -> np.nd
 
 
 def write_png_atomically(array: np.ndarray, destination: str | os.PathLike) -> None:
-    """Write an 8-bit PNG through a hidden temp file in the destination folder, then ``os.replace``."""
-    from PIL import Image
-
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with open(tmp, "wb") as handle:
-            Image.fromarray(array).save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, destination)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A label PNG, atomically and on disk before the index names it (:func:`pneumonitor.publishing.write_png`)."""
+    write_png(destination, array, durable=True)
 
 
 class ValidatedLabelsMixin:
@@ -206,14 +192,7 @@ class ValidatedLabelsMixin:
     def _update_datastore_file(self, lock: bool = True) -> None:
         def write() -> None:
             self._ignore_event_config = True
-            path = Path(self._datastore_config_path)
-            handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-            try:
-                with os.fdopen(handle, "w") as out:
-                    out.write(json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str))
-                os.replace(tmp, path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            path = write_json(self._datastore_config_path, self._datastore.model_dump(exclude={"base_path"}))
             self._config_ts = os.stat(path).st_mtime
 
         if lock:
