@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pneumonitor.publishing import atomic_path, write_json
+
 __all__ = [
     "INFERENCE_CONFIG",
     "WEIGHTS",
@@ -177,27 +179,18 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Loade
 
 
 def torch_save_atomic(payload: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary sibling, then rename: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
-
-
-def _write_json_atomic(config: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(config, indent=4) + "\n")
-    tmp.replace(path)
+    """``torch.save`` to a temporary sibling, then rename (:func:`pneumonitor.publishing.atomic_path`): readers never
+    see a half-written file."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
 
 
 def update_inference_config(bundle: str | Path, **values: Any) -> Path:
     """Set ``values`` in ``bundle/configs/inference.json`` (atomically; other keys and their order kept)."""
     config = read_inference_config(bundle)
     config.update(values)
-    _write_json_atomic(config, Path(bundle) / INFERENCE_CONFIG)
+    write_json(Path(bundle) / INFERENCE_CONFIG, config, indent=4)
     return Path(bundle) / INFERENCE_CONFIG
 
 
@@ -219,7 +212,7 @@ def save_bundle(
     size = image_size if isinstance(image_size, int) else list(image_size)
     config = {"network_def": _network_def(network), "image_size": size, **settings}
     torch_save_atomic(network.state_dict(), folder / WEIGHTS)
-    _write_json_atomic(config, folder / INFERENCE_CONFIG)
+    write_json(folder / INFERENCE_CONFIG, config, indent=4)
     return folder
 
 
@@ -268,9 +261,7 @@ def serve_trained_weights(
     if half_precision:
         save_half_precision(weights, served_bundle / WEIGHTS)
     else:
-        tmp = (served_bundle / WEIGHTS).with_name(WEIGHTS.name + ".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(weights, tmp)  # the file as trained, byte for byte
-        tmp.replace(served_bundle / WEIGHTS)
+        with atomic_path(served_bundle / WEIGHTS) as tmp:
+            shutil.copyfile(weights, tmp)  # the file as trained, byte for byte
     return update_inference_config(served_bundle, network_def=trained["network_def"], image_size=trained["image_size"])
 

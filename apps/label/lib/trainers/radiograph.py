@@ -42,6 +42,7 @@ from lib.labels import lung_mask, pneumonia_mask
 from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
 from pneumonitor.networks import LoadedNetwork, load_bundle, serve_trained_weights
 from pneumonitor.networks.bundle import read_inference_config
+from pneumonitor.publishing import write_json
 from pneumonitor.reading import read_radiograph
 
 logger = logging.getLogger(__name__)
@@ -255,7 +256,5 @@ class RadiographTrainTask(BundleTrainTask):
         path = Path(self.bundle_path) / "models" / "validation.json"
         history = json.loads(path.read_text()).get("history", []) if path.is_file() else []
         history.append(record)
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps({"last": record, "history": history}, indent=2, default=str))
-        os.replace(tmp, path)
+        write_json(path, {"last": record, "history": history})
         return record
