@@ -4,8 +4,9 @@ by ``monitor``, ``evaluate``, the duality study and the scripts. This module is 
 ``results.csv`` has exactly :data:`RESULT_COLUMNS` in this order, one row per input; an empty cell is "not
 applicable" (a skipped input has no numbers, an image without DICOM header no identity). Text cells a spreadsheet
 would run as a formula get a leading ``'`` (OWASP CSV injection). ``results.json`` is ``{"settings": {...},
-"results": [rows]}`` with the raw values, ``null`` for NaN, and any extra keys a writer adds (the Deploy app's
-``seg``/``sr``/``sc`` paths).
+"results": [rows]}`` with the raw values, ``null`` for NaN, :data:`JSON_ONLY_KEYS` and the extra keys a writer
+declares (the Deploy app's ``seg``/``sr``/``sc`` paths); any other key is an error, so a misspelt column cannot
+vanish.
 
 :func:`read_results` accepts every ``results.csv`` written since the first release: the columns added later
 (:data:`ADDED_COLUMNS`) may be absent and read as empty; a missing core column or a column this module does not
@@ -34,6 +35,7 @@ __all__ = [
     "UNCERTAINTY_COLUMNS",
     "QC_COLUMNS",
     "ADDED_COLUMNS",
+    "JSON_ONLY_KEYS",
     "ResultsError",
     "Results",
     "empty_row",
@@ -113,6 +115,9 @@ UNCERTAINTY_COLUMNS = _group("uncertainty")
 NUMERIC_COLUMNS = tuple(c.name for c in SCHEMA if c.kind in ("float", "int"))
 #: columns added after the first release (issue 18): an older results.csv lacks them
 ADDED_COLUMNS = QC_COLUMNS + UNCERTAINTY_COLUMNS
+#: keys of results.json rows that are not CSV columns: ``interval_z``, the z of the uncertainty intervals
+#: (``p +- z SD``; the Deploy app's SR states its intervals with it)
+JSON_ONLY_KEYS = ("interval_z",)
 
 
 class ResultsError(ValueError):
@@ -134,9 +139,21 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def write_results(rows: list[dict[str, Any]], out_dir: str | os.PathLike, settings: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``OUT/results.csv`` (the schema's columns; other keys are left out) and ``OUT/results.json`` (the rows
-    as given, NaN as null, and ``settings``), each atomically. Returns their paths."""
+def write_results(rows: list[dict[str, Any]], out_dir: str | os.PathLike, settings: dict[str, Any],
+                  json_only: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """Write ``OUT/results.csv`` (the schema's columns) and ``OUT/results.json`` (the rows as given, NaN as null, and
+    ``settings``), each atomically. Returns their paths.
+
+    Raises:
+        ResultsError: a row has a key that is neither a column nor one of ``json_only`` (the writer's own extras,
+            e.g. the Deploy app's object paths): a misspelt column would otherwise vanish from the CSV.
+    """
+    known = set(RESULT_COLUMNS) | set(JSON_ONLY_KEYS) | set(json_only)
+    for row in rows:
+        unknown = sorted(set(row) - known)
+        if unknown:
+            raise ResultsError(f"result row of {row.get('image')!r} has keys that are not results columns "
+                               f"(pneumonitor/results.py): {', '.join(unknown)}")
     out_dir = Path(out_dir)
     csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
     write_csv(csv_path, ({k: _csv_cell(v) for k, v in row.items()} for row in rows), RESULT_COLUMNS,

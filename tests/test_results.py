@@ -56,6 +56,10 @@ def test_round_trip_types_and_settings(tmp_path):
 
 
 def test_unknown_and_missing_columns_are_named(tmp_path):
+    with pytest.raises(ResultsError, match="keys that are not results columns.*ratio_totl"):
+        write_results([{**_ok_row("/x/a.png"), "ratio_totl": 3.0}], tmp_path, {})
+    write_results([{**_ok_row("/x/a.png"), "seg": "1.2/01-seg.dcm"}], tmp_path, {}, json_only=("seg",))
+    assert json.loads((tmp_path / "results.json").read_text())["results"][0]["seg"] == "1.2/01-seg.dcm"
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ResultsError, match="missing column.*image, status, reason"):
         read_results(tmp_path / "other.csv")

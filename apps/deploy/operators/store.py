@@ -75,7 +75,7 @@ class DICOMStoreOperator(Operator):
         for study_uid, study_records in by_study.items():
             self.store_study(study_uid, sorted(study_records, key=lambda r: (str(r.source), r.sop_instance_uid)))
         rows = [self.row(record) for record in records]
-        write_results(rows, self.output_folder, self.settings)
+        write_results(rows, self.output_folder, self.settings, json_only=OBJECT_KINDS)
         self.counts = {status: sum(r.status == status for r in records) for status in ("ok", "skipped", "failed")}
         logger.info(
             "%d radiograph(s) analysed, %d skipped, %d failed -> %s",
