@@ -169,7 +169,9 @@ def main() -> int:
         print(f"{r['config']:8} {r['device']:6} {r['images']:>4} {r['batch_size']:>5} {r['end_to_end_img_s']:>10.2f} "
               f"{r['forward_img_s']:>10.2f} {r['ratio_end_to_end_to_forward']:>8.2f} {r['peak_rss_mib']:>12.0f}  {shares}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        from pneumonitor.publishing import write_json
+
+        write_json(args.json, results)
     return 0
 
 
