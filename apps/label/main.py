@@ -19,6 +19,9 @@ Start it with ``apps/label/start_server.sh`` (binds 127.0.0.1); ``--conf`` keys:
 ``cors_origins``      origins allowed cross-origin requests, comma-separated (default none: OHIF at ``/ohif`` is
                       same-origin). MONAI Label's own default lets any origin in, with credentials, and its
                       ``MONAI_LABEL_CORS_ORIGINS`` setting stops ``monailabel start_server`` (0.8.5) at start-up.
+``ohif``              the OHIF build served at ``/ohif/`` (default ``apps/label/ohif/dist``, made by
+                      ``apps/label/ohif/build.sh``: OHIF 3.12 with the radiograph MONAI Label mode); without it the
+                      OHIF bundled in MONAI Label 0.8.5 is served, whose MONAI Label mode cannot show a DX/CR
 ====================  ============================================================================================
 
 Only images of the datastore are analysed, named by id: an unknown id, a server path or an unknown model is 404.
@@ -92,6 +95,51 @@ def answer_invalid_json_with_422() -> bool:
     return True
 
 
+def serve_ohif_build(dist: Path) -> bool:
+    """Serve the OHIF build in ``dist`` at ``/ohif/`` in place of the one bundled in MONAI Label; False without a
+    server in this process or without a build (then the bundled OHIF stays, with a warning).
+
+    A route placed first in the server's router shadows MONAI Label's ``/ohif/{path}`` (routes are looked up per
+    request, so the already built middleware stack does not matter). Same rules as the bundled route: MONAI Label's user role, and any path
+    that is not a file of the build answers ``index.html`` (OHIF's client-side routes such as ``/ohif/monai-label``).
+    """
+    server = sys.modules.get("monailabel.app")
+    app = getattr(server, "app", None)
+    if app is None:
+        return False
+    index_html = dist / "index.html"
+    if not index_html.is_file():
+        logger.warning("no OHIF build in %s (bash apps/label/ohif/build.sh): /ohif/ serves MONAI Label's bundled OHIF, "
+                       "whose MONAI Label mode cannot show single-frame radiographs", dist)
+        return False
+    from fastapi import Depends
+    from fastapi.responses import FileResponse
+    from fastapi.routing import APIRoute
+    from monailabel.config import settings
+    from monailabel.endpoints.user.auth import RBAC, User
+
+    root = dist.resolve()
+    index_html = root / "index.html"
+    # ES modules (the pneumonitor mode and extension) must come with a JavaScript type; wasm codecs with theirs
+    media_types = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm"}
+
+    async def get_ohif_build(path: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+        target = (root / path).resolve() if path else index_html
+        if not target.is_file() or root not in target.parents:
+            target = index_html
+        headers = {"Cache-Control": "no-cache"} if target == index_html or target.name == "app-config.js" else None
+        return FileResponse(target, media_type=media_types.get(target.suffix), headers=headers)
+
+    # routes match in order: the first one shadows MONAI Label's /ohif/ route, however its router includes it
+    routes = app.router.routes
+    routes[:] = [r for r in routes if getattr(r, "name", None) != "ohif_build"]
+    routes.insert(0, APIRoute("/ohif/{path:path}", get_ohif_build, methods=["GET"], name="ohif_build",
+                              include_in_schema=False))
+    version = root / "OHIF_VERSION"
+    logger.info("/ohif/ serves %s (%s)", root, version.read_text().strip() if version.is_file() else "version unknown")
+    return True
+
+
 def _source_bundles(conf: dict[str, str]) -> Path:
     if conf.get("bundles"):
         return Path(conf["bundles"]).resolve()
@@ -107,6 +155,7 @@ class PneumonitorLabelApp(BoxesInRequest, MONAILabelApp):
         conf = conf or {}
         restrict_cors([o.strip().rstrip("/") for o in conf.get("cors_origins", "").split(",") if o.strip()])
         answer_invalid_json_with_422()
+        serve_ohif_build(Path(conf.get("ohif") or APP_DIR / "ohif" / "dist").resolve())
         source = _source_bundles(conf)
         model_dir = Path(conf.get("model_dir") or Path(app_dir) / "model").resolve()
         lsnet = prepare_bundle(source / "lsnet", model_dir / "lsnet")

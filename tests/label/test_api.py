@@ -209,3 +209,22 @@ def test_train_one_epoch_from_saved_labels(client, studies, tmp_path):
         assert staged, "the training run wrote no checkpoint"
     # the served models still answer after training
     _infer(client, "pneumonia", ids[0], output="json")
+
+
+def test_ohif_build_is_served_at_ohif_with_its_client_routes(client):
+    """/ohif/ serves apps/label/ohif/dist (OHIF 3.12 + the pneumonitor mode) instead of MONAI Label's bundled OHIF:
+    its files with their types, any other path the index (OHIF routes such as /ohif/monai-label), nothing outside."""
+    build = APP_DIR / "ohif" / "dist"
+    if not (build / "index.html").is_file():
+        pytest.skip(f"no OHIF build in {build}: bash apps/label/ohif/build.sh")
+    index = client.get("/ohif/")
+    assert index.status_code == 200 and "window.PUBLIC_URL = '/ohif/'" in index.text
+    assert index.headers["cache-control"] == "no-cache"
+    mode = client.get("/ohif/pneumonitor/mode.js")
+    assert mode.status_code == 200 and mode.headers["content-type"].startswith("text/javascript")
+    assert "routeName: 'monai-label'" in mode.text
+    assert client.get("/ohif/app-config.js").text.count("/ohif/pneumonitor/") == 2
+    assert client.get("/ohif/monai-label?StudyInstanceUIDs=1.2.3").text == index.text
+    for outside in ("/ohif/..%2F..%2Fmain.py", "/ohif/../main.py", "/ohif/%2Fetc%2Fpasswd"):
+        answer = client.get(outside)  # the index, or 404 where the client already resolved the dots
+        assert answer.text == index.text or answer.status_code == 404, outside
