@@ -47,5 +47,6 @@ echo "== MONAI Label environment (.venv-label)"
 bash apps/label/setup_env.sh
 if command -v npm >/dev/null; then
   npm install --prefix tests/label/browser --no-audit --no-fund --silent
+  bash apps/label/ohif/build.sh  # OHIF 3.12.10 + the radiograph MONAI Label mode, served by the label app at /ohif/
 fi
 echo "setup done"
