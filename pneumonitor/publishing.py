@@ -226,8 +226,8 @@ def _process_alive(pid: int) -> bool:
 def remove_stale_temporaries(*folders: str | os.PathLike) -> list[Path]:
     """Remove the temporary files and folders in ``folders`` (not below) whose writing process is gone; returns them.
 
-    Names without a process id (``.<name>.tmp``, written before this module) count as stale. Links and other
-    names are never touched."""
+    Names without a process id (``.<name>.tmp``, written before this module) count as stale, and so do this
+    process's own: call it before this process starts writing there. Links and other names are never touched."""
     removed = []
     for folder in map(Path, folders):
         if not folder.is_dir():

@@ -223,7 +223,7 @@ def read_results(path: str | os.PathLike) -> Results:
         raise ResultsError(f"results file not found: no results.csv at {path}; run `pneumonitor analyze ... --out DIR` "
                            "first")
     try:
-        with csv_path.open(newline="", encoding="utf-8") as handle:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a copy saved by a spreadsheet
             reader = csv.DictReader(handle)
             header = list(reader.fieldnames or [])
             records = list(reader)

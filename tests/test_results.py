@@ -77,7 +77,7 @@ def test_reads_a_file_written_before_the_qc_and_uncertainty_columns(tmp_path):
     """results.csv of the first release: 24 columns, no qc/warnings/ood/uncertainty; they read as empty."""
     old = [c for c in RESULT_COLUMNS if c not in ADDED_COLUMNS]
     assert len(old) == 24
-    with (tmp_path / "results.csv").open("w", newline="") as handle:
+    with (tmp_path / "results.csv").open("w", newline="", encoding="utf-8-sig") as handle:  # as a spreadsheet saves
         writer = csv.DictWriter(handle, fieldnames=old, extrasaction="ignore")
         writer.writeheader()
         writer.writerow({**_ok_row("/x/a.png"), "patient_id": "P1"})
