@@ -3,13 +3,15 @@ core's ``Analyzer.mc_dropout``: tests/test_inference_analyzer.py)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import tempfile
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import make_test_networks, save_test_checkpoint
+from conftest import NIH_DX, make_test_networks, save_test_checkpoint
 
 
 def test_decode_label_formats_and_refusals(tmp_path):
@@ -51,6 +53,25 @@ def test_seg_round_trip_on_a_real_dx(shared_data):
         np.testing.assert_array_equal(seg_to_label(handle.name, str(source.SOPInstanceUID)), label)
 
 
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy not installed (Debian package dicom3tools)")
+@pytest.mark.parametrize("sample", ["dx_image.dcm", "gdcm-CR-MONO1-10-chest.dcm", NIH_DX])
+def test_dciodvfy_reports_no_error_on_the_seg_of_each_sample(shared_data, tmp_path, sample):
+    """The DX with PatientOrientation (copied, type 2C), the CR without patient attributes, the NIH image whose
+    PatientAge "81" breaks the AS VR (left out of the SEG)."""
+    import pydicom
+
+    from lib.dicomweb import label_to_seg
+
+    source = pydicom.dcmread(shared_data / "cxr-dicom-samples" / sample)
+    label = np.zeros((source.Rows, source.Columns), dtype=np.uint8)
+    label[10:60, 10:60], label[70:120, 70:120], label[20:40, 20:40] = 1, 2, 3
+    path = tmp_path / "seg.dcm"
+    label_to_seg(label, source).save_as(path)
+    report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+    assert not errors, errors
+
+
 def test_prepare_bundle_refreshes_configs_but_keeps_trained_weights(tmp_path, source_bundles):
     from lib.configs import prepare_bundle
 
@@ -76,7 +97,6 @@ def test_promotion_is_judged_at_the_served_operating_point(tmp_path, source_bund
     call it negative and score it 0 like the served model), so it is promoted; its architecture and size are served
     with it."""
     import json
-    import shutil
 
     from PIL import Image
 

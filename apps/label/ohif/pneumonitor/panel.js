@@ -280,6 +280,10 @@ export class MonaiLabelPanel {
       lines.push(`ratio left    ${pct(p.ratio_left)}   score ${p.score_left}`);
       lines.push(`ratio total   ${pct(p.ratio_total)}   score ${p.score_total} / 8`);
       lines.push(`source        ${p.source}${p.source === 'gradcam-proposal' ? ` (${p.boxes} boxes)` : ''}`);
+      if (p.source === 'gradcam-proposal') {
+        // the mask is the Grad-CAM proposal inside the boxes; the ratios above are those of DLNet's heatmap
+        lines.push(`proposal      ${(100 * Number(p.proposal_fraction_of_boxes || 0)).toFixed(1)} % of the boxes`);
+      }
     }
     if (p.qc) lines.push(`qc            ${p.qc}`);
     if (p.ood) lines.push(`ood           ${p.ood}`);
