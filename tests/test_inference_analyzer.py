@@ -40,6 +40,21 @@ def test_fast_path_equals_simple_path(analyzer, dicom_samples):
     assert set(analyzer.stage_seconds) >= {"decode", "preprocess", "dlnet", "lsnet", "severity"}
 
 
+def test_analyze_one_is_one_image_of_analyze(analyzer, dicom_samples):
+    """analyze_one (the Label app's pneumonia infer) gives the row analyze gives that image in a batch."""
+    from pneumonitor.reading import read_radiograph
+
+    batch = [result_row(r) for r in analyzer.analyze(dicom_samples[:2], batch_size=2, workers=0, progress=False)]
+    for path, expected in zip(dicom_samples[:2], batch):
+        one = result_row(analyzer.analyze_one(read_radiograph(path)))
+        assert one["status"] == expected["status"]
+        for key in NUMBERS + ("pneumonia_probability_sd", "ratio_total_sd"):
+            if expected[key] == "":
+                assert one[key] == ""
+            else:
+                assert one[key] == pytest.approx(expected[key], abs=0.01), key
+
+
 def test_per_network_entry_points_give_what_the_pipeline_uses(analyzer, dicom_samples):
     """lungs / pneumonia at the radiograph's size: the same numbers analyze resizes and thresholds; an Analyzer with
     one network serves that network's entry points."""

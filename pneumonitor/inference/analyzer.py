@@ -445,6 +445,31 @@ class Analyzer:
             ood=ood_flags(radiograph, severity),
         )
 
+    def _analyze_inputs(
+        self, radiographs: list[Radiograph], dl_batch: torch.Tensor, ls_batch: torch.Tensor
+    ) -> list[ImageAnalysis]:
+        """Networks, uncertainty passes and severity for preprocessed radiographs (one forward pass for all)."""
+        probs, heatmaps, lungs = self.infer(dl_batch, ls_batch)
+        passes, mc = self.infer_spread(dl_batch, ls_batch)
+        analyses = []
+        for j, radiograph in enumerate(radiographs):
+            started = time.perf_counter()
+            analyses.append(self.postprocess(
+                radiograph, float(probs[j]), heatmaps[j], lungs[j],
+                passes=[(float(p[j]), h[j], lung[j]) for p, h, lung in passes], mc_probabilities=mc[:, j],
+            ))
+            self.stage_seconds["severity"] += time.perf_counter() - started
+        return analyses
+
+    def analyze_one(self, radiograph: Radiograph) -> ImageAnalysis:
+        """One radiograph as :meth:`analyze` treats each image of a batch: preprocess, networks, the spread of
+        ``settings.uncertainty``, severity (a failure is a skipped result). No QC gate: the caller applies
+        :meth:`quality_check` / :meth:`qc_refusal` where it wants one."""
+        started = time.perf_counter()
+        dl_input, ls_input = self.preprocess(radiograph)
+        self.stage_seconds["preprocess"] += time.perf_counter() - started
+        return self._analyze_inputs([radiograph], dl_input[None], ls_input[None])[0]
+
     # -- driver -----------------------------------------------------------------------------------------------
     def load(self, path: Path) -> tuple[Radiograph, torch.Tensor, torch.Tensor] | ImageAnalysis:
         """Read and preprocess one file; an unusable input becomes a skipped :class:`ImageAnalysis`."""
@@ -487,17 +512,12 @@ class Analyzer:
             kept = [i for i, reason in enumerate(refusals) if reason is None]
             outputs: dict[int, ImageAnalysis] = {}
             if kept:
-                dl_batch = torch.stack([batch[i][1] for i in kept])
-                ls_batch = torch.stack([batch[i][2] for i in kept])
-                probs, heatmaps, lungs = self.infer(dl_batch, ls_batch)
-                passes, mc = self.infer_spread(dl_batch, ls_batch)
-                for j, i in enumerate(kept):
-                    started = time.perf_counter()
-                    outputs[i] = self.postprocess(
-                        batch[i][0], float(probs[j]), heatmaps[j], lungs[j],
-                        passes=[(float(p[j]), h[j], lung[j]) for p, h, lung in passes], mc_probabilities=mc[:, j],
-                    )
-                    self.stage_seconds["severity"] += time.perf_counter() - started
+                analyses = self._analyze_inputs(
+                    [batch[i][0] for i in kept],
+                    torch.stack([batch[i][1] for i in kept]),
+                    torch.stack([batch[i][2] for i in kept]),
+                )
+                outputs = dict(zip(kept, analyses))
             for i, (radiograph, _, _) in enumerate(batch):
                 result = outputs.get(i) or ImageAnalysis(radiograph.source, "skipped", refusals[i], radiograph=radiograph)
                 result.qc = checks[i]

@@ -64,13 +64,7 @@ class PneumoniaInfer(RadiographInferTask):
         analyzer = Analyzer(dlnet, lsnet, settings=settings, device=device)
         settings = analyzer.settings  # thresholds not given: the DLNet weights' validated operating point
         radiograph = data["radiograph"]
-        dl_input, ls_input = analyzer.preprocess(radiograph)
-        probabilities, heatmaps, lungs = analyzer.infer(dl_input[None], ls_input[None])
-        passes, mc = analyzer.infer_spread(dl_input[None], ls_input[None])
-        analysis = analyzer.postprocess(
-            radiograph, float(probabilities[0]), heatmaps[0], lungs[0],
-            passes=[(float(p[0]), h[0], lung[0]) for p, h, lung in passes], mc_probabilities=mc[:, 0],
-        )
+        analysis = analyzer.analyze_one(radiograph)
         if analysis.status != "ok" or analysis.severity is None:
             raise ValueError(analysis.reason)
         severity = analysis.severity
