@@ -12,8 +12,26 @@ import importlib
 import logging
 import pkgutil
 import sys
+from typing import Callable
 
 from pneumonitor import __version__
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """The sub-parser of sub-command NAME, which calls RUN; DESCRIPTION (the command module's docstring) is printed
+    as written, so its paragraphs stay paragraphs."""
+    parser = subparsers.add_parser(
+        name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.set_defaults(func=run)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,7 @@
-"""``pneumonitor analyze INPUT... --out DIR``: detection, lung masks and per-lung severity for each radiograph."""
+"""``pneumonitor analyze INPUT... --out DIR``: detection, lung masks and per-lung severity for each radiograph.
+
+Analyze frontal chest radiographs. Writes DIR/results.csv, DIR/results.json, masks/ and overlays/.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,17 @@ import signal
 import threading
 from pathlib import Path
 
+from pneumonitor.cli import add_command
+
 logger = logging.getLogger("pneumonitor.analyze")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD
 
-    parser = subparsers.add_parser(
-        "analyze",
+    parser = add_command(
+        subparsers, "analyze", run, description=__doc__,
         help="analyze chest radiographs (DICOM CR/DX, PNG, JPEG, NIfTI): probability, lung masks, severity 0-8",
-        description="Analyze frontal chest radiographs. Writes DIR/results.csv, DIR/results.json, masks/ and overlays/.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
@@ -25,45 +29,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lsnet", type=Path, help="LSNet bundle folder (default: bundles/lsnet)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
-    parser.add_argument(
-        "--classification-threshold",
-        type=float,
-        default=None,
-        help="probability below which an image is negative (default: the DLNet weights' validated operating point "
-        f"from their bundle's inference.json, else the paper's {CLASSIFICATION_THRESHOLD})",
-    )
-    parser.add_argument(
-        "--heatmap-threshold",
-        type=float,
-        default=None,
-        help="heatmap value at or above which a lung pixel is pneumonia (default: the DLNet weights' validated "
-        f"threshold, else the paper's {HEATMAP_THRESHOLD})",
-    )
+    parser.add_argument("--classification-threshold", type=float, default=None,
+                        help="probability below which an image is negative (default: the DLNet weights' validated "
+                        "operating point from their bundle's inference.json, else the paper's "
+                        f"{CLASSIFICATION_THRESHOLD})")
+    parser.add_argument("--heatmap-threshold", type=float, default=None,
+                        help="heatmap value at or above which a lung pixel is pneumonia (default: the DLNet weights' "
+                        f"validated threshold, else the paper's {HEATMAP_THRESHOLD})")
     parser.add_argument("--lung-threshold", type=float, default=0.5, help="LSNet probability threshold (default 0.5)")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="threads decoding/preprocessing ahead of inference (default: min(4, CPUs); 0 = none)"
-    )
-    parser.add_argument(
-        "--mixed-precision", choices=["bf16", "fp16", "none"], default="bf16", help="CUDA autocast dtype (CPU: always fp32)"
-    )
-    parser.add_argument(
-        "--qc",
-        choices=["on", "warn", "off"],
-        default="on",
-        help="image QC gate (bundles/qc): 'on' skips laterals, inverted or rotated images and non-radiographs with "
-        "the finding as reason; 'warn' analyses them and names the finding in the qc column; 'off' (default: on)",
-    )
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads decoding/preprocessing ahead of inference (default: min(4, CPUs); 0 = none)")
+    parser.add_argument("--mixed-precision", choices=["bf16", "fp16", "none"], default="bf16",
+                        help="CUDA autocast dtype (CPU: always fp32)")
+    parser.add_argument("--qc", choices=["on", "warn", "off"], default="on",
+                        help="image QC gate (bundles/qc): 'on' skips laterals, inverted or rotated images and "
+                        "non-radiographs with the finding as reason; 'warn' analyses them and names the finding in "
+                        "the qc column; 'off' (default: on)")
     parser.add_argument("--qc-bundle", type=Path, help="QC bundle folder (default: bundles/qc)")
-    parser.add_argument(
-        "--uncertainty",
-        choices=["off", "flip", "flip+mc"],
-        default="flip",
-        help="spread of every number: 'flip' = a mirrored pass, 'flip+mc' = also MC-dropout passes of DLNet "
-        "(--mc-samples); 'off' = none (default: flip)",
-    )
-    parser.add_argument("--mc-samples", type=int, default=8, help="MC-dropout passes with --uncertainty flip+mc (default 8)")
+    parser.add_argument("--uncertainty", choices=["off", "flip", "flip+mc"], default="flip",
+                        help="spread of every number: 'flip' = a mirrored pass, 'flip+mc' = also MC-dropout passes of "
+                        "DLNet (--mc-samples); 'off' = none (default: flip)")
+    parser.add_argument("--mc-samples", type=int, default=8,
+                        help="MC-dropout passes with --uncertainty flip+mc (default 8)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from pneumonitor.cli import add_command
+
 LOGGER = logging.getLogger(__name__)
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DEFAULT_LSNET = Path(__file__).resolve().parents[2] / "bundles" / "lsnet"
@@ -39,12 +41,8 @@ def _sizes(text: str) -> tuple[int, int, int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "datasets",
-        help="convert public chest X-ray datasets into MONAI datalists",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "datasets", run, description=__doc__,
+                         help="convert public chest X-ray datasets into MONAI datalists")
     names = parser.add_subparsers(dest="dataset", metavar="DATASET")
 
     def common(sub: argparse.ArgumentParser, fractions: str | None = "0.8,0.1,0.1") -> None:
@@ -98,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="LSNet bundle or checkpoint that predicts the lungs of DLNet items without a human lung mask "
                           f"(default {DEFAULT_LSNET}); 'none' leaves them without lungs")
     common(mix)
-    parser.set_defaults(func=run, _parser=parser)
+    parser.set_defaults(_parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:

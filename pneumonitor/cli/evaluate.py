@@ -17,6 +17,8 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from pneumonitor.cli import add_command
+
 LOGGER = logging.getLogger(__name__)
 
 
@@ -72,9 +74,8 @@ def _add_metric_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "evaluate", help="reproduce the paper's tables/figures from analyze results and reference labels",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "evaluate", run, description=__doc__,
+                         help="reproduce the paper's tables/figures from analyze results and reference labels")
     parser.add_argument("--results", nargs="+", required=True, type=Path,
                         help="results folder(s) (or results.csv) of `pneumonitor analyze`")
     parser.add_argument("--reference", nargs="+", required=True, type=Path,
@@ -86,11 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "BUNDLE/configs/inference.json, where "
                         "`pneumonitor analyze` takes its defaults from; needs --split validation and one --results")
     _add_metric_options(parser)
-    parser.set_defaults(func=run)
 
-    ablation = subparsers.add_parser(
-        "ablation", help="Table IV: evaluate every DLNet x LSNet combination on the same reference",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ablation = add_command(subparsers, "ablation", run_ablation, description=__doc__,
+                           help="Table IV: evaluate every DLNet x LSNet combination on the same reference")
     ablation.add_argument("--reference", required=True, type=Path, help="reference datalist JSON or CSV")
     ablation.add_argument("--inputs", nargs="+", type=Path, default=[],
                           help="images to analyze (default: the images of the reference split)")
@@ -101,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ablation.add_argument("--run", action="append", type=_named, default=[], metavar="NAME=DIR",
                           help="an already analyzed combination, e.g. 'DLNet-2 + LSNet=runs/d2l' (repeat)")
     _add_metric_options(ablation)
-    ablation.set_defaults(func=run_ablation, split="all")
+    ablation.set_defaults(split="all")
 
 
 def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespace) -> int:

@@ -1,22 +1,22 @@
-"""``pneumonitor monitor``: per-patient disease profiles over time, change labels and an HTML report."""
+"""``pneumonitor monitor``: per-patient disease profiles over time, change labels and an HTML report.
+
+Turns the results.csv of ``pneumonitor analyze`` into per-patient disease profiles (Pneumonia Ratio and 0-8 score
+over time), labels each change improved/stable/worse, and writes timelines, PNG plots and a static HTML report
+(DIR/index.html). Patient and time come from DICOM (PatientID, AcquisitionDateTime or StudyDate) or, for image
+files, from a metadata CSV.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from pneumonitor.cli import add_command
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "monitor",
-        help="group analyze results by patient and time: timelines, plots, change labels, HTML report",
-        description=(
-            "Turn the results.csv of 'pneumonitor analyze' into per-patient disease profiles (Pneumonia Ratio and "
-            "0-8 score over time), labels each change improved/stable/worse, and writes timelines, PNG plots and a "
-            "static HTML report (DIR/index.html). Patient and time come from DICOM (PatientID, AcquisitionDateTime "
-            "or StudyDate) or, for image files, from a metadata CSV."
-        ),
-    )
+    parser = add_command(subparsers, "monitor", run, description=__doc__,
+                         help="group analyze results by patient and time: timelines, plots, change labels, HTML report")
     parser.add_argument("results", nargs="+", help="results.csv file(s) written by 'pneumonitor analyze'")
     parser.add_argument("--out", required=True, help="output folder (created; must be empty unless --overwrite)")
     parser.add_argument("--metadata", help="CSV giving patient and time per image file (default columns: the "
@@ -44,7 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="threshold drawn on the plots (default: from results.json, else 0.62)")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

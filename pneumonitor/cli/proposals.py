@@ -1,27 +1,29 @@
-"""``pneumonitor proposals``: the stage-2 datalist (Grad-CAM proposal masks for half of the confident positives)."""
+"""``pneumonitor proposals``: the stage-2 datalist (Grad-CAM proposal masks for half of the confident positives).
+
+With a stage-1 DLNet, score every positive with boxes of the processed splits, draw half of those with a score above
+0.8 (seeded), compute their Grad-CAM proposal masks inside the boxes and write DIR/masks/*.png, DIR/datalist.json
+(the stage-2 datalist: drawn items carry the proposal as 'mask', the rest unchanged), DIR/summary.json (settings,
+counts, one row per item) and DIR/preview.png (up to 8 replaced images with their boxes, proposal and reference
+mask). With --boxes-only, no network is needed: DIR/datalist.json is the input with the box-label rule only (stage 1
+of the paper).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from pneumonitor.cli import add_command
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "proposals",
-        help="stage 2: Grad-CAM proposal masks replace the boxes of half of the confident positives",
-        description=(
-            "With a stage-1 DLNet, score every positive with boxes of the processed splits, draw half of those with "
-            "a score above 0.8 (seeded), compute their Grad-CAM proposal masks inside the boxes and write "
-            "DIR/masks/*.png, DIR/datalist.json (the stage-2 datalist: drawn items carry the proposal as 'mask', "
-            "the rest unchanged), DIR/summary.json (settings, counts, one row per item) and DIR/preview.png (up to 8 "
-            "replaced images with their boxes, proposal and reference mask). With --boxes-only, no "
-            "network is needed: DIR/datalist.json is the input with the box-label rule only (stage 1 of the paper)."
-        ),
-    )
+    parser = add_command(subparsers, "proposals", run, description=__doc__,
+                         help="stage 2: Grad-CAM proposal masks replace the boxes of half of the confident positives")
     parser.add_argument("--datalist", required=True, help="input datalist JSON (items: image, label, boxes[, mask])")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--dlnet", help="stage-1 DLNet bundle folder (required unless --boxes-only)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     parser.add_argument("--boxes-only", action="store_true",
                         help="no proposals: write the datalist where positives with boxes train on their boxes")
     parser.add_argument("--splits", default="training", help="comma-separated splits to process (default: training)")
@@ -39,9 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="edge blur sigma, fraction of the shorter side (default 0.01)")
     parser.add_argument("--score", default="box_max_mean", choices=("box_max_mean", "box_sum", "sum"),
                         help="scalar read from the localization head's last conv for Grad-CAM (default box_max_mean)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,21 +1,23 @@
-"""``pneumonitor trend-agreement``: compare two disease profiles per patient (e.g. model vs expert scores)."""
+"""``pneumonitor trend-agreement``: compare two disease profiles per patient (e.g. model vs expert scores).
+
+Trend agreement of Amer et al. 2020 (Sec. V-C-3): each time point after a patient's first gets the label 1 if
+value/previous > 1 else 0 (previous 0: 1 if the value is above 0); the agreement is the fraction of equal labels.
+Both columns from one table (e.g. DIR/timelines.csv of ``pneumonitor monitor``), or column A from TABLE and column B
+from OTHER, joined on patient and time.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from pneumonitor.cli import add_command
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "trend-agreement",
+    parser = add_command(
+        subparsers, "trend-agreement", run, description=__doc__,
         help="trend agreement between two profiles per patient (label 1 if value/previous > 1, else 0)",
-        description=(
-            "Trend agreement of Amer et al. 2020 (Sec. V-C-3): each time point after a patient's first gets the "
-            "label 1 if value/previous > 1 else 0 (previous 0: 1 if the value is above 0); the agreement is the "
-            "fraction of equal labels. Both columns from one table (e.g. DIR/timelines.csv of 'pneumonitor "
-            "monitor'), or column A from TABLE and column B from OTHER, joined on patient and time."
-        ),
     )
     parser.add_argument("table", help="CSV with patient, time and column A (and B when OTHER is not given)")
     parser.add_argument("other", nargs="?", help="optional second CSV holding column B")
@@ -24,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patient-column", default="patient_id", help="patient column (default: patient_id)")
     parser.add_argument("--time-column", default="day", help="time column, numbers or dates (default: day)")
     parser.add_argument("--out", help="write the per-patient table to this CSV")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
