@@ -13,9 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
-
-from pneumonitor.datasets.splits import assign_splits
+from pneumonitor.datasets.datalist import Conversion, convert_manifest
 
 SOURCE = "covidx-s-extra"
 LATERAL_VIEWS = ("L", "LL", "LATERAL")
@@ -23,48 +21,33 @@ LATERAL_VIEWS = ("L", "LL", "LATERAL")
 
 def convert_covidx_severity(
     root: str | Path, seed: int = 0, fractions: Sequence[float] = (0.0, 0.0, 1.0)
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+) -> Conversion:
     """Items ``image, label=1, severity, severity_source, opacity_covidx, patient_id, view, source, split``."""
-    root = Path(root).resolve()
-    manifest_path = root / "manifest.csv"
-    if not manifest_path.is_file():
-        raise ValueError(f"{manifest_path} not found: is {root} the covidx-severity-extra folder?")
-    table = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
-    items: list[dict[str, Any]] = []
-    excluded: list[dict[str, str]] = []
-    for row in table.to_dict("records"):
-        image = root / row["stored_file"]
-        if row["view"].upper() in LATERAL_VIEWS:
-            excluded.append({"image": str(image), "reason": f"not a frontal view (view {row['view']!r})"})
-            continue
-        if not image.is_file():
-            excluded.append({"image": str(image), "reason": "image file missing"})
-            continue
-        try:
-            severity = float(row["covidnet_geographic"])
-        except ValueError:
-            severity = math.nan
-        if math.isnan(severity):
-            excluded.append({"image": str(image), "reason": "no COVIDx-S geographic score"})
-            continue
-        opacity = float(row["covidnet_opacity"]) if row["covidnet_opacity"] else None
-        items.append(
-            {
-                "image": str(image),
-                "label": 1,
-                "severity": severity,
-                "severity_source": "covidx-s",
-                "severity_covidx": severity,
-                "opacity_covidx": opacity,
-                "patient_id": row["patientid"] or image.stem,
-                "view": row["view"],
-                "finding": row["finding"],
-                "dataset": row["dataset"],
-                "source": SOURCE,
-            }
-        )
-    assign_splits(items, fractions=fractions, seed=seed)
-    return items, excluded
+    return convert_manifest(root, "covidx-severity-extra", _item_fields, seed, fractions)
+
+
+def _item_fields(image: Path, row: dict[str, str]) -> dict[str, Any] | str:
+    """The item's fields, or why the row is left out (a lateral view, no geographic score)."""
+    if row["view"].upper() in LATERAL_VIEWS:
+        return f"not a frontal view (view {row['view']!r})"
+    try:
+        severity = float(row["covidnet_geographic"])
+    except ValueError:
+        severity = math.nan
+    if math.isnan(severity):
+        return "no COVIDx-S geographic score"
+    return {
+        "label": 1,
+        "severity": severity,
+        "severity_source": "covidx-s",
+        "severity_covidx": severity,
+        "opacity_covidx": float(row["covidnet_opacity"]) if row["covidnet_opacity"] else None,
+        "patient_id": row["patientid"] or image.stem,
+        "view": row["view"],
+        "finding": row["finding"],
+        "dataset": row["dataset"],
+        "source": SOURCE,
+    }
 
 
 __all__ = ["convert_covidx_severity"]

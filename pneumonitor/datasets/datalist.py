@@ -11,18 +11,23 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from pneumonitor.publishing import write_json
 
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
+#: what a one-datalist converter returns: the items (each with its ``split``) and the excluded rows (image, reason)
+Conversion = tuple[list[dict[str, Any]], list[dict[str, str]]]
 
 
-def manifest_rows(root: str | os.PathLike, folder_name: str) -> tuple[list[tuple[Path, dict[str, str]]], list[dict[str, str]]]:
-    """``(image path, row)`` for every ``manifest.csv`` row of a ``../shared/data`` folder whose ``stored_file``
-    exists, and an ``excluded`` row ("image file missing") for the others; cells are strings ("" when empty).
+def manifest_rows(
+    root: str | os.PathLike, folder_name: str, image_column: str = "stored_file"
+) -> tuple[list[tuple[Path, dict[str, str]]], list[dict[str, str]]]:
+    """``(image path, row)`` for every ``manifest.csv`` row of a ``../shared/data`` folder whose image (the file
+    ``image_column`` names) exists, and an ``excluded`` row ("image file missing") for the others; cells are strings
+    ("" when empty).
 
     Raises:
         ValueError: no manifest.csv under ``root`` (``folder_name`` says which folder was expected).
@@ -35,12 +40,41 @@ def manifest_rows(root: str | os.PathLike, folder_name: str) -> tuple[list[tuple
         raise ValueError(f"{manifest_path} not found: is {root} the {folder_name} folder?")
     rows, excluded = [], []
     for row in pd.read_csv(manifest_path, dtype=str, keep_default_na=False).to_dict("records"):
-        image = root / row["stored_file"]
+        image = root / row[image_column]
         if image.is_file():
             rows.append((image, row))
         else:
             excluded.append({"image": str(image), "reason": "image file missing"})
     return rows, excluded
+
+
+def convert_manifest(
+    root: str | os.PathLike,
+    folder_name: str,
+    item_fields: Callable[[Path, dict[str, str]], dict[str, Any] | str],
+    seed: int,
+    fractions: Sequence[float],
+    image_column: str = "stored_file",
+    progress: bool = False,
+) -> Conversion:
+    """The converter of a ``manifest.csv`` dataset folder (see :func:`manifest_rows`): an item
+    ``{"image": path, **item_fields(path, row)}`` per row whose image exists, split by ``patient_id``, and the
+    excluded rows; ``item_fields`` returns a string instead of fields to exclude the row for that reason.
+    """
+    from tqdm import tqdm
+
+    from pneumonitor.datasets.splits import assign_splits  # splits imports SPLITS from here
+
+    rows, excluded = manifest_rows(root, folder_name, image_column)
+    items = []
+    for image, row in tqdm(rows, desc=folder_name, unit="img", disable=not progress):
+        fields = item_fields(image, row)
+        if isinstance(fields, str):
+            excluded.append({"image": str(image), "reason": fields})
+        else:
+            items.append({"image": str(image), **fields})
+    assign_splits(items, fractions=fractions, seed=seed)
+    return items, excluded
 
 
 def group_by_split(items: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:

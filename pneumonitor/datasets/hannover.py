@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pneumonitor.datasets.nih import ADULT_FRACTIONS
-from pneumonitor.datasets.datalist import manifest_rows
-from pneumonitor.datasets.splits import assign_splits
+from pneumonitor.datasets.datalist import Conversion, convert_manifest
 
 SOURCE = "hannover"
 COURSE_COLUMNS = ("admission_offset", "icu_admission_offset", "icu_release_offset", "death_offset")
@@ -40,29 +39,25 @@ def clinical_course(row: dict[str, str]) -> dict[str, Any]:
     return course
 
 
-def convert_hannover(
-    root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def convert_hannover(root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS) -> Conversion:
     """Items ``image, label=1, patient_id, view, age, sex, offset_days, <clinical course>, source, split``."""
-    rows, excluded = manifest_rows(root, "hannover-covid")
-    items: list[dict[str, Any]] = []
-    for image, row in rows:
-        course = clinical_course(row)
-        admission = course["admission_offset"]
-        items.append({
-            "image": str(image),
-            "label": 1,
-            "patient_id": row["patient_id"],
-            "view": row["projection"].upper(),
-            "age": _days(row["age"]),
-            "sex": row["sex"],
-            "offset_days": None if admission is None else -admission,
-            "finding": "COVID-19",
-            "source": SOURCE,
-            **course,
-        })
-    assign_splits(items, fractions=fractions, seed=seed)
-    return items, excluded
+    return convert_manifest(root, "hannover-covid", _item_fields, seed, fractions)
+
+
+def _item_fields(image: Path, row: dict[str, str]) -> dict[str, Any]:
+    course = clinical_course(row)
+    admission = course["admission_offset"]
+    return {
+        "label": 1,
+        "patient_id": row["patient_id"],
+        "view": row["projection"].upper(),
+        "age": _days(row["age"]),
+        "sex": row["sex"],
+        "offset_days": None if admission is None else -admission,
+        "finding": "COVID-19",
+        "source": SOURCE,
+        **course,
+    }
 
 
 __all__ = ["clinical_course", "convert_hannover"]

@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
-
+from pneumonitor.datasets.datalist import convert_manifest
 from pneumonitor.datasets.images import read_gray
 from pneumonitor.publishing import write_png
-from pneumonitor.datasets.splits import DEFAULT_FRACTIONS, assign_splits
+from pneumonitor.datasets.splits import DEFAULT_FRACTIONS
 
 SOURCE = "jsrt"
 
@@ -26,37 +25,26 @@ def convert_jsrt(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, str]]]:
     """(items, lsnet_items, excluded). Items: ``image, label=0, lung_mask, lung_mask_right, lung_mask_left,
     patient_id, finding ("nodule"/"normal"), source="jsrt", split``; LSNet items: ``image, label=<lung mask>``."""
-    from tqdm import tqdm
-
     root, out_dir = Path(root).resolve(), Path(out_dir).resolve()
-    manifest_path = root / "manifest.csv"
-    if not manifest_path.is_file():
-        raise ValueError(f"{manifest_path} not found: is {root} the jsrt-scr folder?")
-    table = pd.read_csv(manifest_path, dtype=str)
-    items: list[dict[str, Any]] = []
-    excluded: list[dict[str, str]] = []
-    for row in tqdm(table.to_dict("records"), desc="JSRT", unit="img", disable=not progress):
-        image = root / row["image"]
+
+    def item_fields(image: Path, row: dict[str, str]) -> dict[str, Any] | str:
         right, left = root / row["mask_right_lung"], root / row["mask_left_lung"]
-        if not (image.is_file() and right.is_file() and left.is_file()):
-            excluded.append({"image": str(image), "reason": "image or lung mask file missing"})
-            continue
+        if not (right.is_file() and left.is_file()):
+            return "lung mask file missing"
         union = (read_gray(right) > 0) | (read_gray(left) > 0)
         lung_mask = write_png(out_dir / "masks" / "jsrt-lungs" / f"{image.stem}.png", union)
-        items.append(
-            {
-                "image": str(image),
-                "label": 0,
-                "lung_mask": str(lung_mask),
-                "lung_mask_source": "jsrt-scr",
-                "lung_mask_right": str(right),
-                "lung_mask_left": str(left),
-                "patient_id": image.stem,
-                "finding": "nodule" if str(row.get("nodule")) == "True" else "normal",
-                "source": SOURCE,
-            }
-        )
-    assign_splits(items, fractions=fractions, seed=seed)
+        return {
+            "label": 0,
+            "lung_mask": str(lung_mask),
+            "lung_mask_source": "jsrt-scr",
+            "lung_mask_right": str(right),
+            "lung_mask_left": str(left),
+            "patient_id": image.stem,
+            "finding": "nodule" if row.get("nodule") == "True" else "normal",
+            "source": SOURCE,
+        }
+
+    items, excluded = convert_manifest(root, "jsrt-scr", item_fields, seed, fractions, "image", progress)
     lsnet_items = [
         {"image": it["image"], "label": it["lung_mask"], "patient_id": it["patient_id"], "source": SOURCE,
          "ignore_value": 127, "split": it["split"]}

@@ -14,8 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from pneumonitor.datasets.datalist import manifest_rows
-from pneumonitor.datasets.splits import assign_splits
+from pneumonitor.datasets.datalist import Conversion, convert_manifest
 
 SOURCE = "nih"
 #: validation and test get more patients than the default 10 % each: these sets exist to measure adult behaviour
@@ -30,24 +29,15 @@ def pneumonia_boxes(text: str) -> list[list[float]]:
             if str(entry.get("finding", "")).lower() == "pneumonia"]
 
 
-def convert_nih(
-    root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def convert_nih(root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS) -> Conversion:
     """Items ``image, label, boxes, patient_id, finding, source="nih", split`` and excluded rows."""
-    rows, excluded = manifest_rows(root, "nih-chestxray-subset")
-    items: list[dict[str, Any]] = []
-    for image, row in rows:
-        label = int(row["pneumonia"])
-        items.append({
-            "image": str(image),
-            "label": label,
-            "boxes": pneumonia_boxes(row["boxes"]) if label == 1 else [],
-            "patient_id": row["patient_id"],
-            "finding": row["finding"],
-            "source": SOURCE,
-        })
-    assign_splits(items, fractions=fractions, seed=seed)
-    return items, excluded
+    return convert_manifest(root, "nih-chestxray-subset", _item_fields, seed, fractions)
+
+
+def _item_fields(image: Path, row: dict[str, str]) -> dict[str, Any]:
+    label = int(row["pneumonia"])
+    boxes = pneumonia_boxes(row["boxes"]) if label == 1 else []
+    return {"label": label, "boxes": boxes, "patient_id": row["patient_id"], "finding": row["finding"], "source": SOURCE}
 
 
 __all__ = ["ADULT_FRACTIONS", "convert_nih", "pneumonia_boxes"]

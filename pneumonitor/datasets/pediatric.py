@@ -12,9 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
-
-from pneumonitor.datasets.splits import DEFAULT_FRACTIONS, assign_splits
+from pneumonitor.datasets.datalist import Conversion, convert_manifest
+from pneumonitor.datasets.splits import DEFAULT_FRACTIONS
 
 SOURCE = "pediatric"
 
@@ -32,33 +31,14 @@ def pediatric_patient_id(file_name: str) -> str:
     return stem
 
 
-def convert_pediatric(
-    root: str | Path, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def convert_pediatric(root: str | Path, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Conversion:
     """Items ``image, label (0/1), patient_id, finding, source="pediatric", split`` and excluded rows."""
-    root = Path(root).resolve()
-    manifest_path = root / "manifest.csv"
-    if not manifest_path.is_file():
-        raise ValueError(f"{manifest_path} not found: is {root} the pediatric-pneumonia folder?")
-    table = pd.read_csv(manifest_path, dtype=str)
-    items: list[dict[str, Any]] = []
-    excluded: list[dict[str, str]] = []
-    for row in table.itertuples(index=False):
-        image = root / row.stored_file
-        if not image.is_file():
-            excluded.append({"image": str(image), "reason": "image file missing"})
-            continue
-        items.append(
-            {
-                "image": str(image),
-                "label": int(row.pneumonia),
-                "patient_id": pediatric_patient_id(row.stored_file),
-                "finding": row.label,
-                "source": SOURCE,
-            }
-        )
-    assign_splits(items, fractions=fractions, seed=seed)
-    return items, excluded
+    return convert_manifest(root, "pediatric-pneumonia", _item_fields, seed, fractions)
+
+
+def _item_fields(image: Path, row: dict[str, str]) -> dict[str, Any]:
+    return {"label": int(row["pneumonia"]), "patient_id": pediatric_patient_id(row["stored_file"]),
+            "finding": row["label"], "source": SOURCE}
 
 
 __all__ = ["convert_pediatric", "pediatric_patient_id"]

@@ -10,23 +10,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pneumonitor.datasets.nih import ADULT_FRACTIONS
-from pneumonitor.datasets.datalist import manifest_rows
-from pneumonitor.datasets.splits import assign_splits
+from pneumonitor.datasets.datalist import Conversion, convert_manifest
 
 SOURCE = "rsna-normals"
 
 
-def convert_rsna_normals(
-    root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def convert_rsna_normals(root: str | Path, seed: int = 0, fractions: Sequence[float] = ADULT_FRACTIONS) -> Conversion:
     """Items ``image, label=0, patient_id, finding="normal", source="rsna-normals", split`` and excluded rows."""
-    rows, excluded = manifest_rows(root, "rsna-normals-224")
-    items: list[dict[str, Any]] = []
-    for image, row in rows:
-        items.append({"image": str(image), "label": 0, "patient_id": Path(row["source_name"]).stem,
-                      "finding": "normal", "source": SOURCE})
-    assign_splits(items, fractions=fractions, seed=seed)
-    return items, excluded
+    return convert_manifest(root, "rsna-normals-224", _item_fields, seed, fractions)
+
+
+def _item_fields(image: Path, row: dict[str, str]) -> dict[str, Any]:
+    return {"label": 0, "patient_id": Path(row["source_name"]).stem, "finding": "normal", "source": SOURCE}
 
 
 __all__ = ["convert_rsna_normals"]
