@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pneumonitor.datasets.bounding_boxes import boxes_from_mask
+from pneumonitor.datasets.datalist import ConversionWithLungs
 from pneumonitor.datasets.images import read_gray
 from pneumonitor.publishing import write_png
 from pneumonitor.datasets.splits import DEFAULT_FRACTIONS, assign_splits
@@ -167,13 +168,9 @@ def radiologist_masks(gb_dir: Path, out_dir: Path, stem: str, closing_radius: in
 
 
 def convert_covid_collection(
-    root: str | Path,
-    out_dir: str | Path,
-    seed: int = 0,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    closing_radius: int = 5,
-    progress: bool = True,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, str]]]:
+    root: str | Path, out_dir: str | Path, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    closing_radius: int = 5, progress: bool = True,
+) -> ConversionWithLungs:
     """Build the classification/localization/severity items and the lung-segmentation items.
 
     Args:

@@ -20,6 +20,8 @@ from pneumonitor.publishing import write_json
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 #: what a one-datalist converter returns: the items (each with its ``split``) and the excluded rows (image, reason)
 Conversion = tuple[list[dict[str, Any]], list[dict[str, str]]]
+#: a converter that also gives LSNet items (image, label = lung mask): (items, lsnet_items, excluded)
+ConversionWithLungs = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, str]]]
 
 
 def manifest_rows(

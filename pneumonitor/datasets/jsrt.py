@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from pneumonitor.datasets.datalist import convert_manifest
+from pneumonitor.datasets.datalist import ConversionWithLungs, convert_manifest
 from pneumonitor.datasets.images import read_gray
 from pneumonitor.publishing import write_png
 from pneumonitor.datasets.splits import DEFAULT_FRACTIONS
@@ -22,7 +22,7 @@ SOURCE = "jsrt"
 def convert_jsrt(
     root: str | Path, out_dir: str | Path, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
     progress: bool = True,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, str]]]:
+) -> ConversionWithLungs:
     """(items, lsnet_items, excluded). Items: ``image, label=0, lung_mask, lung_mask_right, lung_mask_left,
     patient_id, finding ("nodule"/"normal"), source="jsrt", split``; LSNet items: ``image, label=<lung mask>``."""
     root, out_dir = Path(root).resolve(), Path(out_dir).resolve()

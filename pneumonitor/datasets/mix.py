@@ -44,6 +44,7 @@ from typing import Any, Sequence
 
 from pneumonitor.datasets.covid_collection import convert_covid_collection
 from pneumonitor.datasets.covidx_severity import convert_covidx_severity
+from pneumonitor.datasets.datalist import ConversionWithLungs
 from pneumonitor.datasets.hannover import convert_hannover
 from pneumonitor.datasets.jsrt import convert_jsrt
 from pneumonitor.datasets.nih import convert_nih
@@ -103,14 +104,9 @@ def _dlnet_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_training_mix(
-    data_root: str | Path,
-    out_dir: str | Path,
-    seed: int = 0,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    closing_radius: int = 5,
-    include: Sequence[str] = DEFAULT_INCLUDE,
-    progress: bool = True,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, str]]]:
+    data_root: str | Path, out_dir: str | Path, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    closing_radius: int = 5, include: Sequence[str] = DEFAULT_INCLUDE, progress: bool = True,
+) -> ConversionWithLungs:
     """(dlnet_items, lsnet_items, excluded) for the datasets under ``data_root`` (``/work/shared/data`` layout).
 
     Datasets whose folder is missing are skipped with a logged warning (and an ``excluded`` row).

@@ -27,6 +27,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from pneumonitor.datasets.datalist import Conversion
+
 LOGGER = logging.getLogger(__name__)
 
 PAPER_SPLIT_SIZES: tuple[int, int, int] = (9004, 1126, 1124)
@@ -174,7 +176,7 @@ def convert_rsna(
     sizes: Sequence[int] = PAPER_SPLIT_SIZES,
     min_age: float = ADULT_AGE_YEARS,
     progress: bool = True,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+) -> Conversion:
     """Build datalist items for the RSNA challenge set.
 
     Returns:
