@@ -6,14 +6,16 @@ radiographs enter in ``[0, 1]`` (see :mod:`pneumonitor.reading`).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.transforms import Transform
 from monai.utils import convert_to_dst_type
+
+from pneumonitor.transforms.dictionary import ArrayTransformd
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -62,25 +64,12 @@ class CLAHE(Transform):
         return convert_to_dst_type(out, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
 
 
-class CLAHEd(MapTransform):
+class CLAHEd(ArrayTransformd):
     """Dictionary version of :class:`CLAHE`."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        clip_limit: float = 0.01,
-        tile_grid: Sequence[int] | int = (8, 8),
-        nbins: int = 256,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.clahe = CLAHE(clip_limit=clip_limit, tile_grid=tile_grid, nbins=nbins)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.clahe(d[key])
-        return d
+    def __init__(self, keys: KeysCollection, clip_limit: float = 0.01, tile_grid: Sequence[int] | int = (8, 8),
+                 nbins: int = 256, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, CLAHE(clip_limit=clip_limit, tile_grid=tile_grid, nbins=nbins), allow_missing_keys)
 
 
 class ImageNetNormalize(Transform):
@@ -109,21 +98,9 @@ class ImageNetNormalize(Transform):
         return out if isinstance(img, torch.Tensor) else out.numpy()
 
 
-class ImageNetNormalized(MapTransform):
+class ImageNetNormalized(ArrayTransformd):
     """Dictionary version of :class:`ImageNetNormalize`."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.normalize = ImageNetNormalize(mean=mean, std=std)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.normalize(d[key])
-        return d
+    def __init__(self, keys: KeysCollection, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, ImageNetNormalize(mean=mean, std=std), allow_missing_keys)

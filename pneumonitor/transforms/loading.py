@@ -6,16 +6,16 @@ transpose bitmaps, which is why masks are not read with ``LoadImage`` here.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.transforms import Transform
 
 from pneumonitor.reading import read_radiograph
+from pneumonitor.transforms.dictionary import ArrayTransformd
 
 __all__ = ["LoadRadiograph", "LoadRadiographd", "LoadMask", "LoadMaskd"]
 
@@ -35,18 +35,11 @@ class LoadRadiograph(Transform):
         return MetaTensor(torch.from_numpy(radiograph.pixels[None]), meta=meta)
 
 
-class LoadRadiographd(MapTransform):
+class LoadRadiographd(ArrayTransformd):
     """Dictionary version of :class:`LoadRadiograph`."""
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.loader = LoadRadiograph()
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.loader(d[key])
-        return d
+        super().__init__(keys, LoadRadiograph(), allow_missing_keys)
 
 
 class LoadMask(Transform):
@@ -74,22 +67,10 @@ class LoadMask(Transform):
         return MetaTensor(torch.from_numpy(mask[None]), meta={"filename_or_obj": str(path)})
 
 
-class LoadMaskd(MapTransform):
+class LoadMaskd(ArrayTransformd):
     """Dictionary version of :class:`LoadMask`."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        threshold: int = 127,
-        ignore_value: int | None = None,
-        ignore_label: float = -1.0,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.loader = LoadMask(threshold=threshold, ignore_value=ignore_value, ignore_label=ignore_label)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.loader(d[key])
-        return d
+    def __init__(self, keys: KeysCollection, threshold: int = 127, ignore_value: int | None = None,
+                 ignore_label: float = -1.0, allow_missing_keys: bool = False) -> None:
+        loader = LoadMask(threshold=threshold, ignore_value=ignore_value, ignore_label=ignore_label)
+        super().__init__(keys, loader, allow_missing_keys)

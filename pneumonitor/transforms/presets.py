@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from collections.abc import Hashable, Mapping
-
 from monai.config import KeysCollection
-from monai.transforms import Compose, MapTransform, NormalizeIntensity, NormalizeIntensityd, Resize, Transform
+from monai.transforms import Compose, NormalizeIntensity, NormalizeIntensityd, Resize, Transform
 
+from pneumonitor.transforms.dictionary import ArrayTransformd
 from pneumonitor.transforms.intensity import CLAHE, CLAHEd, ImageNetNormalize, ImageNetNormalized
 
 __all__ = ["ResizeRadiograph", "ResizeRadiographd", "dlnet_preprocess", "dlnet_preprocessd", "lsnet_preprocess", "lsnet_preprocessd"]
@@ -42,18 +41,11 @@ class ResizeRadiograph(Transform):
         return (self._shrink if shrinking else self._enlarge)(img)
 
 
-class ResizeRadiographd(MapTransform):
+class ResizeRadiographd(ArrayTransformd):
     """Dictionary version of :class:`ResizeRadiograph`."""
 
     def __init__(self, keys: KeysCollection, spatial_size: Sequence[int] | int, allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.resize = ResizeRadiograph(spatial_size)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.resize(d[key])
-        return d
+        super().__init__(keys, ResizeRadiograph(spatial_size), allow_missing_keys)
 
 
 def dlnet_preprocess(
