@@ -3,27 +3,24 @@ strategy and scoring method, and the ``boxes`` strategy."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from lib.activelearning import BoxesOnly, DLNetEpistemicScoring, Epistemic
+from lib.configs.base import BundleConfig
 from lib.infers import PneumoniaInfer
 from lib.infers.radiograph import NetworkCache
-from lib.trainers import RadiographTrainTask
-
-logger = logging.getLogger(__name__)
 
 
-class DLNetConfig:
+class DLNetConfig(BundleConfig):
     """Tasks of the DLNet bundle at ``path``; ``lsnet_path`` gives the lungs the pneumonia mask is cut to."""
 
     name = "dlnet"
+    kind = "DLNet"
 
     def __init__(self, path: Path, lsnet_path: Path, conf: dict[str, str]) -> None:
-        self.path = Path(path)
+        super().__init__(path, conf)
         self.lsnet_path = Path(lsnet_path)
-        self.conf = conf
         self.scoring = DLNetEpistemicScoring(
             NetworkCache(self.path, "DLNet"),
             passes=int(conf.get("epistemic_passes", 20)),
@@ -31,16 +28,8 @@ class DLNetConfig:
         )
 
     def infer(self) -> dict[str, Any]:
-        task = PneumoniaInfer(self.path, self.lsnet_path, self.conf)
-        if not task.is_valid():
-            logger.warning("'pneumonia' is not served: %s or %s lacks configs or models/model.pt",
-                           self.path, self.lsnet_path)
-            return {}
-        return {"pneumonia": task}
-
-    def trainer(self) -> dict[str, Any]:
-        task = RadiographTrainTask(self.path, self.conf, kind="DLNet", name=self.name)
-        return {self.name: task} if task.is_valid() else {}
+        missing = f"{self.path} or {self.lsnet_path} lacks configs or models/model.pt"
+        return self.served("pneumonia", PneumoniaInfer(self.path, self.lsnet_path, self.conf), missing)
 
     def strategy(self) -> dict[str, Any]:
         return {"epistemic": Epistemic(self.scoring), "boxes": BoxesOnly()}
