@@ -11,6 +11,7 @@ import importlib.util
 import json
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -194,14 +195,13 @@ def _ct_slice_with_uids(shared_data: Path, work: Path) -> list[Path]:
     return [path]
 
 
-@pytest.fixture(scope="session")
-def dicomweb(tmp_path_factory, source_bundles, shared_data):
+@contextmanager
+def dicomweb_servers(work: Path, source_bundles: Path, shared_data: Path):
     """Orthanc with two DX and one CR radiograph and a CT slice, and the label server on it (both on loopback)."""
     from servers import label_server, orthanc, upload
 
     import pydicom
 
-    work = tmp_path_factory.mktemp("dicomweb")
     samples = shared_data / "cxr-dicom-samples"
     radiographs = [samples / "dx_image.dcm", samples / "gdcm-CR-MONO1-10-chest.dcm", samples / NIH_DX]
     ct = _ct_slice_with_uids(shared_data, work)
@@ -213,5 +213,12 @@ def dicomweb(tmp_path_factory, source_bundles, shared_data):
             series = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID: p for p in radiographs}
             yield {"orthanc": orthanc_url, "server": server, "series": series, "work": work,
                    "ct": [pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in ct]}
+
+
+@pytest.fixture(scope="session")
+def dicomweb(tmp_path_factory, source_bundles, shared_data):
+    """The servers of :func:`dicomweb_servers`, shared by the integration tests of test_orthanc.py."""
+    with dicomweb_servers(tmp_path_factory.mktemp("dicomweb"), source_bundles, shared_data) as servers:
+        yield servers
 
 

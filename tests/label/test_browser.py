@@ -1,5 +1,6 @@
 """The annotator's round trip in OHIF, in a real headless Chromium (``browser/ohif_round_trip.mjs``, Playwright's
-``playwright-core``), on the label server and Orthanc of the ``dicomweb`` fixture, with the OHIF build of
+``playwright-core``), on a label server and an Orthanc of its own (a whole annotation session: labels, boxes and
+a training run change the server's state, which test_orthanc.py must not inherit), with the OHIF build of
 ``apps/label/ohif/build.sh`` (OHIF 3.12 and the pneumonitor MONAI Label mode for radiographs) served at ``/ohif/``.
 
 The browser opens the NIH DX in a stack viewport, runs ``pneumonia``, paints with the Brush and the Eraser, saves,
@@ -23,7 +24,7 @@ import pydicom
 import pytest
 import requests
 
-from conftest import APP_DIR, NIH_DX, REPO_ROOT
+from conftest import APP_DIR, NIH_DX, REPO_ROOT, dicomweb_servers
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
@@ -37,15 +38,21 @@ STEPS = ("open-stack-viewport", "panel-connected", "run-pneumonia", "edit-brush-
 
 
 @pytest.fixture(scope="module")
-def round_trip(dicomweb):
+def annotation_servers(tmp_path_factory, source_bundles, shared_data):
+    with dicomweb_servers(tmp_path_factory.mktemp("browser"), source_bundles, shared_data) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def round_trip(annotation_servers):
     if NODE is None or CHROMIUM is None:
         pytest.skip("the browser check needs node and chromium (apt-get install nodejs chromium)")
     if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
         pytest.skip(f"playwright-core is not installed: npm install --prefix {BROWSER_DIR}")
     if not (OHIF_BUILD / "index.html").is_file():
         pytest.skip(f"no OHIF build in {OHIF_BUILD}: bash apps/label/ohif/build.sh")
-    server = dicomweb["server"]
-    by_name = {path.name: (series, path) for series, path in dicomweb["series"].items()}
+    server = annotation_servers["server"]
+    by_name = {path.name: (series, path) for series, path in annotation_servers["series"].items()}
     dx_series, dx_path = by_name[NIH_DX]
     cr_series, cr_path = by_name["gdcm-CR-MONO1-10-chest.dcm"]
     boxes = requests.put(f"{server}/datastore/image/info?image={cr_series}",
@@ -100,17 +107,17 @@ def test_brush_and_eraser_edit_the_mask(round_trip):
     assert edit["edited"][0] > edit["brushed"][0]  # Eraser back to background
 
 
-def test_save_puts_the_edited_label_in_the_datastore_and_a_seg_of_it_in_orthanc(round_trip, dicomweb):
+def test_save_puts_the_edited_label_in_the_datastore_and_a_seg_of_it_in_orthanc(round_trip, annotation_servers):
     from lib.dicomweb import seg_to_label
     from PIL import Image
 
     saved = _step(round_trip, "save")["data"]
     dx_series, dx = round_trip["dx"]
-    label = requests.get(f"{dicomweb['server']}/datastore/label?label={dx_series}&tag=final", timeout=60)
+    label = requests.get(f"{annotation_servers['server']}/datastore/label?label={dx_series}&tag=final", timeout=60)
     assert label.status_code == 200
     label_map = np.asarray(Image.open(io.BytesIO(label.content)))
     assert np.bincount(label_map.ravel(), minlength=4).tolist() == saved["counts"]
-    segs = _seg_of_study(dicomweb["orthanc"], str(dx.StudyInstanceUID))
+    segs = _seg_of_study(annotation_servers["orthanc"], str(dx.StudyInstanceUID))
     assert len(segs) == 1
     seg = pydicom.dcmread(io.BytesIO(segs[0]))
     assert seg.StudyInstanceUID == dx.StudyInstanceUID
@@ -147,10 +154,10 @@ def test_next_sample_follows_the_strategy_and_box_only_images_get_the_gradcam_pr
     assert proposal["counts"][3] > 0  # pneumonia inside the box
 
 
-def test_training_starts_and_the_panel_shows_its_progress(round_trip, dicomweb):
+def test_training_starts_and_the_panel_shows_its_progress(round_trip, annotation_servers):
     train = _step(round_trip, "train")
     assert "RUNNING" in train["detail"] and "epoch 1/1" in train["detail"], train["detail"]
-    record = json.loads((dicomweb["work"] / "model" / "lsnet" / "models" / "validation.json").read_text())["last"]
+    record = json.loads((annotation_servers["work"] / "model" / "lsnet" / "models" / "validation.json").read_text())["last"]
     assert record["train_items"] + record["val_items"] >= 1 and record["decision"] in ("promoted", "kept"), record
 
 
