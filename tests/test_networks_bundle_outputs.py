@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +73,8 @@ def test_shipped_bundles_give_the_recorded_outputs(dicom_samples):
             assert got["qc_probabilities"][label] == pytest.approx(p, abs=TOLERANCE), (name, label)
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import SHARED_DATA
-
+if __name__ == "__main__":  # re-record (the same data folder as tests/conftest.py's SHARED_DATA)
+    shared_data = Path(os.environ.get("PNEUMONITOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    FIXTURE.write_text(json.dumps(network_outputs(SHARED_DATA / "cxr-dicom-samples"), indent=1) + "\n")
+    FIXTURE.write_text(json.dumps(network_outputs(shared_data / "cxr-dicom-samples"), indent=1) + "\n")
     print(f"wrote {FIXTURE}")
