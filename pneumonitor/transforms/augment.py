@@ -23,7 +23,8 @@ per-image standardization. Each is a MONAI ``RandomizableTransform`` with a prob
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,35 @@ def _blend(image: np.ndarray, layer: np.ndarray, value: np.ndarray | float) -> n
     return image * (1.0 - layer) + value * layer
 
 
-class RandBlobImplantd(RandomizableTransform, MapTransform):
+class _RandLayerBlendd(RandomizableTransform, MapTransform):
+    """With probability ``prob``, one alpha layer drawn per item (:meth:`_draw_layer`) is composited into the image
+    of every key (float32, the input's type); what the implant transforms below share."""
+
+    backend = [np.ndarray.__name__]
+
+    def __init__(self, keys: KeysCollection, prob: float, allow_missing_keys: bool) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+
+    @abstractmethod
+    def _draw_layer(self, d: dict[Hashable, Any]) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
+        """``(alpha (H, W) in [0, 1], image -> the value it is pulled to)`` for this item, or ``None`` to leave it."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        layer = self._draw_layer(d) if self._do_transform else None
+        if layer is None:
+            return d
+        alpha, value_of = layer
+        for key in self.key_iterator(d):
+            image = _as_numpy(d[key]).astype(np.float32)
+            out = _blend(image, alpha[None], value_of(image)).astype(np.float32)
+            d[key] = convert_to_dst_type(out, d[key], dtype=torch.float32)[0]
+        return d
+
+
+class RandBlobImplantd(_RandLayerBlendd):
     """Implant soft discs (bright or dark) and tube-like strokes into the image; masks are left unchanged.
 
     Args:
@@ -74,8 +103,6 @@ class RandBlobImplantd(RandomizableTransform, MapTransform):
         edge_sigma: Gaussian softening of the implant edges in pixels at 448 px.
     """
 
-    backend = [np.ndarray.__name__]
-
     def __init__(
         self,
         keys: KeysCollection = "image",
@@ -89,8 +116,7 @@ class RandBlobImplantd(RandomizableTransform, MapTransform):
         edge_sigma: float = 1.5,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
+        super().__init__(keys, prob, allow_missing_keys)
         self.num_blobs, self.blob_radius, self.num_tubes = tuple(num_blobs), tuple(blob_radius), tuple(num_tubes)
         self.tube_width, self.opacity = tuple(tube_width), tuple(opacity)
         self.dark_fraction, self.edge_sigma = float(dark_fraction), float(edge_sigma)
@@ -127,23 +153,15 @@ class RandBlobImplantd(RandomizableTransform, MapTransform):
             alpha = ndimage.gaussian_filter(alpha, sigma=self.edge_sigma * scale)
         return np.clip(alpha, 0.0, 1.0), value
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
+    def _draw_layer(self, d: dict[Hashable, Any]) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
         first = next(self.key_iterator(d), None)
         if first is None:
-            return d
+            return None
         alpha, value = self._draw(tuple(int(s) for s in d[first].shape[-2:]))
-        for key in self.key_iterator(d):
-            image = _as_numpy(d[key]).astype(np.float32)
-            out = _blend(image, alpha[None], value[None]).astype(np.float32)
-            d[key] = convert_to_dst_type(out, d[key], dtype=torch.float32)[0]
-        return d
+        return alpha, lambda image: value[None]
 
 
-class RandLungOpacityd(RandomizableTransform, MapTransform):
+class RandLungOpacityd(_RandLayerBlendd):
     """Synthetic abnormal lungs: smooth, textured opacities implanted inside the lung mask (mask unchanged).
 
     A patch field is low-pass filtered noise (correlation length ``scale`` of the image side), kept where it exceeds
@@ -164,8 +182,6 @@ class RandLungOpacityd(RandomizableTransform, MapTransform):
         tissue_percentile: percentile of the image taken as the soft-tissue (opacity) level.
     """
 
-    backend = [np.ndarray.__name__]
-
     def __init__(
         self,
         keys: KeysCollection = "image",
@@ -178,8 +194,7 @@ class RandLungOpacityd(RandomizableTransform, MapTransform):
         tissue_percentile: float = 90.0,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
+        super().__init__(keys, prob, allow_missing_keys)
         self.mask_key = mask_key
         self.coverage, self.strength, self.scale = tuple(coverage), tuple(strength), tuple(scale)
         self.texture, self.tissue_percentile = float(texture), float(tissue_percentile)
@@ -197,23 +212,14 @@ class RandLungOpacityd(RandomizableTransform, MapTransform):
         soft_lungs = ndimage.gaussian_filter(lungs.astype(np.float32), sigma=0.005 * side + 0.5)
         return np.clip(patch * soft_lungs * self.R.uniform(*self.strength), 0.0, 1.0).astype(np.float32)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
+    def _draw_layer(self, d: dict[Hashable, Any]) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
         if self.mask_key not in d:
             raise KeyError(f"RandLungOpacityd needs the lung mask under {self.mask_key!r}")
         lungs = _as_numpy(d[self.mask_key]).reshape(d[self.mask_key].shape[-2:]) == 1
         if lungs.sum() < 16:
-            return d  # no lungs to fill: leave the item as it is
-        layer = self._layer(lungs)
-        for key in self.key_iterator(d):
-            image = _as_numpy(d[key]).astype(np.float32)
-            level = np.percentile(image, self.tissue_percentile)
-            out = _blend(image, layer[None], np.maximum(image, level)).astype(np.float32)
-            d[key] = convert_to_dst_type(out, d[key], dtype=torch.float32)[0]
-        return d
+            return None  # no lungs to fill: leave the item as it is
+        # the lung pixels are pulled towards the image's soft-tissue level (never darkened)
+        return self._layer(lungs), lambda image: np.maximum(image, np.percentile(image, self.tissue_percentile))
 
 
 def lsnet_augmentd(
