@@ -1,7 +1,8 @@
 """The ``pneumonitor`` command.
 
-Each sub-command lives in its own module of this package and exposes ``register(subparsers)``, which adds an
-``argparse`` sub-parser and sets ``func`` (a callable taking the parsed namespace and returning an exit code).
+Each sub-command lives in its own module of this package and exposes ``register(subparsers)``, which adds its
+``argparse`` sub-parser through :func:`add_command` (``func``: a callable taking the parsed namespace and returning an
+exit code; the description: the module docstring).
 Modules are discovered automatically, so adding a sub-command never touches this file.
 """
 
