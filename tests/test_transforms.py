@@ -93,3 +93,30 @@ def test_resize_radiograph_area_when_shrinking_bilinear_when_enlarging():
     assert tuple(large.shape) == (1, 8, 8)
     # bilinear keeps a smooth ramp (area/nearest would repeat values in 2x2 blocks)
     assert len(np.unique(np.asarray(large)[0, 0])) > 4
+
+
+def test_a_batch_of_mixed_formats_collates(dicom_samples, tmp_path):
+    """DICOMs with and without PatientOrientation, a PNG and a NIfTI load into one batch (MONAI's collate takes the
+    meta key by key: a missing key or lists of different lengths used to fail training on mixed PACS data)."""
+    import nibabel
+    from monai.data import list_data_collate
+    from monai.transforms import Compose, Resized
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (80, 100), dtype=np.uint8)).save(tmp_path / "plain.png")
+    nibabel.save(nibabel.Nifti1Image(rng.random((100, 80)).astype(np.float32), np.eye(4)), str(tmp_path / "image.nii.gz"))
+    with_orientation = [p for p in dicom_samples if p.name == "dx_image.dcm"]
+    without = [p for p in dicom_samples if p.name.startswith("1.3.6.1.4.1.11129")]
+    paths = with_orientation + without + [tmp_path / "plain.png", tmp_path / "image.nii.gz"]
+    load = Compose([LoadRadiographd(keys="image"), Resized(keys="image", spatial_size=(32, 32))])
+    items = [load({"image": str(p)}) for p in paths]
+    metas = [item["image"].meta for item in items]
+    assert len({frozenset(m) for m in metas}) == 1, "every format gets the same meta keys"
+    assert metas[0]["patient_orientation"] == "L\\F" and metas[1]["patient_orientation"] == ""
+    assert np.isnan(metas[2]["pixel_spacing"]).all() and metas[0]["pixel_spacing"].shape == (2,)
+
+    batch = list_data_collate(items)
+
+    assert batch["image"].shape == (4, 1, 32, 32)
+    assert list(batch["image"].meta["patient_orientation"]) == ["L\\F", "", "", ""]

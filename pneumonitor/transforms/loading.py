@@ -17,22 +17,42 @@ from monai.transforms import Transform
 from pneumonitor.reading import read_radiograph
 from pneumonitor.transforms.dictionary import ArrayTransformd
 
-__all__ = ["LoadRadiograph", "LoadRadiographd", "LoadMask", "LoadMaskd"]
+__all__ = ["LoadRadiograph", "LoadRadiographd", "LoadMask", "LoadMaskd", "collatable_meta"]
 
 
 class LoadRadiograph(Transform):
     """Path -> ``MetaTensor`` ``(1, H, W)`` float32 in [0, 1], MONOCHROME2.
 
     The meta dict holds the radiograph's identity attributes (``pneumonitor.reading.IDENTITY_ATTRIBUTES``),
-    ``filename_or_obj``, ``spatial_shape`` and ``pixel_spacing`` (mm or None).
+    ``filename_or_obj``, ``spatial_shape`` and ``pixel_spacing`` (mm, NaN when unknown), and the reader's notes.
     Raises ``pneumonitor.reading.UnsupportedInput`` for unusable inputs.
+
+    Every radiograph gets the same keys with values of one shape, whatever its format: MONAI's collate builds a
+    batch's meta key by key, so a key missing in one item, or lists of different lengths (one DICOM has a
+    PatientOrientation, the next none), made training fail on mixed PACS data. Hence: ``None`` -> ``""``, the
+    reader's sequences as one string (``warnings`` joined by "; ", ``patient_orientation`` and
+    ``orientation_flips`` in DICOM's multi-value form ``L\\F``), ``pixel_spacing`` always two floats.
     """
 
     def __call__(self, path: str | Path) -> MetaTensor:
         radiograph = read_radiograph(path)
-        meta = {k: v for k, v in radiograph.meta.items() if v is not None}
-        meta.update(filename_or_obj=str(radiograph.source), spatial_shape=np.asarray(radiograph.shape))
-        return MetaTensor(torch.from_numpy(radiograph.pixels[None]), meta=meta)
+        return MetaTensor(torch.from_numpy(radiograph.pixels[None]), meta=collatable_meta(radiograph))
+
+
+#: the reader's list-valued notes, each stored as one string (see :class:`LoadRadiograph`), with its separator
+SEQUENCE_META = {"warnings": "; ", "patient_orientation": "\\", "orientation_flips": "\\"}
+
+
+def collatable_meta(radiograph) -> dict:
+    """The meta dict of :class:`LoadRadiograph`: the same keys and value shapes for every radiograph."""
+    meta = {key: ("" if value is None else value) for key, value in radiograph.meta.items()
+            if key not in SEQUENCE_META and key != "pixel_spacing"}
+    for key, separator in SEQUENCE_META.items():
+        meta[key] = separator.join(str(item) for item in radiograph.meta.get(key) or ())
+    spacing = radiograph.meta.get("pixel_spacing")
+    meta["pixel_spacing"] = np.asarray(spacing if spacing else (np.nan, np.nan), dtype=np.float64)
+    meta.update(filename_or_obj=str(radiograph.source), spatial_shape=np.asarray(radiograph.shape))
+    return meta
 
 
 class LoadRadiographd(ArrayTransformd):
