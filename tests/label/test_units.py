@@ -132,3 +132,19 @@ def test_promotion_is_judged_at_the_served_operating_point(tmp_path, source_bund
     tiny = json.loads((served / "configs" / "test_tiny.json").read_text())
     assert config["image_size"] == tiny["image_size"] and config["classification_threshold"] == 0.3
     assert load_bundle(served, kind="DLNet").network.config["dense_units"] == tiny["network_def"]["dense_units"]
+
+
+@pytest.mark.parametrize("kind,name", [("LSNet", "lsnet"), ("DLNet", "dlnet")])
+def test_training_on_an_empty_datastore_says_why(tmp_path, source_bundles, kind, name):
+    """No saved label (and, for DLNet, no boxed image): a one-line reason, not a DataLoader error about samplers."""
+    from lib.configs import prepare_bundle
+    from lib.datastore import RadiographDatastore
+    from lib.trainers import RadiographTrainTask
+    from lib.trainers.radiograph import NothingToTrain
+
+    served = prepare_bundle(source_bundles / name, tmp_path / name)
+    (tmp_path / "studies").mkdir()
+    datastore = RadiographDatastore(tmp_path / "studies", auto_reload=False)
+    task = RadiographTrainTask(served, {}, kind=kind, name=name)
+    with pytest.raises(NothingToTrain, match="nothing to train on: the datastore has no saved label"):
+        task._fetch_datalist({}, datastore)

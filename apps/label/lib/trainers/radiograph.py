@@ -48,6 +48,10 @@ from pneumonitor.reading import read_radiograph
 logger = logging.getLogger(__name__)
 
 
+class NothingToTrain(ValueError):
+    """A training request on a datastore that holds nothing this trainer can learn from."""
+
+
 def _read_label(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image
 
@@ -164,6 +168,12 @@ class RadiographTrainTask(BundleTrainTask):
                 boxes = datastore.get_image_info(image_id).get("boxes")
                 if boxes:
                     items.append({"image": datastore.get_image_uri(image_id), "label": 1, "boxes": boxes})
+        if not items:  # else MONAI's DataLoader fails later with a message about samplers, not about the data
+            raise NothingToTrain(
+                f"{self.name}: nothing to train on: the datastore has no saved label"
+                + (" and no image with boxes" if self.kind == "DLNet" else "")
+                + "; save at least one label (Save in OHIF, or PUT /datastore/label) and train again"
+            )
         logger.info("%s: %d training items from the datastore", self.name, len(items))
         return items
 
