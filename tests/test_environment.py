@@ -60,6 +60,10 @@ COMPONENTS = {
     "pytest-xdist": ('pip install -e ".[dev]"', lambda: missing_module("xdist")),
     ".venv-label": ("bash apps/label/setup_env.sh", lambda: missing_in_venv(".venv-label", "monailabel")),
     ".venv-deploy": ("bash apps/deploy/setup_env.sh", lambda: missing_in_venv(".venv-deploy", "monai.deploy.core")),
+    "OHIF build (label app /ohif/)": ("bash apps/label/ohif/build.sh",
+                                      lambda: missing_file(REPO_ROOT / "apps" / "label" / "ohif" / "dist" / "index.html")
+                                      or missing_file(REPO_ROOT / "apps" / "label" / "ohif" / "dist" / "pneumonitor"
+                                                      / "mode.js")),
     "browser-check node packages": (f"npm install --prefix {BROWSER_DIR.relative_to(REPO_ROOT)}",
                                     missing_node_packages),
 }
