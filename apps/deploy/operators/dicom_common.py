@@ -38,6 +38,7 @@ __all__ = [
     "PRIVATE_SCHEME",
     "derivation_source",
     "algorithm_identification",
+    "new_instance",
     "uid_problem",
 ]
 
@@ -127,3 +128,17 @@ def algorithm_identification() -> Any:
     return hd.AlgorithmIdentificationSequence(
         name="pneumonitor", family=codes.cid7162.ArtificialIntelligence, version=SOFTWARE_VERSION
     )
+
+
+def new_instance(kind: str) -> dict[str, Any]:
+    """The identity every derived object gets (highdicom keyword arguments): a new series and instance UID, its
+    series number (``SERIES_NUMBERS[kind]``: seg, sr or sc), instance 1, this software as manufacturer."""
+    import highdicom as hd
+
+    return {
+        "series_instance_uid": hd.UID(),
+        "series_number": SERIES_NUMBERS[kind],
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+    }

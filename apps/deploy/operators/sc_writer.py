@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
-from operators.dicom_common import MANUFACTURER, NOT_FOR_CLINICAL_USE, SERIES_NUMBERS, derivation_source
+from operators.dicom_common import NOT_FOR_CLINICAL_USE, derivation_source, new_instance
 from operators.dicom_writer import DICOMWriterOperator
 from operators.records import CaseRecord
 from pneumonitor.inference.overlays import render_overlay
@@ -61,11 +61,7 @@ class DICOMOverlayWriterOperator(DICOMWriterOperator):
             bits_allocated=8,
             coordinate_system=hd.CoordinateSystemNames.PATIENT,
             patient_orientation=orientation,
-            series_instance_uid=hd.UID(),
-            series_number=SERIES_NUMBERS["sc"],
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=MANUFACTURER,
+            **new_instance("sc"),
             pixel_spacing=radiograph.meta.get("pixel_spacing"),
         )
         sc.SeriesDescription = f"pneumonitor overlay - {NOT_FOR_CLINICAL_USE}"

@@ -36,10 +36,10 @@ from operators.dicom_common import (
     PROBABILITY_UNIT,
     RIGHT_LUNG,
     SCORE_UNIT,
-    SERIES_NUMBERS,
     SEVERITY_SCORE,
     SOFTWARE_VERSION,
     derivation_source,
+    new_instance,
 )
 from operators.dicom_writer import DICOMWriterOperator
 from operators.records import CaseRecord
@@ -146,11 +146,7 @@ class DICOMSRWriterOperator(DICOMWriterOperator):
         sr = hd.sr.Comprehensive3DSR(
             evidence=[source, seg],
             content=report,
-            series_instance_uid=hd.UID(),
-            series_number=SERIES_NUMBERS["sr"],
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=MANUFACTURER,
+            **new_instance("sr"),
             is_complete=True,
             is_final=False,
             is_verified=False,
