@@ -16,9 +16,8 @@
 # Usage: bash apps/deploy/setup_env.sh [VENV_DIR]        (idempotent: re-running only checks the pins)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENV="${1:-$ROOT/.venv-deploy}"
-PYTHON="${PYTHON:-python3}"
+DEFAULT_VENV=.venv-deploy
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/venv.sh"  # ROOT, VENV, PYTHON; creates the venv
 
 SDK_NO_DEPS=(
   "monai-deploy-app-sdk==4.0.0"
@@ -43,10 +42,6 @@ PINS=(
   "pytest-xdist>=3.5"
 )
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
 "$VENV/bin/python" -m pip install -q -e "$ROOT" "${PINS[@]}"
 "$VENV/bin/python" -m pip install -q --no-deps "${SDK_NO_DEPS[@]}"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

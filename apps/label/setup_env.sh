@@ -8,9 +8,8 @@
 # Usage: bash apps/label/setup_env.sh [VENV_DIR]        (idempotent: re-running only checks/upgrades to the pins)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENV="${1:-$ROOT/.venv-label}"
-PYTHON="${PYTHON:-python3}"
+DEFAULT_VENV=.venv-label
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/venv.sh"  # ROOT, VENV, PYTHON; creates the venv
 
 # torch/torchvision: the releases whose wheels lie on this machine's disk (an unpinned torch pulls a multi-GB build
 # from the network). They are CUDA builds and run on CPU too.
@@ -67,10 +66,6 @@ PINS=(
   "pytest>=8"
 )
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" wheel
 "$VENV/bin/python" -m pip install "${PINS[@]}"
 "$VENV/bin/python" -m pip install --no-deps "monailabel==0.8.5"
