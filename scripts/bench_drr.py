@@ -124,33 +124,14 @@ def timed(fn, repeats: int, device: str):
 
 def ellipsoid_case():
     """64^3 ellipsoid occupancy (4x supersampled), its geometry (128^2) and exact chord lengths."""
-    n, spacing, axes = 64, (2.0, 1.5, 1.0), np.array([28.0, 40.0, 55.0])
-    origin = np.array([-(k - 1) / 2 * s for k, s in zip((n, n, n), spacing[::-1])])
-    offsets = (np.arange(4) + 0.5) / 4 - 0.5
-    zi, yi, xi = np.meshgrid(*(np.arange(n),) * 3, indexing="ij")
-    occupancy = np.zeros((n, n, n))
-    for dz in offsets:
-        for dy in offsets:
-            for dx in offsets:
-                x = origin[0] + (xi + dx) * spacing[2]
-                y = origin[1] + (yi + dy) * spacing[1]
-                z = origin[2] + (zi + dz) * spacing[0]
-                occupancy += (x / axes[0]) ** 2 + (y / axes[1]) ** 2 + (z / axes[2]) ** 2 <= 1
-    occupancy = (occupancy / 64).astype(np.float32)
     from pneumonitor.duality.drr.geometry import ConeBeamGeometry
+    from pneumonitor.duality.drr.phantoms import centred_origin, ellipsoid_chord_lengths, ellipsoid_occupancy
 
+    shape, spacing, axes = (64, 64, 64), (2.0, 1.5, 1.0), (28.0, 40.0, 55.0)
+    occupancy = ellipsoid_occupancy(shape, spacing, axes)
     geo = ConeBeamGeometry(rows=128, cols=128, pixel_size_mm=1.0, source_to_detector_mm=1000,
                            source_to_isocentre_mm=800).with_isocentre((0.0, 0.0, 0.0))
-    source = geo.source_mm()
-    d = geo.detector_points_mm() - source
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    A = np.diag(1 / axes**2)
-    qa = np.einsum("...i,ij,...j", d, A, d)
-    qb = 2 * np.einsum("...i,ij,j", d, A, source)
-    qc = source @ A @ source - 1
-    disc = qb**2 - 4 * qa * qc
-    chord = np.where(disc > 0, np.sqrt(np.maximum(disc, 0)) / qa, 0.0)
-    return occupancy, spacing, tuple(origin.tolist()), geo, chord
+    return occupancy, spacing, centred_origin(shape, spacing), geo, ellipsoid_chord_lengths(geo, axes)
 
 
 def best_alignment(image: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, float]:

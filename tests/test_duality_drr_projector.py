@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pneumonitor.duality import ct as C
+from pneumonitor.duality.drr import phantoms
 from pneumonitor.duality.drr.geometry import ConeBeamGeometry
 from pneumonitor.duality.drr.materials import hu_to_density
 from pneumonitor.duality.drr.projector import project
@@ -14,37 +15,14 @@ N = 64
 
 
 def centred_origin(shape=(N, N, N), spacing=SPACING):
-    return tuple(-(n - 1) / 2 * s for n, s in zip(shape[::-1], spacing[::-1]))
+    return phantoms.centred_origin(shape, spacing)
 
 
 def ellipsoid_occupancy(semi_axes_xyz, supersample=4):
-    """Fraction of each voxel inside the ellipsoid (supersampled), float32 [Z, Y, X]."""
-    origin = centred_origin()
-    offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
-    zi, yi, xi = np.meshgrid(*(np.arange(N),) * 3, indexing="ij")
-    occupancy = np.zeros((N, N, N))
-    a = np.asarray(semi_axes_xyz)
-    for dz in offsets:
-        for dy in offsets:
-            for dx in offsets:
-                x = origin[0] + (xi + dx) * SPACING[2]
-                y = origin[1] + (yi + dy) * SPACING[1]
-                z = origin[2] + (zi + dz) * SPACING[0]
-                occupancy += (x / a[0]) ** 2 + (y / a[1]) ** 2 + (z / a[2]) ** 2 <= 1
-    return (occupancy / supersample**3).astype(np.float32)
+    return phantoms.ellipsoid_occupancy((N, N, N), SPACING, semi_axes_xyz, supersample)
 
 
-def chord_lengths(geometry, semi_axes_xyz):
-    """Exact length of each detector ray inside the ellipsoid centred at the origin, [rows, cols] mm."""
-    source = geometry.source_mm()
-    d = geometry.detector_points_mm() - source
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    A = np.diag(1.0 / np.asarray(semi_axes_xyz, float) ** 2)
-    qa = np.einsum("...i,ij,...j", d, A, d)
-    qb = 2 * np.einsum("...i,ij,j", d, A, source)
-    qc = source @ A @ source - 1
-    disc = qb**2 - 4 * qa * qc
-    return np.where(disc > 0, np.sqrt(np.maximum(disc, 0)) / qa, 0.0)
+chord_lengths = phantoms.ellipsoid_chord_lengths
 
 
 @pytest.mark.parametrize("view", ["PA", "AP"])
