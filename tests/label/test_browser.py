@@ -166,3 +166,6 @@ def test_every_step_ran_and_left_a_screenshot(round_trip):
     for name in ("ohif_1_study.png", "ohif_2_pneumonia.png", "ohif_3_edited.png", "ohif_5_seg_reopened.png",
                  "ohif_7_boxes_proposal.png", "ohif_8_training.png"):
         assert (round_trip["artifacts"] / name).stat().st_size > 10_000
+    # a viewer that stays black after a navigation is reloaded once (ohif_round_trip.mjs); more than once in a run
+    # is a viewer problem, not the machine's load
+    assert len(round_trip["reloads"]) <= 1, round_trip["reloads"]
