@@ -26,6 +26,7 @@ __all__ = [
     "split_lungs",
     "pneumonia_ratio",
     "lung_score",
+    "pneumonia_region",
     "assess_severity",
     "lung_label_image",
     "involvement_from_score",
@@ -179,6 +180,20 @@ def lung_score(ratio: float) -> int:
     return 1 + sum(ratio >= edge for edge in SCORE_BIN_EDGES)
 
 
+def pneumonia_region(
+    probability: float,
+    heatmap: np.ndarray,
+    lungs: np.ndarray,
+    classification_threshold: float = CLASSIFICATION_THRESHOLD,
+    heatmap_threshold: float = HEATMAP_THRESHOLD,
+) -> np.ndarray:
+    """The paper's pneumonia mask: ``heatmap >= heatmap_threshold`` within ``lungs`` (boolean, same shape) when
+    ``probability >= classification_threshold``, else empty."""
+    if float(probability) < classification_threshold:
+        return np.zeros(np.shape(lungs), dtype=bool)
+    return (np.asarray(heatmap) >= heatmap_threshold) & np.asarray(lungs, dtype=bool)
+
+
 def assess_severity(
     probability: float,
     heatmap: np.ndarray,
@@ -211,7 +226,7 @@ def assess_severity(
         raise InsufficientLungs(f"lung segmentation found {found}; severity needs both lungs")
     lungs = right | left
     positive = float(probability) >= classification_threshold
-    pneumonia = (heatmap >= heatmap_threshold) & lungs if positive else np.zeros_like(lungs)
+    pneumonia = pneumonia_region(probability, heatmap, lungs, classification_threshold, heatmap_threshold)
     ratio_right = pneumonia_ratio(pneumonia, right)
     ratio_left = pneumonia_ratio(pneumonia, left)
     score_right, score_left = lung_score(ratio_right), lung_score(ratio_left)

@@ -142,3 +142,13 @@ def test_lung_label_image_values():
     assert labels.dtype == np.uint8
     assert set(np.unique(labels)) == {0, LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE}
     assert (labels[:, :60] == LEFT_LUNG_VALUE).sum() == 0
+
+
+def test_pneumonia_region_is_the_heatmap_inside_the_lungs_of_a_positive_image_only():
+    from pneumonitor.severity import pneumonia_region
+
+    heatmap = np.array([[0.9, 0.9], [0.2, 0.9]], dtype=np.float32)
+    lungs = np.array([[True, False], [True, True]])
+    assert pneumonia_region(0.7, heatmap, lungs, 0.5, 0.8).tolist() == [[True, False], [False, True]]
+    assert not pneumonia_region(0.4, heatmap, lungs, 0.5, 0.8).any()  # negative image: empty
+    assert pneumonia_region(0.5, heatmap, lungs, 0.5, 0.8).dtype == bool  # at the threshold: positive

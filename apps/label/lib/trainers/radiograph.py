@@ -44,6 +44,7 @@ from pneumonitor.networks import LoadedNetwork, load_bundle, serve_trained_weigh
 from pneumonitor.networks.bundle import read_inference_config
 from pneumonitor.publishing import write_json
 from pneumonitor.reading import read_radiograph
+from pneumonitor.severity import pneumonia_region
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,10 @@ def predicted_mask(analyzer: Analyzer, kind: str, image: str, lungs: np.ndarray 
     if kind == "LSNet":
         return analyzer.lungs(radiograph) >= analyzer.settings.lung_threshold
     probability, heatmap = analyzer.pneumonia(radiograph)
-    if probability < analyzer.settings.classification_threshold:
-        return np.zeros(radiograph.shape, dtype=bool)
-    region = heatmap >= analyzer.settings.heatmap_threshold
-    return region & lungs if lungs is not None else region
+    return pneumonia_region(
+        probability, heatmap, np.ones(radiograph.shape, dtype=bool) if lungs is None else lungs,
+        analyzer.settings.classification_threshold, analyzer.settings.heatmap_threshold,
+    )
 
 
 def validation_score(
