@@ -6,6 +6,18 @@ is on the IMAGE LEFT. Ratios are percentages in [0, 100].
 Score bins per lung (the paper: 0 none, 1 < 25 %, 2 25-50 %, 3 50-75 %, 4 > 75 %), made exact here with
 half-open intervals: 0 iff the ratio is 0; 1 for (0, 25); 2 for [25, 50); 3 for [50, 75); 4 for [75, 100].
 The total score is the sum of both lungs (0-8).
+
+Two rules say which pixels are pneumonia (``severity_rule``):
+
+* ``"heatmap-threshold"`` (the paper): ``heatmap >= heatmap_threshold`` inside the lungs;
+* ``"extent-head"`` (DLNet with a fitted :class:`pneumonitor.networks.ExtentHead`): the head's mean over each lung is
+  the lung's extent ``e`` on the expert 0-4 scale; the lung's ratio is ``extent_ratio(e)`` (the middle of the bin
+  ``e`` rounds to, linear in between: 25 * (e - 0.5) %), and its pneumonia is that fraction of its pixels where the
+  heatmap is highest (:func:`top_fraction_region`). The heatmap says *where*, the head *how much*: the paper's
+  heatmap area does not track the experts (DLNet card), the head was fitted to them.
+
+Either way a negative image (``probability < classification_threshold``) has no pneumonia, and each lung's score
+follows from its ratio by the bins above.
 """
 
 from __future__ import annotations
@@ -30,7 +42,14 @@ __all__ = [
     "assess_severity",
     "lung_label_image",
     "involvement_from_score",
+    "SEVERITY_RULES",
+    "extent_ratio",
+    "lung_extents",
+    "top_fraction_region",
 ]
+
+#: the two pneumonia-mask rules (module docstring)
+SEVERITY_RULES = ("heatmap-threshold", "extent-head")
 
 #: DLNet probability below which an image is negative (paper: ROC point nearest (0, 1)).
 CLASSIFICATION_THRESHOLD = 0.62
@@ -194,31 +213,74 @@ def pneumonia_region(
     return (np.asarray(heatmap) >= heatmap_threshold) & np.asarray(lungs, dtype=bool)
 
 
+def extent_ratio(extent: float) -> float:
+    """Percent of a lung involved for an extent ``e`` on the expert 0-4 scale: ``clip(25 * (e - 0.5), 0, 100)``.
+
+    The middle of each score's bin at integer ``e`` (12.5 % at 1, 37.5 % at 2, ..., 87.5 % at 4; 0 at or below 0.5),
+    linear in between, so :func:`lung_score` of the ratio is ``e`` rounded (halves up) and clipped to 0-4.
+    """
+    return float(np.clip(25.0 * (float(extent) - 0.5), 0.0, 100.0))
+
+
+def lung_extents(extent_map: np.ndarray, right_lung: np.ndarray, left_lung: np.ndarray) -> tuple[float, float]:
+    """Mean of an :class:`~pneumonitor.networks.ExtentHead` map (at the masks' size) over each lung: the right and
+    left lung's extent on the expert 0-4 scale, unclipped."""
+    extent_map = np.asarray(extent_map, dtype=np.float64)
+    return tuple(float(extent_map[np.asarray(lung, dtype=bool)].mean()) for lung in (right_lung, left_lung))
+
+
+def top_fraction_region(heatmap: np.ndarray, lung: np.ndarray, ratio: float,
+                        tie_break: np.ndarray | None = None) -> np.ndarray:
+    """The ``round(ratio / 100 * area)`` pixels of ``lung`` where ``heatmap`` is highest (boolean, ``lung``'s shape).
+
+    Equal heatmap values (e.g. a heatmap at 0 over most of a lung) are ordered by ``tie_break`` (higher first),
+    then by position, so the area is exact whatever the ties.
+    """
+    lung = np.asarray(lung, dtype=bool)
+    region = np.zeros(lung.shape, dtype=bool)
+    count = int(round(float(ratio) / 100.0 * int(lung.sum())))
+    if count <= 0:
+        return region
+    rows, cols = np.nonzero(lung)
+    values = np.asarray(heatmap)[rows, cols]
+    secondary = np.asarray(tie_break)[rows, cols] if tie_break is not None else np.zeros_like(values)
+    order = np.lexsort((-secondary, -values))[:count]  # last key sorts first: heatmap, then tie_break
+    region[rows[order], cols[order]] = True
+    return region
+
+
 def assess_severity(
     probability: float,
     heatmap: np.ndarray,
     lung_mask: np.ndarray,
     classification_threshold: float = CLASSIFICATION_THRESHOLD,
     heatmap_threshold: float = HEATMAP_THRESHOLD,
+    extent_map: np.ndarray | None = None,
 ) -> SeverityResult:
-    """The paper's severity assessment of one image.
+    """Severity of one image: the paper's rule, or the extent-head rule when ``extent_map`` is given (module
+    docstring).
 
     Negative images (``probability < classification_threshold``) get an empty pneumonia mask, ratios 0 and scores 0.
-    Otherwise pneumonia = ``heatmap >= heatmap_threshold`` within the lungs.
+    Otherwise pneumonia = ``heatmap >= heatmap_threshold`` within the lungs, or with ``extent_map`` the fraction
+    :func:`extent_ratio` of each lung where the heatmap is highest (``heatmap_threshold`` unused).
 
     Args:
         probability: DLNet's pneumonia probability.
         heatmap: ``(H, W)`` localization heatmap at the lung mask's size.
         lung_mask: ``(H, W)`` binary lung mask (both lungs).
+        extent_map: ``(H, W)`` :class:`~pneumonitor.networks.ExtentHead` map at the lung mask's size, or ``None``.
     Raises:
         InsufficientLungs: no right or no left lung in ``lung_mask``.
-        ValueError: mismatched shapes or a NaN probability/heatmap.
+        ValueError: mismatched shapes or a NaN probability/heatmap/extent map.
     """
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.shape != np.shape(lung_mask):
         raise ValueError(f"heatmap {heatmap.shape} and lung mask {np.shape(lung_mask)} differ in shape")
-    if not math.isfinite(float(probability)) or not np.all(np.isfinite(heatmap)):
-        raise ValueError("probability or heatmap contains NaN/inf")
+    if extent_map is not None and np.shape(extent_map) != heatmap.shape:
+        raise ValueError(f"extent map {np.shape(extent_map)} and lung mask {heatmap.shape} differ in shape")
+    if not math.isfinite(float(probability)) or not np.all(np.isfinite(heatmap)) or (
+            extent_map is not None and not np.all(np.isfinite(extent_map))):
+        raise ValueError("probability, heatmap or extent map contains NaN/inf")
     right, left = split_lungs(lung_mask)
     missing = [name for name, lung in (("right", right), ("left", left)) if not lung.any()]
     if missing:
@@ -226,7 +288,14 @@ def assess_severity(
         raise InsufficientLungs(f"lung segmentation found {found}; severity needs both lungs")
     lungs = right | left
     positive = float(probability) >= classification_threshold
-    pneumonia = pneumonia_region(probability, heatmap, lungs, classification_threshold, heatmap_threshold)
+    if extent_map is None:
+        pneumonia = pneumonia_region(probability, heatmap, lungs, classification_threshold, heatmap_threshold)
+    elif positive:
+        extents = lung_extents(extent_map, right, left)
+        pneumonia = top_fraction_region(heatmap, right, extent_ratio(extents[0]), extent_map) | top_fraction_region(
+            heatmap, left, extent_ratio(extents[1]), extent_map)
+    else:
+        pneumonia = np.zeros(lungs.shape, dtype=bool)
     ratio_right = pneumonia_ratio(pneumonia, right)
     ratio_left = pneumonia_ratio(pneumonia, left)
     score_right, score_left = lung_score(ratio_right), lung_score(ratio_left)

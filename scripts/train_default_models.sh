@@ -9,6 +9,8 @@
 #    when the script is run again (the per-epoch state: weights, optimizer, LR schedule, epoch, best checkpoint);
 # 3. the best checkpoints (validation Dice / AUC) are copied to bundles/<name>/models/model.pt (DLNet in fp16), and
 #    the run's network_def and image_size written into bundles/<name>/configs/inference.json (serve_trained_weights);
+#    DLNet then gets its extent head (`pneumonitor fit-extent-head`: ridge on the training split's expert scores,
+#    strength chosen on validation; severity_rule extent-head);
 # 4. DLNet's operating point is chosen on the validation split only: `pneumonitor analyze` on the validation images,
 #    then `pneumonitor evaluate --split validation --save-operating-point bundles/dlnet` writes the classification
 #    threshold (ROC point nearest (0,1)) and the heatmap threshold (lowest 0-8 score MAE against the expert scores of
@@ -44,6 +46,11 @@ serve(sys.argv[1], sys.argv[2:4], sys.argv[4], half_precision=sys.argv[5] == 'dl
     "$WORK/$name/models/model.pt" "$WORK/$name/configs/train.json" "$WORK/$name/configs/train_cpu.json" \
     "$ROOT/bundles/$name" "$name"
   echo "bundles/$name/models/model.pt <- $WORK/$name/models/model.pt (network_def, image_size -> configs/inference.json)"
+  if [[ "$name" == dlnet ]]; then
+    # the extent head (severity): fitted on the frozen DLNet to the expert scores of the training split, its ridge
+    # strength chosen on validation; needs the LSNet just served (docs/bundles.md)
+    pneumonitor fit-extent-head --datalist "$WORK/datalists/datalist.json" --report "$WORK/extent_head.json" --quiet
+  fi
 done
 
 split_images() {  # the image paths of one split of the DLNet datalist, one per line

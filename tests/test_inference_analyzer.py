@@ -62,7 +62,7 @@ def test_per_network_entry_points_give_what_the_pipeline_uses(analyzer, dicom_sa
     from pneumonitor.reading import read_radiograph
 
     radiograph = read_radiograph(dicom_samples[0])
-    probability, heatmap, lungs = analyzer.infer(*(x[None] for x in analyzer.preprocess(radiograph)))
+    probability, heatmap, lungs, _ = analyzer.infer(*(x[None] for x in analyzer.preprocess(radiograph)))
     assert lungs.shape[1:] == (80, 96) and heatmap.shape[1:] == (96, 96)
     dl_only = Analyzer(analyzer.dlnet, None)
     p, full_heatmap = dl_only.pneumonia(radiograph)

@@ -14,7 +14,7 @@ from pneumonitor.networks import (
     save_bundle,
     serve_trained_weights,
 )
-from pneumonitor.networks.bundle import load_exported
+from pneumonitor.networks.bundle import load_exported, update_inference_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,10 +139,12 @@ def test_serving_trained_weights_writes_the_run_network_def_and_image_size(tmp_p
     config_files = [configs / "train.json", configs / "train_cpu.json"]
     operating_point = {k: json.loads((configs / "inference.json").read_text())[k]
                        for k in ("classification_threshold", "heatmap_threshold")}
-    trained = DLNet("resnet18", localization_activation="sigmoid")
+    trained = DLNet("resnet18", localization_activation="sigmoid", extent_head=True)
     torch.save(trained.state_dict(), run / "model.pt")
+    update_inference_config(served, severity_rule="extent-head")  # a head fitted to the weights being replaced
     written = serve_trained_weights(run / "model.pt", config_files, served, half_precision=True)
     config = json.loads(written.read_text())
+    assert config["severity_rule"] == "heatmap-threshold"  # that head does not fit the new weights: refit it
     assert config["network_def"]["backbone"] == "resnet18" and config["image_size"] == cpu["image_size"]
     assert {k: config[k] for k in operating_point} == operating_point  # the rest of inference.json is kept
     loaded = load_bundle(served, kind="DLNet")

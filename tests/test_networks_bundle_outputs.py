@@ -41,7 +41,7 @@ def network_outputs(sample_dir: Path) -> dict:
     for name in SAMPLES:
         radiograph = read_radiograph(sample_dir / name)
         dl_input, ls_input = analyzer.preprocess(radiograph)
-        probability, heatmap, lungs = analyzer.infer(dl_input[None], ls_input[None])
+        probability, heatmap, lungs, extent = analyzer.infer(dl_input[None], ls_input[None])
         qc = analyzer.quality_check([radiograph])[0]
         images[name] = {
             "pneumonia_probability": float(probability[0]),

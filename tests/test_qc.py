@@ -214,7 +214,7 @@ def test_mc_dropout_passes_vary_and_leave_the_network_in_eval_mode(tmp_path):
     assert len(passes) == 1 and mc.shape == (6, 2) and float(mc.std(axis=0).min()) > 0
     assert not any(m.training for m in dl.modules())
     # the mirrored pass is the network on the mirrored input, mirrored back
-    probability, heatmap, _ = analyzer.infer(image.flip(-1), torch.rand(2, 1, 64, 64))
+    probability, heatmap, _, _ = analyzer.infer(image.flip(-1), torch.rand(2, 1, 64, 64))
     np.testing.assert_allclose(passes[0][1], heatmap[..., ::-1], atol=1e-5)
 
 

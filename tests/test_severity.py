@@ -152,3 +152,55 @@ def test_pneumonia_region_is_the_heatmap_inside_the_lungs_of_a_positive_image_on
     assert pneumonia_region(0.7, heatmap, lungs, 0.5, 0.8).tolist() == [[True, False], [False, True]]
     assert not pneumonia_region(0.4, heatmap, lungs, 0.5, 0.8).any()  # negative image: empty
     assert pneumonia_region(0.5, heatmap, lungs, 0.5, 0.8).dtype == bool  # at the threshold: positive
+
+
+@pytest.mark.parametrize("extent,ratio,score", [
+    (-1.0, 0.0, 0), (0.5, 0.0, 0), (0.51, 0.25, 1), (1.0, 12.5, 1), (1.49, 24.75, 1), (1.5, 25.0, 2),
+    (2.0, 37.5, 2), (3.0, 62.5, 3), (3.5, 75.0, 4), (4.0, 87.5, 4), (9.0, 100.0, 4),
+])
+def test_extent_ratio_is_the_middle_of_the_bin_the_extent_rounds_to(extent, ratio, score):
+    from pneumonitor.severity import extent_ratio
+
+    assert extent_ratio(extent) == pytest.approx(ratio)
+    assert lung_score(extent_ratio(extent)) == score
+
+
+def test_top_fraction_region_takes_the_highest_heatmap_with_an_exact_area_whatever_the_ties():
+    from pneumonitor.severity import top_fraction_region
+
+    lung = two_lungs() & (np.arange(120) < 60)[None, :]  # the right lung only: 3200 px
+    heatmap = np.zeros(lung.shape, np.float32)
+    heatmap[10:30, 10:50] = 0.9  # 800 px, 25 % of the lung
+    heatmap[50:60, 10:50] = 0.5  # 400 px more
+    region = top_fraction_region(heatmap, lung, 25.0)
+    assert region.sum() == 800 and region[10:30, 10:50].all()
+    region = top_fraction_region(heatmap, lung, 50.0)  # 1600 px: the 1200 px above 0, then 400 of the zeros
+    assert region.sum() == 1600 and region[10:30, 10:50].all() and region[50:60, 10:50].all()
+    assert not (region & ~lung).any()
+    tie_break = np.zeros(lung.shape, np.float32)
+    tie_break[80:90, 10:50] = 1.0  # among equal heatmap values the tie-break decides
+    assert top_fraction_region(heatmap, lung, 50.0, tie_break)[80:90, 10:50].all()
+    assert not top_fraction_region(heatmap, lung, 0.0).any()
+
+
+def test_assess_severity_with_an_extent_map_reports_each_lungs_extent_as_its_ratio_and_score():
+    lungs = two_lungs()
+    heatmap = np.random.default_rng(0).random(lungs.shape).astype(np.float32)
+    extent_map = np.zeros(lungs.shape, np.float32)
+    extent_map[:, :60] = 2.0  # right lung: extent 2 -> 37.5 %, score 2
+    extent_map[:, 60:] = 3.6  # left lung: extent 3.6 -> 77.5 %, score 4
+    result = assess_severity(0.9, heatmap, lungs, classification_threshold=0.5, extent_map=extent_map)
+    assert result.ratio_right == pytest.approx(37.5, abs=0.05) and result.ratio_left == pytest.approx(77.5, abs=0.05)
+    assert (result.score_right, result.score_left, result.score_total) == (2, 4, 6)
+    # the pneumonia is where the heatmap is highest in each lung
+    right = result.right_lung
+    assert heatmap[result.pneumonia_mask & right].min() >= heatmap[right & ~result.pneumonia_mask].max()
+    # the heatmap threshold plays no part; a negative image has none
+    same = assess_severity(0.9, heatmap, lungs, 0.5, heatmap_threshold=0.99, extent_map=extent_map)
+    assert np.array_equal(same.pneumonia_mask, result.pneumonia_mask)
+    negative = assess_severity(0.4, heatmap, lungs, classification_threshold=0.5, extent_map=extent_map)
+    assert negative.score_total == 0 and not negative.pneumonia_mask.any()
+    with pytest.raises(ValueError, match="extent map"):
+        assess_severity(0.9, heatmap, lungs, extent_map=extent_map[:, :10])
+    with pytest.raises(ValueError, match="NaN"):
+        assess_severity(0.9, heatmap, lungs, extent_map=np.full(lungs.shape, np.nan))

@@ -52,6 +52,7 @@ from pneumonitor.severity import (
     assess_severity,
     lung_label_image,
     lung_score,
+    SEVERITY_RULES,
 )
 from pneumonitor.transforms.presets import dlnet_preprocess, lsnet_preprocess
 
@@ -98,6 +99,9 @@ class AnalysisSettings:
 
     classification_threshold: float | None = None
     heatmap_threshold: float | None = None
+    #: "heatmap-threshold" (the paper) or "extent-head" (:mod:`pneumonitor.severity`); ``None``: the DLNet bundle's
+    #: ``severity_rule``, else the paper's
+    severity_rule: str | None = None
     lung_threshold: float = 0.5
     clahe_clip_limit: float = 0.01
     clahe_tile_grid: int = 8
@@ -121,6 +125,9 @@ class AnalysisSettings:
             chosen[name] = float(value if value is not None else weights_settings.get(name, paper))
             if not 0.0 <= chosen[name] <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {chosen[name]}")
+        chosen["severity_rule"] = self.severity_rule or weights_settings.get("severity_rule", SEVERITY_RULES[0])
+        if chosen["severity_rule"] not in SEVERITY_RULES:
+            raise ValueError(f"severity_rule must be one of {SEVERITY_RULES}, got {chosen['severity_rule']!r}")
         if self.qc not in QC_MODES:
             raise ValueError(f"qc must be one of {QC_MODES}, got {self.qc!r}")
         if self.uncertainty not in UNCERTAINTY_MODES:
@@ -174,6 +181,10 @@ class Analyzer:
         self.lsnet = lsnet
         self.settings = (settings or AnalysisSettings()).resolved(dlnet.settings if dlnet else None)
         self.device = torch.device(device)
+        if dlnet is not None and self.extent_rule and getattr(dlnet.network, "extent_head", None) is None:
+            raise ValueError(
+                f"severity_rule 'extent-head' needs a DLNet with a fitted extent head ({dlnet.source} has none): "
+                "fit one with `pneumonitor fit-extent-head`, or use severity_rule 'heatmap-threshold'")
         if dlnet is not None:
             dlnet.network.to(self.device).eval()
             self._dl_pre = dlnet_preprocess(
@@ -251,6 +262,11 @@ class Analyzer:
             **asdict(self.settings),
         }
 
+    @property
+    def extent_rule(self) -> bool:
+        """Whether severity uses DLNet's extent head (``settings.severity_rule == "extent-head"``)."""
+        return self.settings.severity_rule == "extent-head"
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -276,15 +292,21 @@ class Analyzer:
         return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=amp)
 
     @torch.inference_mode()
-    def run_dlnet(self, dl_batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``(B,)`` and heatmaps ``(B, h, w)`` at DLNet's input size of a preprocessed batch."""
+    def run_dlnet(self, dl_batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities ``(B,)`` and heatmaps ``(B, h, w)`` at DLNet's input size of a preprocessed batch, and the
+        extent maps ``(B, h/16, w/16)`` of its extent head when severity uses it (else ``None``)."""
         with self._autocast():
             started = time.perf_counter()
-            logits, maps = self.dlnet.network(dl_batch.to(self.device, non_blocking=True))
+            batch = dl_batch.to(self.device, non_blocking=True)
+            if self.extent_rule:
+                logits, maps, extents = self.dlnet.network.outputs(batch)
+            else:
+                (logits, maps), extents = self.dlnet.network(batch), None
             heatmaps = maps_to_heatmap(maps.float(), dl_batch.shape[-2:])[:, 0]
             self._sync()
             self.stage_seconds["dlnet"] += time.perf_counter() - started
-        return torch.sigmoid(logits[:, 0]).float().cpu().numpy(), heatmaps.float().cpu().numpy()
+        return (torch.sigmoid(logits[:, 0]).float().cpu().numpy(), heatmaps.float().cpu().numpy(),
+                None if extents is None else extents[:, 0].float().cpu().numpy())
 
     @torch.inference_mode()
     def run_lsnet(self, ls_batch: torch.Tensor) -> np.ndarray:
@@ -296,14 +318,17 @@ class Analyzer:
             self.stage_seconds["lsnet"] += time.perf_counter() - started
         return lungs.float().cpu().numpy()
 
-    def infer(self, dl_batch: torch.Tensor, ls_batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Probabilities ``(B,)``, heatmaps ``(B, h, w)`` at DLNet's input size, lung probabilities ``(B, h', w')``."""
-        probabilities, heatmaps = self.run_dlnet(dl_batch)
-        return probabilities, heatmaps, self.run_lsnet(ls_batch)
+    def infer(
+        self, dl_batch: torch.Tensor, ls_batch: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities ``(B,)``, heatmaps ``(B, h, w)`` at DLNet's input size, lung probabilities ``(B, h', w')``,
+        extent maps ``(B, h/16, w/16)`` or ``None`` (:meth:`run_dlnet`)."""
+        probabilities, heatmaps, extents = self.run_dlnet(dl_batch)
+        return probabilities, heatmaps, self.run_lsnet(ls_batch), extents
 
     def pneumonia(self, radiograph: Radiograph) -> tuple[float, np.ndarray]:
         """DLNet on one radiograph: the pneumonia probability and the heatmap at the radiograph's size."""
-        probabilities, heatmaps = self.run_dlnet(self.dlnet_input(radiograph)[None])
+        probabilities, heatmaps, _ = self.run_dlnet(self.dlnet_input(radiograph)[None])
         return float(probabilities[0]), _resize(heatmaps[0], radiograph.shape)
 
     def lungs(self, radiograph: Radiograph) -> np.ndarray:
@@ -370,16 +395,17 @@ class Analyzer:
     @torch.inference_mode()
     def infer_spread(
         self, dl_batch: torch.Tensor, ls_batch: torch.Tensor
-    ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray]:
-        """The extra passes of ``settings.uncertainty``: mirrored passes ``[(probs, heatmaps, lungs)]`` (outputs
-        mirrored back, same shapes as :meth:`infer`) and MC-dropout probabilities ``(mc_samples, B)``."""
-        passes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]], np.ndarray]:
+        """The extra passes of ``settings.uncertainty``: mirrored passes ``[(probs, heatmaps, lungs, extents)]``
+        (outputs mirrored back, same shapes as :meth:`infer`) and MC-dropout probabilities ``(mc_samples, B)``."""
+        passes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         mc = np.zeros((0, len(dl_batch)), np.float32)
         if self.settings.uncertainty == "off":
             return passes, mc
         started = time.perf_counter()
-        probs, heatmaps, lungs = self.infer(dl_batch.flip(-1), ls_batch.flip(-1))
-        passes.append((probs, heatmaps[..., ::-1].copy(), lungs[..., ::-1].copy()))
+        probs, heatmaps, lungs, extents = self.infer(dl_batch.flip(-1), ls_batch.flip(-1))
+        passes.append((probs, heatmaps[..., ::-1].copy(), lungs[..., ::-1].copy(),
+                       None if extents is None else extents[..., ::-1].copy()))
         if self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0:
             try:
                 mc = self.mc_dropout(dl_batch)
@@ -389,7 +415,8 @@ class Analyzer:
         self.stage_seconds["uncertainty"] += time.perf_counter() - started
         return passes, mc
 
-    def _severity(self, size: tuple[int, int], probability: float, heatmap: np.ndarray, lung_probability: np.ndarray):
+    def _severity(self, size: tuple[int, int], probability: float, heatmap: np.ndarray, lung_probability: np.ndarray,
+                  extent: np.ndarray | None = None):
         heatmap_full = _resize(heatmap, size)
         lung_full = _resize(lung_probability, size)
         lung_mask = self.lung_mask(lung_full)
@@ -399,6 +426,8 @@ class Analyzer:
             lung_mask,
             classification_threshold=self.settings.classification_threshold,
             heatmap_threshold=self.settings.heatmap_threshold,
+            # nearest: each map cell counts by the lung area it covers, as when the head was fitted
+            extent_map=None if extent is None else _resize(extent, size, mode="nearest"),
         )
         return severity, heatmap_full, lung_full
 
@@ -408,25 +437,27 @@ class Analyzer:
         probability: float,
         heatmap: np.ndarray,
         lung_probability: np.ndarray,
-        passes: list[tuple[float, np.ndarray, np.ndarray]] | None = None,
+        passes: list[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]] | None = None,
         mc_probabilities: np.ndarray | None = None,
+        extent: np.ndarray | None = None,
     ) -> ImageAnalysis:
         """Resize the network outputs to the radiograph and assess severity; a failure becomes a skip.
 
-        ``passes`` (extra ``(probability, heatmap, lung probability)`` of one image) and ``mc_probabilities`` give
-        the uncertainty columns (see the module docstring); without them the result has no uncertainty.
+        ``passes`` (extra ``(probability, heatmap, lung probability, extent map)`` of one image) and
+        ``mc_probabilities`` give the uncertainty columns (see the module docstring); without them the result has no
+        uncertainty. ``extent``: the image's extent map (:meth:`run_dlnet`) when severity uses the extent head.
         """
         size = radiograph.shape
         try:
-            severity, heatmap_full, lung_full = self._severity(size, probability, heatmap, lung_probability)
+            severity, heatmap_full, lung_full = self._severity(size, probability, heatmap, lung_probability, extent)
         except (InsufficientLungs, ValueError) as exc:
             return ImageAnalysis(radiograph.source, "skipped", str(exc), radiograph=radiograph)
         uncertainty = None
         if passes or (mc_probabilities is not None and len(mc_probabilities)):
             others = []
-            for p, h, lung in passes or []:
+            for p, h, lung, e in passes or []:
                 try:
-                    others.append(self._severity(size, float(p), h, lung)[0])
+                    others.append(self._severity(size, float(p), h, lung, e)[0])
                 except (InsufficientLungs, ValueError):  # a pass that finds no lungs adds no ratio, only its p
                     logger.debug("an uncertainty pass found no lungs in %s", radiograph.source)
                     others.append(float(p))
@@ -449,14 +480,15 @@ class Analyzer:
         self, radiographs: list[Radiograph], dl_batch: torch.Tensor, ls_batch: torch.Tensor
     ) -> list[ImageAnalysis]:
         """Networks, uncertainty passes and severity for preprocessed radiographs (one forward pass for all)."""
-        probs, heatmaps, lungs = self.infer(dl_batch, ls_batch)
+        probs, heatmaps, lungs, extents = self.infer(dl_batch, ls_batch)
         passes, mc = self.infer_spread(dl_batch, ls_batch)
         analyses = []
         for j, radiograph in enumerate(radiographs):
             started = time.perf_counter()
             analyses.append(self.postprocess(
                 radiograph, float(probs[j]), heatmaps[j], lungs[j],
-                passes=[(float(p[j]), h[j], lung[j]) for p, h, lung in passes], mc_probabilities=mc[:, j],
+                passes=[(float(p[j]), h[j], lung[j], None if e is None else e[j]) for p, h, lung, e in passes],
+                mc_probabilities=mc[:, j], extent=None if extents is None else extents[j],
             ))
             self.stage_seconds["severity"] += time.perf_counter() - started
         return analyses
@@ -612,12 +644,13 @@ def _plain(tensor) -> torch.Tensor:
     return tensor.float().contiguous()
 
 
-def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a ``(h, w)`` float map to ``size``."""
+def _resize(array: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """Resize of a ``(h, w)`` float map to ``size`` (``bilinear`` or ``nearest``)."""
     if tuple(array.shape) == tuple(size):
         return array.astype(np.float32)
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    corners = {"align_corners": False} if mode == "bilinear" else {}
+    return F.interpolate(tensor, size=tuple(size), mode=mode, **corners)[0, 0].numpy()
 
 
 #: overlays are drawn at most this many pixels on their longer side: drawing costs ~40 bytes per pixel, and a reader

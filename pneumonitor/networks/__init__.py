@@ -8,7 +8,7 @@ from pneumonitor.networks.bundle import (
     save_half_precision,
     serve_trained_weights,
 )
-from pneumonitor.networks.dlnet import DLNet, LocalizationHead, ClassificationHead, maps_to_heatmap
+from pneumonitor.networks.dlnet import DLNet, ExtentHead, LocalizationHead, ClassificationHead, maps_to_heatmap
 from pneumonitor.networks.losses import DLNetLoss
 from pneumonitor.networks.lsnet import LSNet
 
@@ -16,6 +16,7 @@ __all__ = [
     "ClassificationHead",
     "DLNet",
     "DLNetLoss",
+    "ExtentHead",
     "LSNet",
     "LoadedNetwork",
     "LocalizationHead",

@@ -11,19 +11,25 @@ A ResNet backbone (ResNet-50 in the paper; MONAI's 2-D ResNet, so no torchvision
 
 The inference heatmap is the per-pixel maximum over the 128 maps, clipped to [0, 1] and resized to the input
 (:func:`maps_to_heatmap`).
+
+Beyond the paper, an optional :class:`ExtentHead` (``extent_head=True``): a 1x1 convolution over the stride-16 stage
+whose **mean over a lung is that lung's expert geographic extent (0-4)**. Being linear, its lung mean equals a linear
+model of the lung-pooled features, which :mod:`pneumonitor.engines.extent_head` fits to expert scores after training
+(ridge regression; the heatmap's area never learnt to mean anything, see the DLNet card). ``forward`` does not run it
+(training is unchanged); :meth:`DLNet.outputs` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import resnet
 from torch import nn
 
-__all__ = ["DLNet", "ClassificationHead", "LocalizationHead", "maps_to_heatmap", "RESNET_LAYERS",
+__all__ = ["DLNet", "ClassificationHead", "LocalizationHead", "ExtentHead", "maps_to_heatmap", "RESNET_LAYERS",
            "LOCALIZATION_ACTIVATIONS"]
 
 #: the localization head's output activation (no parameters: the weights alone cannot tell, the bundle config does)
@@ -102,6 +108,23 @@ class LocalizationHead(nn.Module):
         return self.output_act(self.output_conv(x))
 
 
+class ExtentHead(nn.Module):
+    """Extent map: a 1x1 convolution of the stride-16 stage output to one channel, unbounded.
+
+    Its mean over a lung's cells (weighted by the lung's area in each cell) is the lung's extent on the expert 0-4
+    scale; because the head is linear, that mean is ``w . mean_lung(features) + b``, the model
+    :func:`pneumonitor.engines.extent_head.fit_extent_head` fits. Input ``(B, in_channels, H/16, W/16)``; output
+    ``(B, 1, H/16, W/16)``.
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 1, kernel_size=1)
+
+    def forward(self, c16: torch.Tensor) -> torch.Tensor:
+        return self.conv(c16)
+
+
 def maps_to_heatmap(maps: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
     """Heatmap = per-pixel max over the localization maps, clipped to [0, 1], optionally resized (bilinear).
 
@@ -122,6 +145,7 @@ class DLNet(nn.Module):
         in_channels: input channels (3: gray replicated, ImageNet-normalized).
         dense_units, dropout: :class:`ClassificationHead` settings.
         fpn_channels, localization_maps, localization_activation: :class:`LocalizationHead` settings.
+        extent_head: add an :class:`ExtentHead` (fitted after training; absent in the paper).
 
     ``forward(x)`` with ``x`` ``(B, in_channels, H, W)`` (H, W multiples of 32) returns ``(logits, maps)``:
     logits ``(B, 1)`` and maps ``(B, localization_maps, H/8, W/8)``. :meth:`predict` gives probability and heatmap.
@@ -138,6 +162,7 @@ class DLNet(nn.Module):
         fpn_channels: int = 256,
         localization_maps: int = 128,
         localization_activation: str = "relu",
+        extent_head: bool = False,
     ) -> None:
         super().__init__()
         if backbone not in RESNET_LAYERS:
@@ -161,6 +186,8 @@ class DLNet(nn.Module):
         self.localization_head = LocalizationHead(
             stage_channels[1:], fpn_channels=fpn_channels, maps=localization_maps, activation=localization_activation
         )
+        # created last, so the other layers draw the same initial weights with and without it
+        self.extent_head = ExtentHead(stage_channels[2]) if extent_head else None
         self.config: dict[str, Any] = {
             "name": "DLNet",
             "backbone": backbone,
@@ -170,6 +197,7 @@ class DLNet(nn.Module):
             "fpn_channels": fpn_channels,
             "localization_maps": localization_maps,
             "localization_activation": localization_activation,
+            "extent_head": bool(extent_head),
         }
 
     def stage_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -186,6 +214,16 @@ class DLNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c8, c16, c32 = self.stage_outputs(x)
         return self.classification_head(c32), self.localization_head(c8, c16, c32)
+
+    @torch.jit.export  # the Deploy app runs the TorchScript export: it needs this method, not only forward
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``(logits, maps, extent)`` in one pass: ``forward``'s outputs and the :class:`ExtentHead`'s map
+        ``(B, 1, H/16, W/16)`` (``None`` without the head)."""
+        c8, c16, c32 = self.stage_outputs(x)
+        extent: Optional[torch.Tensor] = None
+        if self.extent_head is not None:
+            extent = self.extent_head(c16)
+        return self.classification_head(c32), self.localization_head(c8, c16, c32), extent
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

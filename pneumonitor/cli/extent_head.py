@@ -1,0 +1,98 @@
+"""``pneumonitor fit-extent-head``: fit DLNet's extent head to the experts' geographic-extent scores.
+
+Reads the DLNet datalist (``pneumonitor datasets mix``): the expert-scored images of the training split (total 0-8
+scores, per-lung 0-4 scores where given) are the fit, those of the validation split choose the ridge strength by the
+0-8 score's MAE; the test split is not read. Runs the bundle's DLNet and the LSNet exactly as ``pneumonitor analyze``
+does, then writes the head into the DLNet bundle (``models/model.pt``; ``severity_rule`` ``extent-head`` and the fit's
+record in ``configs/inference.json``) unless --dry-run. Prints the validation table (MAE, bias, r per strength).
+Retraining DLNet (``serve_trained_weights``) sets the rule back to the paper's: fit again after every retraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pneumonitor.cli import add_command
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "fit-extent-head", run, description=__doc__,
+                         help="fit DLNet's extent head (severity) to expert extent scores of the training split")
+    parser.add_argument("--datalist", required=True, help="the DLNet datalist JSON (training and validation splits)")
+    parser.add_argument("--dlnet", help="DLNet bundle folder to fit and write (default: the shipped bundles/dlnet)")
+    parser.add_argument("--lsnet", help="LSNet bundle folder (default: the shipped one)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--normals", type=int, default=0,
+                        help="also fit this many adult normal radiographs per normal source of the training split "
+                        "as extent 0 (default 0: expert-scored images only)")
+    parser.add_argument("--alphas", default=",".join(str(a) for a in (1, 10, 100, 1000, 10000)),
+                        help="comma-separated ridge strengths tried on validation (default 1,10,100,1000,10000)")
+    parser.add_argument("--report", help="write the fit's record (validation table) to this JSON file")
+    parser.add_argument("--dry-run", action="store_true", help="fit and print, do not write the bundle")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+#: adult sources whose label-0 images are normal radiographs (no pneumonia, no other finding)
+NORMAL_SOURCES = ("nih", "rsna-normals", "jsrt")
+
+
+def scored(item: dict) -> bool:
+    """Whether a datalist item carries an expert extent score (total or per lung)."""
+    return any(item.get(k) not in (None, "") for k in ("severity", "severity_right", "severity_left"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import random
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from pneumonitor.datasets.datalist import load_datalist
+    from pneumonitor.engines.extent_head import choose_and_fit, collect_examples, write_extent_head
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer, default_bundle_dir
+    from pneumonitor.networks import WeightsNotFound
+    from pneumonitor.publishing import write_json
+
+    try:
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+        datalist = load_datalist(Path(args.datalist))
+        # the paper's rule here: the head is what is being fitted, whatever the bundle says now
+        analyzer = Analyzer.from_locations(args.dlnet, args.lsnet, device=args.device, settings=AnalysisSettings(
+            qc="off", uncertainty="off", severity_rule="heatmap-threshold"))
+    except (ValueError, WeightsNotFound) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    splits = {}
+    for split in ("training", "validation"):
+        items = [i for i in datalist.get(split, []) if scored(i)]
+        if split == "training" and args.normals > 0:
+            rng = random.Random(0)
+            for source in NORMAL_SOURCES:
+                normals = [i for i in datalist.get(split, []) if i.get("source") == source and int(i.get("label", 1)) == 0
+                           and not scored(i)]
+                items += rng.sample(normals, min(args.normals, len(normals)))
+        if not items:
+            print(f"error: the {split} split of {args.datalist} has no expert-scored image", file=sys.stderr)
+            return 2
+        bar = tqdm(total=len(items), desc=f"{split}: features", unit="img", disable=args.quiet)
+        splits[split] = collect_examples(analyzer, items, progress=lambda done, total: bar.update(1))
+        bar.close()
+    try:
+        fit = choose_and_fit(splits["training"], splits["validation"],
+                             analyzer.settings.classification_threshold, alphas)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"extent head: {fit.n_training} training images, {fit.n_validation} expert-scored validation images, "
+          f"classification threshold {analyzer.settings.classification_threshold}")
+    print("alpha      val MAE  bias    r")
+    for row in fit.table:
+        mark = "  <- chosen" if row["alpha"] == fit.alpha else ""
+        print(f"{row['alpha']:<10g} {row['mae']:<8.3f} {row['bias']:<+7.3f} {row['r']:.3f}{mark}")
+    if args.report:
+        write_json(Path(args.report), fit.record(), indent=1)
+    if not args.dry_run:
+        bundle = Path(args.dlnet) if args.dlnet else default_bundle_dir("dlnet")
+        print(f"wrote {write_extent_head(bundle, fit)} and {bundle / 'models' / 'model.pt'}")
+    return 0

@@ -1,0 +1,192 @@
+"""DLNet's extent head: the fit (pneumonitor.engines.extent_head), its bundle, and the Analyzer that uses it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pneumonitor.engines.extent_head import (
+    ExtentExample,
+    choose_and_fit,
+    fit_ridge,
+    lung_cell_weights,
+    predicted_scores,
+    write_extent_head,
+)
+from pneumonitor.networks import DLNet, LSNet, load_bundle, save_bundle
+from pneumonitor.severity import lung_extents
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("size,grid", [((100, 120), (14, 14)), ((37, 61), (4, 5)), ((224, 224), (14, 14))])
+def test_lung_cell_weights_give_the_mean_of_the_nearest_resized_map_over_the_lung(size, grid):
+    rng = np.random.default_rng(1)
+    lung = rng.random(size) < 0.3
+    cell_map = rng.normal(size=grid).astype(np.float32)
+    full = F.interpolate(torch.from_numpy(cell_map)[None, None], size=size, mode="nearest")[0, 0].numpy()
+    weights = lung_cell_weights(lung, grid)
+    assert weights.sum() == lung.sum()
+    assert (cell_map * weights).sum() / weights.sum() == pytest.approx(float(full[lung].mean()), abs=1e-5)
+
+
+def _examples(rng, n, weight, bias, per_lung=False):
+    examples = []
+    for i in range(n):
+        features = rng.normal(size=(2, weight.size)) * 3 + 5
+        right, left = features @ weight + bias
+        examples.append(ExtentExample(f"image{i}", features, 0.9, total=right + left,
+                                      right=right if per_lung else math.nan, left=left if per_lung else math.nan))
+    return examples
+
+
+def test_ridge_recovers_a_linear_extent_from_totals_alone_and_with_per_lung_scores():
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=6) * 0.1, 1.5
+    totals_only = _examples(rng, 80, weight, bias)
+    fitted_weight, fitted_bias = fit_ridge(totals_only, alpha=1e-6)
+    # the total pins w and 2b: each lung's extent comes out right although no lung was ever scored alone
+    np.testing.assert_allclose(fitted_weight, weight, atol=1e-6)
+    assert fitted_bias == pytest.approx(bias, abs=1e-5)
+    mixed = _examples(rng, 40, weight, bias) + _examples(rng, 10, weight, bias, per_lung=True)
+    np.testing.assert_allclose(fit_ridge(mixed, alpha=1e-6)[0], weight, atol=1e-6)
+    # a strong penalty shrinks the weights towards 0 (the mean), never the intercept
+    shrunk, shrunk_bias = fit_ridge(totals_only, alpha=1e6)
+    assert np.abs(shrunk).max() < 1e-3 * np.abs(weight).max()
+    mean_total = np.mean([e.total for e in totals_only])
+    assert 2 * (shrunk_bias + shrunk @ np.mean([e.features.mean(0) for e in totals_only], axis=0)) == pytest.approx(
+        mean_total, abs=0.05)
+    with pytest.raises(ValueError, match="no expert-scored"):
+        fit_ridge([ExtentExample("x", np.ones((2, 6)), 0.9)], alpha=1.0)
+
+
+def test_predicted_scores_follow_the_severity_pipeline_and_alpha_is_chosen_on_validation():
+    rng = np.random.default_rng(2)
+    weight, bias = rng.normal(size=5) * 0.2, 1.0
+    training, validation = _examples(rng, 60, weight, bias), _examples(rng, 30, weight, bias)
+    validation[0].probability = 0.1  # below the threshold: scored 0 whatever the features
+    scores = predicted_scores(validation, weight, bias, classification_threshold=0.5)
+    extents = np.clip(np.stack([e.features @ weight + bias for e in validation[1:]]), 0, 4)
+    expected = np.where(extents <= 0.5, 0, np.floor(extents + 0.5)).sum(axis=1)  # rounded halves up, per lung
+    assert scores[0] == 0 and np.array_equal(scores[1:], expected)
+    fit = choose_and_fit(training, validation, 0.5, alphas=(1e-6, 1e6))
+    assert fit.alpha == 1e-6 and [row["alpha"] for row in fit.table] == [1e-6, 1e6]
+    assert fit.table[0]["mae"] < fit.table[1]["mae"] and fit.n_training == 60 and fit.n_validation == 30
+    with pytest.raises(ValueError, match="validation"):
+        choose_and_fit(training, [], 0.5)
+
+
+def _tiny_dlnet_bundle(folder: Path) -> Path:
+    torch.manual_seed(0)
+    network = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16),
+                    localization_activation="sigmoid")
+    save_bundle(network, folder, (64, 64), classification_threshold=0.0, heatmap_threshold=0.5)
+    state = torch.load(folder / "models" / "model.pt", weights_only=True)
+    torch.save({k: v.half() if torch.is_floating_point(v) else v for k, v in state.items()},
+               folder / "models" / "model.pt")  # stored in fp16, as the shipped DLNet
+    return folder
+
+
+def test_written_head_is_what_the_analyzer_uses_and_means_the_fitted_extent_over_each_lung(tmp_path):
+    from pneumonitor.engines.extent_head import ExtentFit
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer, _resize
+    from pneumonitor.networks import LoadedNetwork
+
+    bundle = _tiny_dlnet_bundle(tmp_path / "dlnet")
+    rng = np.random.default_rng(3)
+    fit = ExtentFit(weight=rng.normal(size=256) * 0.05, bias=2.0, alpha=10.0, table=[{"alpha": 10.0}])
+    written = write_extent_head(bundle, fit)
+    config = json.loads(written.read_text())
+    assert config["severity_rule"] == "extent-head" and config["network_def"]["extent_head"] is True
+    assert config["extent_head_fit"]["alpha"] == 10.0
+    loaded = load_bundle(bundle, kind="DLNet")
+    assert loaded.settings["severity_rule"] == "extent-head"
+    assert loaded.network.extent_head.conv.weight.shape == (1, 256, 1, 1)
+    lsnet = LoadedNetwork(network=LSNet(width=0.125), image_size=(64, 64), source=tmp_path, sha256="", settings={})
+    analyzer = Analyzer(loaded, lsnet, AnalysisSettings(qc="off", uncertainty="flip"))
+    assert analyzer.extent_rule
+    image = torch.rand(1, 3, 64, 64)
+    probabilities, heatmaps, extents = analyzer.run_dlnet(image)
+    assert extents.shape == (1, 4, 4)
+    # the extent map's mean over a lung = the head applied to the lung-pooled stride-16 features (what was fitted)
+    lungs = np.zeros((90, 110), np.float32)
+    lungs[10:80, 8:50], lungs[15:85, 62:104] = 1.0, 1.0
+    with torch.inference_mode():
+        c16 = loaded.network.stage_outputs(image)[1][0].numpy()
+    extent_full = _resize(extents[0], lungs.shape, mode="nearest")
+    right = np.zeros(lungs.shape, bool)
+    right[10:80, 8:50] = True
+    left = np.zeros(lungs.shape, bool)
+    left[15:85, 62:104] = True
+    for lung, extent in zip((right, left), lung_extents(extent_full, right, left)):
+        weights = lung_cell_weights(lung, c16.shape[1:])
+        pooled = (c16 * weights).sum(axis=(1, 2)) / weights.sum()
+        head = loaded.network.extent_head.conv
+        assert extent == pytest.approx(float(pooled @ head.weight.detach().numpy().ravel() + head.bias.item()),
+                                       abs=1e-4)
+    analysis = analyzer.postprocess(_radiograph(lungs.shape), float(probabilities[0]), heatmaps[0], lungs,
+                                    extent=extents[0])
+    assert analysis.status == "ok"
+    from pneumonitor.severity import extent_ratio
+    expected = [extent_ratio(e) for e in lung_extents(extent_full, analysis.severity.right_lung,
+                                                      analysis.severity.left_lung)]
+    assert [analysis.severity.ratio_right, analysis.severity.ratio_left] == pytest.approx(expected, abs=0.05)
+
+
+def _radiograph(shape):
+    from pneumonitor.reading import Radiograph
+
+    return Radiograph(pixels=np.zeros(shape, np.float32), source=Path("synthetic.png"))
+
+
+def test_a_dlnet_without_a_head_cannot_serve_the_extent_rule(tmp_path):
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
+
+    loaded = load_bundle(_tiny_dlnet_bundle(tmp_path / "dlnet"), kind="DLNet")
+    with pytest.raises(ValueError, match="fit-extent-head"):
+        Analyzer(loaded, None, AnalysisSettings(severity_rule="extent-head"))
+    with pytest.raises(ValueError, match="severity_rule"):
+        Analyzer(loaded, None, AnalysisSettings(severity_rule="area"))
+    assert not Analyzer(loaded, None).extent_rule  # the paper's rule by default
+
+
+def test_fit_extent_head_command_fits_on_training_chooses_on_validation_and_writes_the_bundle(shared_data, tmp_path):
+    """The command on real radiographs through the shipped networks (scores invented: this checks the plumbing; the
+    fit's quality is measured in the DLNet card)."""
+    import shutil
+
+    from pneumonitor.cli import main
+    from pneumonitor.inference.analyzer import Analyzer, AnalysisSettings
+    from pneumonitor.reading import read_radiograph
+
+    shipped = ROOT / "bundles" / "dlnet"
+    if not (shipped / "models" / "model.pt").is_file():
+        pytest.skip("no shipped DLNet weights")
+    bundle = tmp_path / "dlnet"
+    shutil.copytree(shipped, bundle)
+    images = sorted((shared_data / "covid-chestxray-dataset" / "images").glob("*.png"))[:7]
+    items = [{"image": str(p), "label": 1, "source": "covid-collection", "severity": float(i % 5 + 2)}
+             for i, p in enumerate(images)]
+    items[0].update(severity_right=2.0, severity_left=1.0)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": items[:4], "validation": items[4:], "test": []}))
+    report = tmp_path / "fit.json"
+    assert main(["fit-extent-head", "--datalist", str(datalist), "--dlnet", str(bundle), "--alphas", "10,1000",
+                 "--report", str(report), "--quiet"]) == 0
+    record = json.loads(report.read_text())
+    assert record["n_validation"] == 3 and [row["alpha"] for row in record["validation"]] == [10, 1000]
+    assert record["alpha"] in (10, 1000) and record["n_training"] <= 4
+    analyzer = Analyzer.from_locations(bundle, device="cpu", settings=AnalysisSettings(qc="off", uncertainty="off"))
+    assert analyzer.extent_rule
+    assert analyzer.analyze_one(read_radiograph(images[0])).status == "ok"
+    # a datalist without expert scores is refused with the reason, and the bundle is left as it was
+    before = (bundle / "models" / "model.pt").read_bytes()
+    datalist.write_text(json.dumps({"training": [{"image": str(images[0]), "label": 1}], "validation": []}))
+    assert main(["fit-extent-head", "--datalist", str(datalist), "--dlnet", str(bundle), "--quiet"]) == 2
+    assert (bundle / "models" / "model.pt").read_bytes() == before
