@@ -190,3 +190,13 @@ def test_fit_extent_head_command_fits_on_training_chooses_on_validation_and_writ
     datalist.write_text(json.dumps({"training": [{"image": str(images[0]), "label": 1}], "validation": []}))
     assert main(["fit-extent-head", "--datalist", str(datalist), "--dlnet", str(bundle), "--quiet"]) == 2
     assert (bundle / "models" / "model.pt").read_bytes() == before
+
+
+def test_analyze_refuses_the_extent_rule_for_a_dlnet_without_a_head_and_writes_nothing(dicom_samples, tmp_path):
+    from pneumonitor.cli import main
+
+    bundle = _tiny_dlnet_bundle(tmp_path / "dlnet")
+    out = tmp_path / "out"
+    assert main(["analyze", str(dicom_samples[0]), "--dlnet", str(bundle), "--severity-rule", "extent-head",
+                 "--out", str(out), "--no-progress"]) == 2
+    assert not out.exists()

@@ -1,7 +1,8 @@
 """The shipped bundles give the outputs recorded before the loader was rewritten (issue 19, "the bundle is the model").
 
 ``tests/fixtures/shipped_bundle_outputs.json`` holds, for two sample radiographs, DLNet's probability and heatmap,
-LSNet's lung probability (both at the network's input size, sampled on a grid) and the QC gate's probabilities, with
+LSNet's lung probability (both at the network's input size, sampled on a grid), DLNet's extent map (when its severity
+uses the extent head) and the QC gate's probabilities, with
 the sha256 of the weights they came from. A bundle whose weights changed since is skipped with that reason:
 re-record with ``python tests/test_networks_bundle_outputs.py`` (same loader, new weights).
 """
@@ -50,6 +51,8 @@ def network_outputs(sample_dir: Path) -> dict:
             "lung_probability_grid": lungs[0, ::GRID, ::GRID].astype(float).round(7).tolist(),
             "lung_probability_mean": float(lungs[0].mean(dtype=np.float64)),
             "qc_probabilities": qc.probabilities,
+            # the extent head's map (input/16 cells), when the shipped DLNet's severity uses one
+            "extent_map": None if extent is None else extent[0].astype(float).round(6).tolist(),
         }
     weights = {name: _sha256(default_bundle_dir(name) / "models" / "model.pt") for name in ("dlnet", "lsnet", "qc")}
     return {"weights_sha256": weights, "images": images}
@@ -69,6 +72,8 @@ def test_shipped_bundles_give_the_recorded_outputs(dicom_samples):
             assert got[key] == pytest.approx(expected[key], abs=TOLERANCE), (name, key)
         for key in ("heatmap_grid", "lung_probability_grid"):
             np.testing.assert_allclose(got[key], expected[key], atol=TOLERANCE, err_msg=f"{name} {key}")
+        if expected.get("extent_map") is not None or got["extent_map"] is not None:
+            np.testing.assert_allclose(got["extent_map"], expected["extent_map"], atol=TOLERANCE, err_msg=name)
         for label, p in expected["qc_probabilities"].items():
             assert got["qc_probabilities"][label] == pytest.approx(p, abs=TOLERANCE), (name, label)
 

@@ -17,7 +17,7 @@ logger = logging.getLogger("pneumonitor.analyze")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD
+    from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD, SEVERITY_RULES
 
     parser = add_command(
         subparsers, "analyze", run, description=__doc__,
@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--heatmap-threshold", type=float, default=None,
                         help="heatmap value at or above which a lung pixel is pneumonia (default: the DLNet weights' "
                         f"validated threshold, else the paper's {HEATMAP_THRESHOLD})")
+    parser.add_argument("--severity-rule", choices=list(SEVERITY_RULES), default=None,
+                        help="which pixels are pneumonia: 'heatmap-threshold' (the paper: heatmap >= threshold) or "
+                        "'extent-head' (DLNet's fitted extent head sets each lung's share, placed where the heatmap is "
+                        "highest; docs/analyze.md) (default: the DLNet bundle's severity_rule, else the paper's)")
     parser.add_argument("--lung-threshold", type=float, default=0.5, help="LSNet probability threshold (default 0.5)")
     parser.add_argument("--workers", type=int, default=None,
                         help="threads decoding/preprocessing ahead of inference (default: min(4, CPUs); 0 = none)")
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     settings = AnalysisSettings(
         classification_threshold=args.classification_threshold,
         heatmap_threshold=args.heatmap_threshold,
+        severity_rule=args.severity_rule,
         lung_threshold=args.lung_threshold,
         mixed_precision=args.mixed_precision,
         qc=args.qc,

@@ -496,3 +496,37 @@ def test_converter_skips_pixel_data_that_disagrees_with_the_header(tmp_path):
     record = RadiographConverterOperator.convert(CaseRecord(source=path))
     assert record.status == "skipped" and record.radiograph is None
     assert record.reason.endswith("needs 16256 (header and pixel data disagree)"), record.reason
+
+
+def test_the_extent_head_survives_the_torchscript_export(models, tmp_path, dicom_samples):
+    """A DLNet whose severity uses its extent head, exported as scripts/package_map.sh does, gives the app the same
+    severity as the bundle gives ``pneumonitor analyze``."""
+    from monai.bundle import ckpt_export
+
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
+    from pneumonitor.networks import load_bundle
+    from pneumonitor.reading import read_radiograph
+
+    torch.manual_seed(1)
+    dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16), extent_head=True)
+    with torch.no_grad():
+        dl.classification_head.layers[-1].bias.fill_(10.0)  # positive
+        dl.extent_head.conv.weight.mul_(0.01)
+        dl.extent_head.conv.bias.fill_(2.0)  # each lung's extent near 2: about 37.5 % involved
+    bundle = save_bundle(dl.eval(), tmp_path / "dlnet", list(IMAGE_SIZE), severity_rule="extent-head")
+    target = tmp_path / "models" / "dlnet" / "model.ts"
+    target.parent.mkdir(parents=True)
+    ckpt_export(net_id="network_def", filepath=str(target), ckpt_file=str(bundle / "models" / "model.pt"),
+                config_file=str(bundle / "configs" / "inference.json"),
+                meta_file=str(REPO / "bundles" / "dlnet" / "configs" / "metadata.json"), bundle_root=str(bundle))
+    shutil.copytree(models["models"] / "lsnet", tmp_path / "models" / "lsnet")
+    exported = load_analyzer(tmp_path / "models", device="cpu", qc="off")
+    assert exported.extent_rule and isinstance(exported.dlnet.network, torch.jit.ScriptModule)
+    eager = Analyzer(load_bundle(bundle), load_bundle(models["lsnet"]), AnalysisSettings(qc="off"))
+    radiograph = read_radiograph(dicom_samples[0])
+    app, cli = exported.analyze_one(radiograph), eager.analyze_one(radiograph)
+    assert app.status == cli.status == "ok"
+    assert 25 < app.severity.ratio_right < 50 and 25 < app.severity.ratio_left < 50
+    assert (app.severity.ratio_right, app.severity.ratio_left) == pytest.approx(
+        (cli.severity.ratio_right, cli.severity.ratio_left), abs=0.01)
+    assert np.array_equal(app.severity.pneumonia_mask, cli.severity.pneumonia_mask)
