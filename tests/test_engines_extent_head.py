@@ -200,3 +200,31 @@ def test_analyze_refuses_the_extent_rule_for_a_dlnet_without_a_head_and_writes_n
     assert main(["analyze", str(dicom_samples[0]), "--dlnet", str(bundle), "--severity-rule", "extent-head",
                  "--out", str(out), "--no-progress"]) == 2
     assert not out.exists()
+
+
+def test_pneumonia_mask_follows_the_severity_rule_inside_given_lungs(tmp_path, dicom_samples):
+    """What the Label app's promotion judges DLNet by: its pneumonia inside the annotator's lungs, by the rule it
+    serves with."""
+    from pneumonitor.engines.extent_head import ExtentFit
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
+    from pneumonitor.reading import read_radiograph
+    from pneumonitor.severity import pneumonia_region
+
+    bundle = _tiny_dlnet_bundle(tmp_path / "dlnet")
+    write_extent_head(bundle, ExtentFit(weight=np.zeros(256), bias=2.0, alpha=1.0))  # every lung: extent 2, 37.5 %
+    radiograph = read_radiograph(dicom_samples[0])
+    lungs = np.zeros(radiograph.shape, bool)
+    h, w = radiograph.shape
+    lungs[h // 5: 4 * h // 5, w // 10: 4 * w // 10] = True
+    lungs[h // 5: 4 * h // 5, 6 * w // 10: 9 * w // 10] = True
+    extent = Analyzer(load_bundle(bundle), None, AnalysisSettings(classification_threshold=0.0))
+    mask = extent.pneumonia_mask(radiograph, lungs)
+    assert not (mask & ~lungs).any() and mask.sum() == pytest.approx(0.375 * lungs.sum(), rel=0.01)
+    paper = Analyzer(load_bundle(bundle), None, AnalysisSettings(classification_threshold=0.0, heatmap_threshold=0.5,
+                                                                 severity_rule="heatmap-threshold"))
+    probability, heatmap = paper.pneumonia(radiograph)
+    assert np.array_equal(paper.pneumonia_mask(radiograph, lungs), pneumonia_region(probability, heatmap, lungs, 0.0, 0.5))
+    one_lung = lungs.copy()
+    one_lung[:, w // 2:] = False  # one lung annotated: the paper's rule for that image
+    assert np.array_equal(extent.pneumonia_mask(radiograph, one_lung),
+                          pneumonia_region(probability, heatmap, one_lung, 0.0, extent.settings.heatmap_threshold))

@@ -51,6 +51,7 @@ from pneumonitor.severity import (
     SeverityResult,
     assess_severity,
     lung_label_image,
+    pneumonia_region,
     lung_score,
     SEVERITY_RULES,
 )
@@ -330,6 +331,24 @@ class Analyzer:
         """DLNet on one radiograph: the pneumonia probability and the heatmap at the radiograph's size."""
         probabilities, heatmaps, _ = self.run_dlnet(self.dlnet_input(radiograph)[None])
         return float(probabilities[0]), _resize(heatmaps[0], radiograph.shape)
+
+    def pneumonia_mask(self, radiograph: Radiograph, lungs: np.ndarray) -> np.ndarray:
+        """DLNet's pneumonia inside ``lungs`` (a given lung mask of the radiograph's size, e.g. an annotator's) by the
+        analyzer's operating point and severity rule: boolean, the radiograph's size.
+
+        With the extent rule, ``lungs`` must hold a right and a left lung (the head's extent is per lung); with one
+        lung only, the paper's rule is used for that image (there is no other per-lung share to place).
+        """
+        probabilities, heatmaps, extents = self.run_dlnet(self.dlnet_input(radiograph)[None])
+        probability, heatmap = float(probabilities[0]), _resize(heatmaps[0], radiograph.shape)
+        thresholds = (self.settings.classification_threshold, self.settings.heatmap_threshold)
+        if extents is not None:
+            try:
+                return assess_severity(probability, heatmap, lungs, *thresholds,
+                                       extent_map=_resize(extents[0], radiograph.shape, mode="nearest")).pneumonia_mask
+            except InsufficientLungs:
+                pass
+        return pneumonia_region(probability, heatmap, lungs, *thresholds)
 
     def lungs(self, radiograph: Radiograph) -> np.ndarray:
         """LSNet on one radiograph: the lung probability at the radiograph's size."""

@@ -44,7 +44,6 @@ from pneumonitor.networks import LoadedNetwork, load_bundle, serve_trained_weigh
 from pneumonitor.networks.bundle import read_inference_config
 from pneumonitor.publishing import write_json
 from pneumonitor.reading import read_radiograph
-from pneumonitor.severity import pneumonia_region
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +89,12 @@ def network_analyzer(loaded: LoadedNetwork, kind: str, settings: AnalysisSetting
 
 def predicted_mask(analyzer: Analyzer, kind: str, image: str, lungs: np.ndarray | None = None) -> np.ndarray:
     """The mask a network gives for one image at the image's size: LSNet's lungs (``>= lung_threshold``), or DLNet's
-    pneumonia at the analyzer's operating point (probability ``>= classification_threshold`` and heatmap
-    ``>= heatmap_threshold``, inside ``lungs``: the annotated lungs, to judge DLNet alone)."""
+    pneumonia at the analyzer's operating point and severity rule (``Analyzer.pneumonia_mask``) inside ``lungs``: the
+    annotated lungs, to judge DLNet alone."""
     radiograph = read_radiograph(resolve_radiograph_path(image))
     if kind == "LSNet":
         return analyzer.lungs(radiograph) >= analyzer.settings.lung_threshold
-    probability, heatmap = analyzer.pneumonia(radiograph)
-    return pneumonia_region(
-        probability, heatmap, np.ones(radiograph.shape, dtype=bool) if lungs is None else lungs,
-        analyzer.settings.classification_threshold, analyzer.settings.heatmap_threshold,
-    )
+    return analyzer.pneumonia_mask(radiograph, np.ones(radiograph.shape, dtype=bool) if lungs is None else lungs)
 
 
 def validation_score(
