@@ -233,3 +233,20 @@ def test_sigmoid_localization_head_and_its_bundle_config(tmp_path):
     assert isinstance(loaded.network.localization_head.output_act, torch.nn.Sigmoid)
     with pytest.raises(ValueError, match="activation"):
         DLNet("resnet18", localization_activation="tanh")
+
+
+def test_extent_head_is_frozen_and_left_out_of_forward():
+    """The extent head is fitted after training: training (forward + backward) neither uses nor changes it, and the
+    other layers draw the same initial weights with and without it."""
+    torch.manual_seed(0)
+    plain = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16))
+    torch.manual_seed(0)
+    net = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16), extent_head=True)
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, net.state_dict()[name]), name
+    assert not any(p.requires_grad for p in net.extent_head.parameters())
+    logits, maps = net(torch.rand(2, 3, 64, 64))
+    (logits.sum() + maps.sum()).backward()
+    assert all(p.grad is None for p in net.extent_head.parameters())
+    _, _, extent = net.outputs(torch.rand(1, 3, 64, 64))
+    assert extent.shape == (1, 1, 4, 4) and plain.outputs(torch.rand(1, 3, 64, 64))[2] is None

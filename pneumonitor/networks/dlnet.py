@@ -188,6 +188,10 @@ class DLNet(nn.Module):
         )
         # created last, so the other layers draw the same initial weights with and without it
         self.extent_head = ExtentHead(stage_channels[2]) if extent_head else None
+        if self.extent_head is not None:
+            # fitted after training (pneumonitor.engines.extent_head), never by backprop: frozen, so training with it
+            # in the network (the bundle's train.json) leaves it as loaded and DDP finds no unused trainable parameter
+            self.extent_head.requires_grad_(False)
         self.config: dict[str, Any] = {
             "name": "DLNet",
             "backbone": backbone,
