@@ -113,13 +113,13 @@ def test_written_head_is_what_the_analyzer_uses_and_means_the_fitted_extent_over
     assert analyzer.extent_rule
     image = torch.rand(1, 3, 64, 64)
     probabilities, heatmaps, extents = analyzer.run_dlnet(image)
-    assert extents.shape == (1, 4, 4)
+    assert extents.shape == (1, 1, 4, 4)  # the extent channel only (no lung classifier)
     # the extent map's mean over a lung = the head applied to the lung-pooled stride-16 features (what was fitted)
     lungs = np.zeros((90, 110), np.float32)
     lungs[10:80, 8:50], lungs[15:85, 62:104] = 1.0, 1.0
     with torch.inference_mode():
         c16 = loaded.network.stage_outputs(image)[1][0].numpy()
-    extent_full = _resize(extents[0], lungs.shape, mode="nearest")
+    extent_full = _resize(extents[0, 0], lungs.shape, mode="nearest")
     right = np.zeros(lungs.shape, bool)
     right[10:80, 8:50] = True
     left = np.zeros(lungs.shape, bool)
@@ -228,3 +228,82 @@ def test_pneumonia_mask_follows_the_severity_rule_inside_given_lungs(tmp_path, d
     one_lung[:, w // 2:] = False  # one lung annotated: the paper's rule for that image
     assert np.array_equal(extent.pneumonia_mask(radiograph, one_lung),
                           pneumonia_region(probability, heatmap, one_lung, 0.0, extent.settings.heatmap_threshold))
+
+
+def test_lung_classifier_fit_separates_and_its_penalty_is_chosen_on_validation():
+    from pneumonitor.engines.extent_head import choose_lung_classifier, fit_lung_classifier
+
+    rng = np.random.default_rng(4)
+
+    def examples(n, source):
+        # feature 0 = label + a common nuisance, feature 1 = the nuisance: only a weakly penalised fit learns to
+        # subtract it (a strong penalty keeps the mean-difference direction, feature 0 alone)
+        out = []
+        for i in range(n):
+            label = i % 2
+            nuisance = rng.normal(scale=3.0, size=2)
+            features = rng.normal(scale=0.1, size=(2, 3))
+            features[:, 0] += label + nuisance
+            features[:, 1] += nuisance
+            out.append(ExtentExample(f"{source}{i}", features, 0.5, label=label, source=source))
+        return out
+
+    training, validation = examples(200, "a") + examples(40, "b"), examples(100, "a")
+    fit = fit_lung_classifier(training, penalty=1e-4)
+    logits = fit.logits(validation)
+    labels = np.array([e.label for e in validation])
+    assert logits[labels == 1].mean() > logits[labels == 0].mean() + 2
+    # the logit is linear in the raw features of each lung, as the head's two channels compute it
+    e = validation[0]
+    assert logits[0] == pytest.approx(float(e.features[0] @ fit.right + e.features[1] @ fit.left + fit.bias))
+    chosen = choose_lung_classifier(training, validation, penalties=(1e-4, 100.0))
+    assert [row["penalty"] for row in chosen.table] == [1e-4, 100.0] and chosen.penalty == 1e-4
+    assert chosen.table[0]["auc"] > 0.9
+    with pytest.raises(ValueError, match="both labels"):
+        fit_lung_classifier([x for x in training if x.label == 1], penalty=1.0)
+
+
+def test_lung_classifier_gives_the_probability_analyze_reports(tmp_path):
+    from pneumonitor.engines.extent_head import ExtentFit, LungClassifierFit
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer, _resize
+    from pneumonitor.networks import LoadedNetwork
+
+    bundle = _tiny_dlnet_bundle(tmp_path / "dlnet")
+    rng = np.random.default_rng(5)
+    classifier = LungClassifierFit(right=rng.normal(size=256) * 0.05, left=rng.normal(size=256) * 0.05, bias=0.3,
+                                   penalty=0.01)
+    config = json.loads(write_extent_head(bundle, ExtentFit(np.zeros(256), 1.0, 1.0), classifier).read_text())
+    assert config["probability_source"] == "lung-classifier" and config["network_def"]["lung_classifier"] is True
+    loaded = load_bundle(bundle, kind="DLNet")
+    lsnet = LoadedNetwork(network=LSNet(width=0.125), image_size=(64, 64), source=tmp_path, sha256="", settings={})
+    analyzer = Analyzer(loaded, lsnet, AnalysisSettings(qc="off", uncertainty="off", classification_threshold=0.5))
+    assert analyzer.lung_classifier
+    image = torch.rand(1, 3, 64, 64)
+    probabilities, heatmaps, maps = analyzer.run_dlnet(image)
+    assert maps.shape == (1, 3, 4, 4)
+    lungs = np.zeros((90, 110), np.float32)
+    lungs[10:80, 8:50], lungs[15:85, 62:104] = 1.0, 1.0
+    analysis = analyzer.postprocess(_radiograph(lungs.shape), float(probabilities[0]), heatmaps[0], lungs,
+                                    extent=maps[0])
+    with torch.inference_mode():
+        c16 = loaded.network.stage_outputs(image)[1][0].numpy()
+    pooled = [(c16 * lung_cell_weights(lung, c16.shape[1:])).sum(axis=(1, 2)) / lung_cell_weights(
+        lung, c16.shape[1:]).sum() for lung in (analysis.severity.right_lung, analysis.severity.left_lung)]
+    logit = pooled[0] @ classifier.right + pooled[1] @ classifier.left + classifier.bias
+    assert analysis.severity.probability == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-3)  # fp16 weights
+    assert analysis.severity.probability != pytest.approx(float(probabilities[0]), abs=1e-3)
+    # the classification head stays available: the same bundle with the paper's probability
+    head = Analyzer(loaded, lsnet, AnalysisSettings(qc="off", probability_source="classification-head"))
+    assert not head.lung_classifier
+
+
+def test_lung_classifier_needs_its_channels(tmp_path):
+    from pneumonitor.engines.extent_head import ExtentFit
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
+
+    bundle = _tiny_dlnet_bundle(tmp_path / "dlnet")
+    write_extent_head(bundle, ExtentFit(np.zeros(256), 1.0, 1.0))  # the extent channel only
+    with pytest.raises(ValueError, match="lung-classifier"):
+        Analyzer(load_bundle(bundle), None, AnalysisSettings(probability_source="lung-classifier"))
+    with pytest.raises(ValueError, match="extent_head"):
+        DLNet("resnet18", lung_classifier=True)

@@ -141,10 +141,12 @@ def test_serving_trained_weights_writes_the_run_network_def_and_image_size(tmp_p
                        for k in ("classification_threshold", "heatmap_threshold")}
     trained = DLNet("resnet18", localization_activation="sigmoid", extent_head=True)
     torch.save(trained.state_dict(), run / "model.pt")
-    update_inference_config(served, severity_rule="extent-head")  # a head fitted to the weights being replaced
+    # a head fitted to the weights being replaced
+    update_inference_config(served, severity_rule="extent-head", probability_source="lung-classifier")
     written = serve_trained_weights(run / "model.pt", config_files, served, half_precision=True)
     config = json.loads(written.read_text())
-    assert config["severity_rule"] == "heatmap-threshold"  # that head does not fit the new weights: refit it
+    # that head does not fit the new weights: the paper's rules until it is fitted again
+    assert (config["severity_rule"], config["probability_source"]) == ("heatmap-threshold", "classification-head")
     assert config["network_def"]["backbone"] == "resnet18" and config["image_size"] == cpu["image_size"]
     assert {k: config[k] for k in operating_point} == operating_point  # the rest of inference.json is kept
     loaded = load_bundle(served, kind="DLNet")

@@ -51,7 +51,7 @@ def network_outputs(sample_dir: Path) -> dict:
             "lung_probability_grid": lungs[0, ::GRID, ::GRID].astype(float).round(7).tolist(),
             "lung_probability_mean": float(lungs[0].mean(dtype=np.float64)),
             "qc_probabilities": qc.probabilities,
-            # the extent head's map (input/16 cells), when the shipped DLNet's severity uses one
+            # the extent head's maps (channels x input/16 cells), when the shipped DLNet uses one
             "extent_map": None if extent is None else extent[0].astype(float).round(6).tolist(),
         }
     weights = {name: _sha256(default_bundle_dir(name) / "models" / "model.pt") for name in ("dlnet", "lsnet", "qc")}

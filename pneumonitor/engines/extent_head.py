@@ -13,7 +13,13 @@ extent map gives those pixels: :func:`lung_cell_weights`). A ridge regression th
 * the per-lung 0-4 scores where the experts gave them (official scores): ``w . f_lung + b = s_lung``;
 * optionally adult normal radiographs of the training split as ``T = 0`` (``normals``).
 
-Features are standardised on the training lungs; the intercept is not penalised. The ridge strength ``alpha`` is
+Features are standardised on the training lungs; the intercept is not penalised.
+
+The **lung classifier** (``--lung-classifier``; channels 1 and 2 of the head) is an L2-penalised logistic regression of
+the label on ``(f_right, f_left)`` of every training image (pneumonia or not), weighted as the training sampler draws
+them (``group_balanced_weights`` over source and label, power 0.5); its penalty is chosen on the validation split by
+ROC AUC. It only sees the lungs, which is the point: the whole-image classification head can also read the source
+and the borders of a radiograph. The ridge strength ``alpha`` is
 chosen on the **validation** patients by the MAE of the 0-8 score the severity pipeline would report (per lung
 ``lung_score(extent_ratio(e))``, 0 for images below the classification threshold), the test split is never read.
 :func:`write_extent_head` folds the standardisation into the 1x1 convolution and writes it into the bundle's
@@ -53,12 +59,18 @@ __all__ = [
     "predicted_scores",
     "choose_and_fit",
     "write_extent_head",
+    "LAMBDAS",
+    "LungClassifierFit",
+    "fit_lung_classifier",
+    "choose_lung_classifier",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: ridge strengths tried on the validation split
 ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+#: L2 penalties of the lung classifier tried on the validation split
+LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1)
 
 
 @dataclass
@@ -71,6 +83,8 @@ class ExtentExample:
     total: float = math.nan
     right: float = math.nan
     left: float = math.nan
+    label: int = -1
+    source: str = ""
 
 
 @dataclass
@@ -150,7 +164,8 @@ def collect_examples(
         total, right, left = (_number(item.get(k)) for k in ("severity", "severity_right", "severity_left"))
         if all(math.isnan(v) for v in (total, right, left)):
             total = 0.0
-        examples.append(ExtentExample(str(item["image"]), features, probability, total, right, left))
+        examples.append(ExtentExample(str(item["image"]), features, probability, total, right, left,
+                                      int(item.get("label", -1)), str(item.get("source", ""))))
         if progress is not None:
             progress(index + 1, len(items))
     return examples
@@ -222,26 +237,112 @@ def choose_and_fit(
     return ExtentFit(weight, bias, alpha, table, len(training), len(scored))
 
 
-def write_extent_head(bundle: str | Path, fit: ExtentFit) -> Path:
-    """Write ``fit`` into the DLNet bundle: ``extent_head.conv`` in ``models/model.pt`` (in the dtype the other
-    weights are stored in), ``network_def.extent_head`` true, ``severity_rule`` ``extent-head`` and the fit's record
-    (``extent_head_fit``) in ``configs/inference.json``. Returns the ``inference.json`` path.
+@dataclass
+class LungClassifierFit:
+    """A fitted lung classifier: logit = ``right . f_right + left . f_left + bias`` on raw features."""
+
+    right: np.ndarray
+    left: np.ndarray
+    bias: float
+    penalty: float
+    #: per penalty tried: validation AUC, n
+    table: list[dict[str, float]] = field(default_factory=list)
+    n_training: int = 0
+
+    def record(self) -> dict[str, Any]:
+        return {"penalty": self.penalty, "n_training": self.n_training, "validation": self.table}
+
+    def logits(self, examples: Sequence[ExtentExample]) -> np.ndarray:
+        return np.asarray([e.features[0] @ self.right + e.features[1] @ self.left + self.bias for e in examples])
+
+
+def fit_lung_classifier(examples: Sequence[ExtentExample], penalty: float,
+                        sample_weights: Sequence[float] | None = None) -> LungClassifierFit:
+    """L2-penalised logistic regression of ``label`` on ``(f_right, f_left)`` (standardised; the intercept is not
+    penalised), by L-BFGS; mean weighted log-loss + ``penalty * |w|^2``."""
+    labelled = [e for e in examples if e.label in (0, 1)]
+    if len({e.label for e in labelled}) < 2:
+        raise ValueError("the lung classifier needs training images of both labels")
+    x = np.stack([e.features.reshape(-1) for e in labelled]).astype(np.float64)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    inputs = torch.from_numpy((x - mean) / scale)
+    target = torch.tensor([float(e.label) for e in labelled], dtype=torch.float64)
+    weights = torch.ones(len(labelled), dtype=torch.float64) if sample_weights is None else torch.as_tensor(
+        [w for w, e in zip(sample_weights, examples) if e.label in (0, 1)], dtype=torch.float64)
+    w = torch.zeros(inputs.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (weights * torch.nn.functional.binary_cross_entropy_with_logits(
+            inputs @ w + b, target, reduction="none")).mean() + penalty * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    raw = w.detach().numpy() / scale
+    half = raw.size // 2
+    return LungClassifierFit(raw[:half], raw[half:], float(b.item() - raw @ mean), penalty, n_training=len(labelled))
+
+
+def choose_lung_classifier(
+    training: Sequence[ExtentExample], validation: Sequence[ExtentExample], penalties: Sequence[float] = LAMBDAS
+) -> LungClassifierFit:
+    """Fit on ``training`` (weighted as the training sampler draws: source x label, power 0.5) for each penalty and
+    keep the one with the highest ROC AUC on ``validation`` (ties: the stronger penalty)."""
+    from monai.metrics import compute_roc_auc
+
+    from pneumonitor.engines.sampling import group_balanced_weights
+
+    scored = [e for e in validation if e.label in (0, 1)]
+    if len({e.label for e in scored}) < 2:
+        raise ValueError("no validation images of both labels to choose the lung classifier's penalty on")
+    weights = group_balanced_weights([{"source": e.source, "label": e.label} for e in training], power=0.5)
+    labels = torch.tensor([float(e.label) for e in scored])
+    best, table = None, []
+    for penalty in sorted(penalties):
+        fit = fit_lung_classifier(training, penalty, weights.tolist())
+        auc = float(compute_roc_auc(torch.from_numpy(fit.logits(scored)).float(), labels))
+        table.append({"penalty": penalty, "auc": round(auc, 4), "n": len(scored)})
+        if best is None or auc >= best[0]:
+            best = (auc, fit)
+    best[1].table = table
+    return best[1]
+
+
+def write_extent_head(bundle: str | Path, fit: ExtentFit, classifier: LungClassifierFit | None = None) -> Path:
+    """Write ``fit`` (and ``classifier``) into the DLNet bundle: ``extent_head.conv`` in ``models/model.pt`` (in the
+    dtype the other weights are stored in), ``network_def.extent_head`` true, ``severity_rule`` ``extent-head`` and
+    the fit's record (``extent_head_fit``) in ``configs/inference.json``; with ``classifier`` also
+    ``network_def.lung_classifier`` true, channels 1-2 (its bias split evenly between them: each lung's mean adds
+    its channel's bias once), ``probability_source`` ``lung-classifier`` and ``lung_classifier_fit``. The
+    classification threshold then needs choosing again on validation (``pneumonitor evaluate --split validation
+    --save-operating-point``). Returns the ``inference.json`` path.
 
     Raises:
         ValueError: the bundle's weights do not fit its network_def with an extent head of ``fit``'s width.
     """
     bundle = Path(bundle)
     config = read_inference_config(bundle)
-    network_def = {**config["network_def"], "extent_head": True}
+    network_def = {**config["network_def"], "extent_head": True, "lung_classifier": classifier is not None}
     state = torch.load(bundle / WEIGHTS, map_location="cpu", weights_only=True)
     dtype = next(v.dtype for v in state.values() if torch.is_floating_point(v))
     state = {k: v for k, v in state.items() if not k.startswith("extent_head.")}
-    state["extent_head.conv.weight"] = torch.as_tensor(fit.weight, dtype=dtype).reshape(1, -1, 1, 1)
-    state["extent_head.conv.bias"] = torch.tensor([fit.bias], dtype=dtype)
+    weights, biases = [fit.weight], [fit.bias]
+    if classifier is not None:
+        weights += [classifier.right, classifier.left]
+        biases += [classifier.bias / 2.0, classifier.bias / 2.0]
+    state["extent_head.conv.weight"] = torch.as_tensor(np.stack(weights), dtype=dtype)[:, :, None, None]
+    state["extent_head.conv.bias"] = torch.as_tensor(biases, dtype=dtype)
     try:
         build_network(network_def).load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"the extent head does not fit {bundle / WEIGHTS}: {exc}") from exc
     torch_save_atomic(state, bundle / WEIGHTS)
-    return update_inference_config(bundle, network_def=network_def, severity_rule="extent-head",
-                                   extent_head_fit=fit.record())
+    settings: dict[str, Any] = {"severity_rule": "extent-head", "extent_head_fit": fit.record()}
+    if classifier is not None:
+        settings.update(probability_source="lung-classifier", lung_classifier_fit=classifier.record())
+    else:
+        settings["probability_source"] = "classification-head"
+    return update_inference_config(bundle, network_def=network_def, **settings)

@@ -54,7 +54,17 @@ from pneumonitor.severity import (
     pneumonia_region,
     lung_score,
     SEVERITY_RULES,
+    split_lungs,
 )
+
+#: where the reported pneumonia probability comes from (:class:`AnalysisSettings`)
+PROBABILITY_SOURCES = ("classification-head", "lung-classifier")
+
+
+def _read_out_channels(network: Any) -> int:
+    head = getattr(network, "extent_head", None)
+    conv = getattr(head, "conv", None) if head is not None else None
+    return int(conv.weight.shape[0]) if conv is not None else 0
 from pneumonitor.transforms.presets import dlnet_preprocess, lsnet_preprocess
 
 logger = logging.getLogger(__name__)
@@ -103,6 +113,9 @@ class AnalysisSettings:
     #: "heatmap-threshold" (the paper) or "extent-head" (:mod:`pneumonitor.severity`); ``None``: the DLNet bundle's
     #: ``severity_rule``, else the paper's
     severity_rule: str | None = None
+    #: "classification-head" (DLNet's own, the paper) or "lung-classifier" (the extent head's lung channels, which
+    #: only look at the lungs: :mod:`pneumonitor.networks.dlnet`); ``None``: the DLNet bundle's, else the paper's
+    probability_source: str | None = None
     lung_threshold: float = 0.5
     clahe_clip_limit: float = 0.01
     clahe_tile_grid: int = 8
@@ -129,6 +142,11 @@ class AnalysisSettings:
         chosen["severity_rule"] = self.severity_rule or weights_settings.get("severity_rule", SEVERITY_RULES[0])
         if chosen["severity_rule"] not in SEVERITY_RULES:
             raise ValueError(f"severity_rule must be one of {SEVERITY_RULES}, got {chosen['severity_rule']!r}")
+        chosen["probability_source"] = self.probability_source or weights_settings.get(
+            "probability_source", PROBABILITY_SOURCES[0])
+        if chosen["probability_source"] not in PROBABILITY_SOURCES:
+            raise ValueError(f"probability_source must be one of {PROBABILITY_SOURCES}, "
+                             f"got {chosen['probability_source']!r}")
         if self.qc not in QC_MODES:
             raise ValueError(f"qc must be one of {QC_MODES}, got {self.qc!r}")
         if self.uncertainty not in UNCERTAINTY_MODES:
@@ -186,6 +204,12 @@ class Analyzer:
             raise ValueError(
                 f"severity_rule 'extent-head' needs a DLNet with a fitted extent head ({dlnet.source} has none): "
                 "fit one with `pneumonitor fit-extent-head`, or use severity_rule 'heatmap-threshold'")
+        if dlnet is not None and self.lung_classifier and not getattr(dlnet.network, "config", {}).get(
+                "lung_classifier", _read_out_channels(dlnet.network) == 3):
+            raise ValueError(
+                f"probability_source 'lung-classifier' needs a DLNet whose extent head has the lung-classifier "
+                f"channels ({dlnet.source} has none): fit them with `pneumonitor fit-extent-head --lung-classifier`, "
+                "or use probability_source 'classification-head'")
         if dlnet is not None:
             dlnet.network.to(self.device).eval()
             self._dl_pre = dlnet_preprocess(
@@ -268,6 +292,11 @@ class Analyzer:
         """Whether severity uses DLNet's extent head (``settings.severity_rule == "extent-head"``)."""
         return self.settings.severity_rule == "extent-head"
 
+    @property
+    def lung_classifier(self) -> bool:
+        """Whether the probability is the extent head's lung classifier (``settings.probability_source``)."""
+        return self.settings.probability_source == "lung-classifier"
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -294,12 +323,13 @@ class Analyzer:
 
     @torch.inference_mode()
     def run_dlnet(self, dl_batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Probabilities ``(B,)`` and heatmaps ``(B, h, w)`` at DLNet's input size of a preprocessed batch, and the
-        extent maps ``(B, h/16, w/16)`` of its extent head when severity uses it (else ``None``)."""
+        """Probabilities ``(B,)`` (DLNet's classification head) and heatmaps ``(B, h, w)`` at DLNet's input size of a
+        preprocessed batch, and the read-out maps ``(B, 1 or 3, h/16, w/16)`` of its extent head when severity or the
+        probability uses them (else ``None``; :meth:`read_out` turns them into lung extents and a probability)."""
         with self._autocast():
             started = time.perf_counter()
             batch = dl_batch.to(self.device, non_blocking=True)
-            if self.extent_rule:
+            if self.extent_rule or self.lung_classifier:
                 logits, maps, extents = self.dlnet.network.outputs(batch)
             else:
                 (logits, maps), extents = self.dlnet.network(batch), None
@@ -307,7 +337,7 @@ class Analyzer:
             self._sync()
             self.stage_seconds["dlnet"] += time.perf_counter() - started
         return (torch.sigmoid(logits[:, 0]).float().cpu().numpy(), heatmaps.float().cpu().numpy(),
-                None if extents is None else extents[:, 0].float().cpu().numpy())
+                None if extents is None else extents.float().cpu().numpy())
 
     @torch.inference_mode()
     def run_lsnet(self, ls_batch: torch.Tensor) -> np.ndarray:
@@ -323,7 +353,7 @@ class Analyzer:
         self, dl_batch: torch.Tensor, ls_batch: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Probabilities ``(B,)``, heatmaps ``(B, h, w)`` at DLNet's input size, lung probabilities ``(B, h', w')``,
-        extent maps ``(B, h/16, w/16)`` or ``None`` (:meth:`run_dlnet`)."""
+        read-out maps ``(B, k, h/16, w/16)`` or ``None`` (:meth:`run_dlnet`)."""
         probabilities, heatmaps, extents = self.run_dlnet(dl_batch)
         return probabilities, heatmaps, self.run_lsnet(ls_batch), extents
 
@@ -343,12 +373,30 @@ class Analyzer:
         probability, heatmap = float(probabilities[0]), _resize(heatmaps[0], radiograph.shape)
         thresholds = (self.settings.classification_threshold, self.settings.heatmap_threshold)
         if extents is not None:
+            extent_map, lung_probability = self.read_out(extents[0], lungs)
+            probability = probability if lung_probability is None else lung_probability
             try:
-                return assess_severity(probability, heatmap, lungs, *thresholds,
-                                       extent_map=_resize(extents[0], radiograph.shape, mode="nearest")).pneumonia_mask
+                return assess_severity(probability, heatmap, lungs, *thresholds, extent_map=extent_map).pneumonia_mask
             except InsufficientLungs:
                 pass
         return pneumonia_region(probability, heatmap, lungs, *thresholds)
+
+    def read_out(self, read_out_maps: np.ndarray, lung_mask: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+        """What the extent head's maps ``(k, h, w)`` (:meth:`run_dlnet`) say about a radiograph with ``lung_mask``
+        (its size): the extent map at that size when severity uses it, and the lung classifier's probability when
+        the probability comes from it (``sigmoid(mean over the right lung of channel 1 + mean over the left lung of
+        channel 2)``; ``None`` when a lung is missing: severity then refuses the image anyway). Maps are resized
+        with nearest neighbour, so each cell counts by the lung area it covers, as when the head was fitted."""
+        size = np.shape(lung_mask)
+        extent_map = _resize(read_out_maps[0], size, mode="nearest") if self.extent_rule else None
+        probability = None
+        if self.lung_classifier:
+            right, left = split_lungs(lung_mask)
+            if right.any() and left.any():
+                logit = sum(float(_resize(read_out_maps[channel], size, mode="nearest")[lung].mean())
+                            for channel, lung in ((1, right), (2, left)))
+                probability = float(1.0 / (1.0 + np.exp(-logit)))
+        return extent_map, probability
 
     def lungs(self, radiograph: Radiograph) -> np.ndarray:
         """LSNet on one radiograph: the lung probability at the radiograph's size."""
@@ -425,7 +473,9 @@ class Analyzer:
         probs, heatmaps, lungs, extents = self.infer(dl_batch.flip(-1), ls_batch.flip(-1))
         passes.append((probs, heatmaps[..., ::-1].copy(), lungs[..., ::-1].copy(),
                        None if extents is None else extents[..., ::-1].copy()))
-        if self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0:
+        if self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0 and self.lung_classifier:
+            logger.warning("MC-dropout adds no spread to the lung classifier (no dropout): only the mirrored pass")
+        elif self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0:
             try:
                 mc = self.mc_dropout(dl_batch)
             except ValueError as exc:  # every pass would give the plain probability
@@ -439,14 +489,18 @@ class Analyzer:
         heatmap_full = _resize(heatmap, size)
         lung_full = _resize(lung_probability, size)
         lung_mask = self.lung_mask(lung_full)
+        extent_map = None
+        if extent is not None:
+            extent_map, lung_classifier_probability = self.read_out(extent, lung_mask)
+            if lung_classifier_probability is not None:
+                probability = lung_classifier_probability
         severity = assess_severity(
             probability,
             heatmap_full,
             lung_mask,
             classification_threshold=self.settings.classification_threshold,
             heatmap_threshold=self.settings.heatmap_threshold,
-            # nearest: each map cell counts by the lung area it covers, as when the head was fitted
-            extent_map=None if extent is None else _resize(extent, size, mode="nearest"),
+            extent_map=extent_map,
         )
         return severity, heatmap_full, lung_full
 
@@ -464,7 +518,8 @@ class Analyzer:
 
         ``passes`` (extra ``(probability, heatmap, lung probability, extent map)`` of one image) and
         ``mc_probabilities`` give the uncertainty columns (see the module docstring); without them the result has no
-        uncertainty. ``extent``: the image's extent map (:meth:`run_dlnet`) when severity uses the extent head.
+        uncertainty. ``extent``: the image's read-out maps (:meth:`run_dlnet`) when severity or the probability uses
+        the extent head (the reported probability is then the lung classifier's, see :meth:`read_out`).
         """
         size = radiograph.shape
         try:

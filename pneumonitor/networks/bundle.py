@@ -237,8 +237,9 @@ def serve_trained_weights(
     ``served_bundle/models/model.pt`` (in fp16 with ``half_precision``), and the run's ``network_def`` and
     ``image_size`` (``config_files`` merged as ``monai.bundle run --config_file "[...]"`` merges them) into
     ``served_bundle/configs/inference.json``: the served config always describes the served weights. The rest of
-    ``inference.json`` (operating point, workflow) is kept, except a ``severity_rule``, which goes back to the paper's
-    ``heatmap-threshold`` (an extent head is fitted to the weights it was fitted on). Returns the served
+    ``inference.json`` (operating point, workflow) is kept, except ``severity_rule`` and ``probability_source``, which go
+    back to the paper's ``heatmap-threshold`` / ``classification-head`` (an extent head fits the weights it was fitted
+    on only). Returns the served
     ``inference.json``.
 
     Raises:
@@ -267,7 +268,9 @@ def serve_trained_weights(
             shutil.copyfile(weights, tmp)  # the file as trained, byte for byte
     # an extent head fitted to the old weights' features does not fit the new ones: back to the paper's rule until
     # `pneumonitor fit-extent-head` fits it again
-    refit = {"severity_rule": "heatmap-threshold"} if read_inference_config(served_bundle).get("severity_rule") else {}
+    served = read_inference_config(served_bundle)
+    refit = {k: v for k, v in (("severity_rule", "heatmap-threshold"), ("probability_source", "classification-head"))
+             if k in served}
     return update_inference_config(served_bundle, network_def=trained["network_def"], image_size=trained["image_size"],
                                    **refit)
 

@@ -15,8 +15,10 @@ The inference heatmap is the per-pixel maximum over the 128 maps, clipped to [0,
 Beyond the paper, an optional :class:`ExtentHead` (``extent_head=True``): a 1x1 convolution over the stride-16 stage
 whose **mean over a lung is that lung's expert geographic extent (0-4)**. Being linear, its lung mean equals a linear
 model of the lung-pooled features, which :mod:`pneumonitor.engines.extent_head` fits to expert scores after training
-(ridge regression; the heatmap's area never learnt to mean anything, see the DLNet card). ``forward`` does not run it
-(training is unchanged); :meth:`DLNet.outputs` does.
+(ridge regression; the heatmap's area never learnt to mean anything, see the DLNet card). With
+``lung_classifier=True`` it has two more channels whose means over the right and the left lung add up to a
+pneumonia logit: a classifier that only looks at the lungs (logistic regression on the same lung-pooled features).
+``forward`` does not run it (training is unchanged); :meth:`DLNet.outputs` does.
 """
 
 from __future__ import annotations
@@ -109,17 +111,18 @@ class LocalizationHead(nn.Module):
 
 
 class ExtentHead(nn.Module):
-    """Extent map: a 1x1 convolution of the stride-16 stage output to one channel, unbounded.
+    """Lung read-out maps: a 1x1 convolution of the stride-16 stage output, unbounded.
 
-    Its mean over a lung's cells (weighted by the lung's area in each cell) is the lung's extent on the expert 0-4
-    scale; because the head is linear, that mean is ``w . mean_lung(features) + b``, the model
-    :func:`pneumonitor.engines.extent_head.fit_extent_head` fits. Input ``(B, in_channels, H/16, W/16)``; output
-    ``(B, 1, H/16, W/16)``.
+    Channel 0: its mean over a lung's cells (weighted by the lung's area in each cell) is the lung's extent on the
+    expert 0-4 scale; because the head is linear, that mean is ``w . mean_lung(features) + b``, the model
+    :mod:`pneumonitor.engines.extent_head` fits. With ``lung_classifier``, channels 1 and 2: the pneumonia logit is
+    channel 1's mean over the right lung plus channel 2's over the left lung. Input ``(B, in_channels, H/16, W/16)``;
+    output ``(B, 1 or 3, H/16, W/16)``.
     """
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, lung_classifier: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, 1, kernel_size=1)
+        self.conv = nn.Conv2d(in_channels, 3 if lung_classifier else 1, kernel_size=1)
 
     def forward(self, c16: torch.Tensor) -> torch.Tensor:
         return self.conv(c16)
@@ -146,6 +149,7 @@ class DLNet(nn.Module):
         dense_units, dropout: :class:`ClassificationHead` settings.
         fpn_channels, localization_maps, localization_activation: :class:`LocalizationHead` settings.
         extent_head: add an :class:`ExtentHead` (fitted after training; absent in the paper).
+        lung_classifier: give the extent head the two lung-classifier channels (needs ``extent_head``).
 
     ``forward(x)`` with ``x`` ``(B, in_channels, H, W)`` (H, W multiples of 32) returns ``(logits, maps)``:
     logits ``(B, 1)`` and maps ``(B, localization_maps, H/8, W/8)``. :meth:`predict` gives probability and heatmap.
@@ -163,6 +167,7 @@ class DLNet(nn.Module):
         localization_maps: int = 128,
         localization_activation: str = "relu",
         extent_head: bool = False,
+        lung_classifier: bool = False,
     ) -> None:
         super().__init__()
         if backbone not in RESNET_LAYERS:
@@ -187,7 +192,9 @@ class DLNet(nn.Module):
             stage_channels[1:], fpn_channels=fpn_channels, maps=localization_maps, activation=localization_activation
         )
         # created last, so the other layers draw the same initial weights with and without it
-        self.extent_head = ExtentHead(stage_channels[2]) if extent_head else None
+        if lung_classifier and not extent_head:
+            raise ValueError("lung_classifier is a part of the extent head: set extent_head too")
+        self.extent_head = ExtentHead(stage_channels[2], lung_classifier) if extent_head else None
         if self.extent_head is not None:
             # fitted after training (pneumonitor.engines.extent_head), never by backprop: frozen, so training with it
             # in the network (the bundle's train.json) leaves it as loaded and DDP finds no unused trainable parameter
@@ -202,6 +209,7 @@ class DLNet(nn.Module):
             "localization_maps": localization_maps,
             "localization_activation": localization_activation,
             "extent_head": bool(extent_head),
+            "lung_classifier": bool(lung_classifier),
         }
 
     def stage_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -221,8 +229,8 @@ class DLNet(nn.Module):
 
     @torch.jit.export  # the Deploy app runs the TorchScript export: it needs this method, not only forward
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """``(logits, maps, extent)`` in one pass: ``forward``'s outputs and the :class:`ExtentHead`'s map
-        ``(B, 1, H/16, W/16)`` (``None`` without the head)."""
+        """``(logits, maps, extent)`` in one pass: ``forward``'s outputs and the :class:`ExtentHead`'s maps
+        ``(B, 1 or 3, H/16, W/16)`` (``None`` without the head)."""
         c8, c16, c32 = self.stage_outputs(x)
         extent: Optional[torch.Tensor] = None
         if self.extent_head is not None:

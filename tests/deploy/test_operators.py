@@ -499,7 +499,7 @@ def test_converter_skips_pixel_data_that_disagrees_with_the_header(tmp_path):
 
 
 def test_the_extent_head_survives_the_torchscript_export(models, tmp_path, dicom_samples):
-    """A DLNet whose severity uses its extent head, exported as scripts/package_map.sh does, gives the app the same
+    """A DLNet whose severity and probability use its extent head (lung classifier included), exported as scripts/package_map.sh does, gives the app the same
     severity as the bundle gives ``pneumonitor analyze``."""
     from monai.bundle import ckpt_export
 
@@ -508,12 +508,15 @@ def test_the_extent_head_survives_the_torchscript_export(models, tmp_path, dicom
     from pneumonitor.reading import read_radiograph
 
     torch.manual_seed(1)
-    dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16), extent_head=True)
+    dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16), extent_head=True,
+               lung_classifier=True)
     with torch.no_grad():
-        dl.classification_head.layers[-1].bias.fill_(10.0)  # positive
+        dl.classification_head.layers[-1].bias.fill_(-10.0)  # the classification head says negative ...
         dl.extent_head.conv.weight.mul_(0.01)
-        dl.extent_head.conv.bias.fill_(2.0)  # each lung's extent near 2: about 37.5 % involved
-    bundle = save_bundle(dl.eval(), tmp_path / "dlnet", list(IMAGE_SIZE), severity_rule="extent-head")
+        dl.extent_head.conv.bias.copy_(torch.tensor([2.0, 1.5, 1.5]))  # ... the lung classifier positive (p ~0.95);
+        # each lung's extent near 2: about 37.5 % involved
+    bundle = save_bundle(dl.eval(), tmp_path / "dlnet", list(IMAGE_SIZE), severity_rule="extent-head",
+                         probability_source="lung-classifier")
     target = tmp_path / "models" / "dlnet" / "model.ts"
     target.parent.mkdir(parents=True)
     ckpt_export(net_id="network_def", filepath=str(target), ckpt_file=str(bundle / "models" / "model.pt"),
@@ -521,11 +524,13 @@ def test_the_extent_head_survives_the_torchscript_export(models, tmp_path, dicom
                 meta_file=str(REPO / "bundles" / "dlnet" / "configs" / "metadata.json"), bundle_root=str(bundle))
     shutil.copytree(models["models"] / "lsnet", tmp_path / "models" / "lsnet")
     exported = load_analyzer(tmp_path / "models", device="cpu", qc="off")
-    assert exported.extent_rule and isinstance(exported.dlnet.network, torch.jit.ScriptModule)
+    assert exported.extent_rule and exported.lung_classifier
+    assert isinstance(exported.dlnet.network, torch.jit.ScriptModule)
     eager = Analyzer(load_bundle(bundle), load_bundle(models["lsnet"]), AnalysisSettings(qc="off"))
     radiograph = read_radiograph(dicom_samples[0])
     app, cli = exported.analyze_one(radiograph), eager.analyze_one(radiograph)
     assert app.status == cli.status == "ok"
+    assert app.severity.probability == pytest.approx(cli.severity.probability, abs=1e-4) and app.severity.positive
     assert 25 < app.severity.ratio_right < 50 and 25 < app.severity.ratio_left < 50
     assert (app.severity.ratio_right, app.severity.ratio_left) == pytest.approx(
         (cli.severity.ratio_right, cli.severity.ratio_left), abs=0.01)
