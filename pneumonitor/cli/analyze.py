@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="which pixels are pneumonia: 'heatmap-threshold' (the paper: heatmap >= threshold) or "
                         "'extent-head' (DLNet's fitted extent head sets each lung's share, placed where the heatmap is "
                         "highest; docs/analyze.md) (default: the DLNet bundle's severity_rule, else the paper's)")
+    parser.add_argument("--probability-source", choices=["classification-head", "lung-classifier"], default=None,
+                        help="the pneumonia probability: DLNet's 'classification-head' (the paper) or the extent head's "
+                        "'lung-classifier' (reads the lungs only; docs/analyze.md) (default: the DLNet bundle's "
+                        "probability_source, else the paper's)")
     parser.add_argument("--lung-threshold", type=float, default=0.5, help="LSNet probability threshold (default 0.5)")
     parser.add_argument("--workers", type=int, default=None,
                         help="threads decoding/preprocessing ahead of inference (default: min(4, CPUs); 0 = none)")
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         classification_threshold=args.classification_threshold,
         heatmap_threshold=args.heatmap_threshold,
         severity_rule=args.severity_rule,
+        probability_source=args.probability_source,
         lung_threshold=args.lung_threshold,
         mixed_precision=args.mixed_precision,
         qc=args.qc,
