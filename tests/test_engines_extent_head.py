@@ -181,7 +181,7 @@ def test_fit_extent_head_command_fits_on_training_chooses_on_validation_and_writ
                  "--report", str(report), "--quiet"]) == 0
     record = json.loads(report.read_text())
     assert record["n_validation"] == 3 and [row["alpha"] for row in record["validation"]] == [10, 1000]
-    assert record["alpha"] in (10, 1000) and record["n_training"] <= 4
+    assert record["alpha"] in (10, 1000) and record["n_training"] <= 8  # 4 images and their mirrors
     analyzer = Analyzer.from_locations(bundle, device="cpu", settings=AnalysisSettings(qc="off", uncertainty="off"))
     assert analyzer.extent_rule
     assert analyzer.analyze_one(read_radiograph(images[0])).status == "ok"
@@ -307,3 +307,25 @@ def test_lung_classifier_needs_its_channels(tmp_path):
         Analyzer(load_bundle(bundle), None, AnalysisSettings(probability_source="lung-classifier"))
     with pytest.raises(ValueError, match="extent_head"):
         DLNet("resnet18", lung_classifier=True)
+
+
+def test_mirrored_examples_swap_the_lungs_and_their_scores(tmp_path, dicom_samples):
+    """A mirrored radiograph's image-left lung is the patient's left lung: its features are the original left lung's
+    (up to the network's own asymmetry) and the per-lung scores swap."""
+    from pneumonitor.engines.extent_head import collect_examples
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
+    from pneumonitor.networks import LoadedNetwork
+
+    bundle = _tiny_dlnet_bundle(tmp_path / "dlnet")
+    lsnet = LSNet(width=0.125)
+    with torch.no_grad():  # every pixel is lung: one component that split_lungs cuts at the mediastinum
+        lsnet.head.weight.zero_()
+        lsnet.head.bias.fill_(10.0)
+    analyzer = Analyzer(load_bundle(bundle), LoadedNetwork(lsnet.eval(), (64, 64), tmp_path, "", {}),
+                        AnalysisSettings(qc="off", uncertainty="off"))
+    item = {"image": str(dicom_samples[-1]), "severity": 5.0, "severity_right": 3.0, "severity_left": 2.0, "label": 1}
+    plain, mirrored = collect_examples(analyzer, [item], mirror=True)
+    assert (plain.total, plain.right, plain.left) == (5.0, 3.0, 2.0)
+    assert (mirrored.total, mirrored.right, mirrored.left) == (5.0, 2.0, 3.0) and "mirrored" in mirrored.image
+    assert not np.allclose(plain.features, mirrored.features)
+    assert len(collect_examples(analyzer, [item])) == 1

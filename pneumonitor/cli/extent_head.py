@@ -1,7 +1,7 @@
 """``pneumonitor fit-extent-head``: fit DLNet's extent head to the experts' geographic-extent scores.
 
 Reads the DLNet datalist (``pneumonitor datasets mix``): the expert-scored images of the training split (total 0-8
-scores, per-lung 0-4 scores where given) are the fit, those of the validation split choose the ridge strength by the
+scores, per-lung 0-4 scores where given; each also mirrored, its lungs' scores swapped, unless --no-mirror) are the fit, those of the validation split choose the ridge strength by the
 0-8 score's MAE; the test split is not read. Runs the bundle's DLNet and the LSNet exactly as ``pneumonitor analyze``
 does, then writes the head into the DLNet bundle (``models/model.pt``; ``severity_rule`` ``extent-head`` and the fit's
 record in ``configs/inference.json``) unless --dry-run. Prints the validation table (MAE, bias, r per strength).
@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated ridge strengths tried on validation (default 1,10,100,1000,10000)")
     parser.add_argument("--lung-classifier", action="store_true",
                         help="also fit the lung classifier on every training image (probability_source lung-classifier)")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="do not add each training image mirrored left-right (scores of the lungs swapped)")
     parser.add_argument("--report", help="write the fit's record (validation table) to this JSON file")
     parser.add_argument("--dry-run", action="store_true", help="fit and print, do not write the bundle")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         if args.lung_classifier:  # every image: the classifier learns from both labels; the extent from the scored
             rest = [i for i in datalist.get(split, []) if not scored(i)]
             bar = tqdm(total=len(rest), desc=f"{split}: features (lung classifier)", unit="img", disable=args.quiet)
-            everything[split] = collect_examples(analyzer, rest, progress=lambda done, total: bar.update(1))
+            everything[split] = collect_examples(analyzer, rest, progress=lambda done, total: bar.update(1),
+                                                 mirror=split == "training" and not args.no_mirror)
             bar.close()
         if split == "training" and args.normals > 0:
             rng = random.Random(0)
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: the {split} split of {args.datalist} has no expert-scored image", file=sys.stderr)
             return 2
         bar = tqdm(total=len(items), desc=f"{split}: features", unit="img", disable=args.quiet)
-        splits[split] = collect_examples(analyzer, items, progress=lambda done, total: bar.update(1))
+        splits[split] = collect_examples(analyzer, items, progress=lambda done, total: bar.update(1),
+                                         mirror=split == "training" and not args.no_mirror)
         bar.close()
     try:
         fit = choose_and_fit(splits["training"], splits["validation"],
@@ -104,14 +108,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"extent head: {fit.n_training} training images, {fit.n_validation} expert-scored validation images, "
-          f"classification threshold {analyzer.settings.classification_threshold}")
+    print(f"extent head: {fit.n_training} training examples (images and their mirrors), {fit.n_validation} "
+          f"expert-scored validation images, classification threshold {analyzer.settings.classification_threshold}")
     print("alpha      val MAE  bias    r")
     for row in fit.table:
         mark = "  <- chosen" if row["alpha"] == fit.alpha else ""
         print(f"{row['alpha']:<10g} {row['mae']:<8.3f} {row['bias']:<+7.3f} {row['r']:.3f}{mark}")
     if classifier is not None:
-        print(f"lung classifier: {classifier.n_training} training images")
+        print(f"lung classifier: {classifier.n_training} training examples")
         print("penalty    val AUC")
         for row in classifier.table:
             mark = "  <- chosen" if row["penalty"] == classifier.penalty else ""
