@@ -43,6 +43,7 @@ __all__ = [
     "lung_label_image",
     "involvement_from_score",
     "SEVERITY_RULES",
+    "PROBABILITY_SOURCES",
     "extent_ratio",
     "lung_extents",
     "top_fraction_region",
@@ -50,6 +51,9 @@ __all__ = [
 
 #: the two pneumonia-mask rules (module docstring)
 SEVERITY_RULES = ("heatmap-threshold", "extent-head")
+#: where the pneumonia probability P comes from: DLNet's classification head (the paper) or the extent head's lung
+#: classifier (:mod:`pneumonitor.networks.dlnet`)
+PROBABILITY_SOURCES = ("classification-head", "lung-classifier")
 
 #: DLNet probability below which an image is negative (paper: ROC point nearest (0, 1)).
 CLASSIFICATION_THRESHOLD = 0.62

@@ -131,7 +131,7 @@ def test_written_head_is_what_the_analyzer_uses_and_means_the_fitted_extent_over
         assert extent == pytest.approx(float(pooled @ head.weight.detach().numpy().ravel() + head.bias.item()),
                                        abs=1e-4)
     analysis = analyzer.postprocess(_radiograph(lungs.shape), float(probabilities[0]), heatmaps[0], lungs,
-                                    extent=extents[0])
+                                    read_out=extents[0])
     assert analysis.status == "ok"
     from pneumonitor.severity import extent_ratio
     expected = [extent_ratio(e) for e in lung_extents(extent_full, analysis.severity.right_lung,
@@ -284,7 +284,7 @@ def test_lung_classifier_gives_the_probability_analyze_reports(tmp_path):
     lungs = np.zeros((90, 110), np.float32)
     lungs[10:80, 8:50], lungs[15:85, 62:104] = 1.0, 1.0
     analysis = analyzer.postprocess(_radiograph(lungs.shape), float(probabilities[0]), heatmaps[0], lungs,
-                                    extent=maps[0])
+                                    read_out=maps[0])
     with torch.inference_mode():
         c16 = loaded.network.stage_outputs(image)[1][0].numpy()
     pooled = [(c16 * lung_cell_weights(lung, c16.shape[1:])).sum(axis=(1, 2)) / lung_cell_weights(

@@ -17,7 +17,7 @@ logger = logging.getLogger("pneumonitor.analyze")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD, SEVERITY_RULES
+    from pneumonitor.severity import CLASSIFICATION_THRESHOLD, HEATMAP_THRESHOLD, PROBABILITY_SOURCES, SEVERITY_RULES
 
     parser = add_command(
         subparsers, "analyze", run, description=__doc__,
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="which pixels are pneumonia: 'heatmap-threshold' (the paper: heatmap >= threshold) or "
                         "'extent-head' (DLNet's fitted extent head sets each lung's share, placed where the heatmap is "
                         "highest; docs/analyze.md) (default: the DLNet bundle's severity_rule, else the paper's)")
-    parser.add_argument("--probability-source", choices=["classification-head", "lung-classifier"], default=None,
+    parser.add_argument("--probability-source", choices=list(PROBABILITY_SOURCES), default=None,
                         help="the pneumonia probability: DLNet's 'classification-head' (the paper) or the extent head's "
                         "'lung-classifier' (reads the lungs only; docs/analyze.md) (default: the DLNet bundle's "
                         "probability_source, else the paper's)")

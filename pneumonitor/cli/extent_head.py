@@ -31,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--normals", type=int, default=0,
                         help="also fit this many adult normal radiographs per normal source of the training split "
                         "as extent 0 (default 0: expert-scored images only)")
-    parser.add_argument("--alphas", default=",".join(str(a) for a in (1, 10, 100, 1000, 10000)),
-                        help="comma-separated ridge strengths tried on validation (default 1,10,100,1000,10000)")
+    parser.add_argument("--alphas", default=None,
+                        help="comma-separated ridge strengths tried on validation (default: "
+                        "pneumonitor.engines.extent_head.ALPHAS, 1 to 10000 by decades)")
     parser.add_argument("--lung-classifier", action="store_true",
                         help="also fit the lung classifier on every training image (probability_source lung-classifier)")
     parser.add_argument("--no-mirror", action="store_true",
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pneumonitor.datasets.datalist import load_datalist
     from pneumonitor.engines.extent_head import (
+        ALPHAS,
         choose_and_fit,
         choose_lung_classifier,
         collect_examples,
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from pneumonitor.publishing import write_json
 
     try:
-        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()] if args.alphas else ALPHAS
         datalist = load_datalist(Path(args.datalist))
         # the paper's rule here: the head is what is being fitted, whatever the bundle says now
         analyzer = Analyzer.from_locations(args.dlnet, args.lsnet, device=args.device, settings=AnalysisSettings(
@@ -80,18 +82,19 @@ def run(args: argparse.Namespace) -> int:
     splits, everything = {}, {}
     for split in ("training", "validation"):
         items = [i for i in datalist.get(split, []) if scored(i)]
-        if args.lung_classifier:  # every image: the classifier learns from both labels; the extent from the scored
-            rest = [i for i in datalist.get(split, []) if not scored(i)]
-            bar = tqdm(total=len(rest), desc=f"{split}: features (lung classifier)", unit="img", disable=args.quiet)
-            everything[split] = collect_examples(analyzer, rest, progress=lambda done, total: bar.update(1),
-                                                 mirror=split == "training" and not args.no_mirror)
-            bar.close()
         if split == "training" and args.normals > 0:
             rng = random.Random(0)
             for source in NORMAL_SOURCES:
                 normals = [i for i in datalist.get(split, []) if i.get("source") == source and int(i.get("label", 1)) == 0
                            and not scored(i)]
                 items += rng.sample(normals, min(args.normals, len(normals)))
+        if args.lung_classifier:  # every image: the classifier learns from both labels; the extent from `items`
+            taken = {id(i) for i in items}
+            rest = [i for i in datalist.get(split, []) if id(i) not in taken]
+            bar = tqdm(total=len(rest), desc=f"{split}: features (lung classifier)", unit="img", disable=args.quiet)
+            everything[split] = collect_examples(analyzer, rest, progress=lambda done, total: bar.update(1),
+                                                 mirror=split == "training" and not args.no_mirror)
+            bar.close()
         if not items:
             print(f"error: the {split} split of {args.datalist} has no expert-scored image", file=sys.stderr)
             return 2

@@ -53,18 +53,10 @@ from pneumonitor.severity import (
     lung_label_image,
     pneumonia_region,
     lung_score,
+    PROBABILITY_SOURCES,
     SEVERITY_RULES,
     split_lungs,
 )
-
-#: where the reported pneumonia probability comes from (:class:`AnalysisSettings`)
-PROBABILITY_SOURCES = ("classification-head", "lung-classifier")
-
-
-def _read_out_channels(network: Any) -> int:
-    head = getattr(network, "extent_head", None)
-    conv = getattr(head, "conv", None) if head is not None else None
-    return int(conv.weight.shape[0]) if conv is not None else 0
 from pneumonitor.transforms.presets import dlnet_preprocess, lsnet_preprocess
 
 logger = logging.getLogger(__name__)
@@ -200,12 +192,12 @@ class Analyzer:
         self.lsnet = lsnet
         self.settings = (settings or AnalysisSettings()).resolved(dlnet.settings if dlnet else None)
         self.device = torch.device(device)
-        if dlnet is not None and self.extent_rule and getattr(dlnet.network, "extent_head", None) is None:
+        channels = _read_out_channels(dlnet.network) if dlnet is not None else 0
+        if dlnet is not None and self.extent_rule and channels < 1:
             raise ValueError(
                 f"severity_rule 'extent-head' needs a DLNet with a fitted extent head ({dlnet.source} has none): "
                 "fit one with `pneumonitor fit-extent-head`, or use severity_rule 'heatmap-threshold'")
-        if dlnet is not None and self.lung_classifier and not getattr(dlnet.network, "config", {}).get(
-                "lung_classifier", _read_out_channels(dlnet.network) == 3):
+        if dlnet is not None and self.lung_classifier and channels < 3:
             raise ValueError(
                 f"probability_source 'lung-classifier' needs a DLNet whose extent head has the lung-classifier "
                 f"channels ({dlnet.source} has none): fit them with `pneumonitor fit-extent-head --lung-classifier`, "
@@ -330,14 +322,14 @@ class Analyzer:
             started = time.perf_counter()
             batch = dl_batch.to(self.device, non_blocking=True)
             if self.extent_rule or self.lung_classifier:
-                logits, maps, extents = self.dlnet.network.outputs(batch)
+                logits, maps, read_outs = self.dlnet.network.outputs(batch)
             else:
-                (logits, maps), extents = self.dlnet.network(batch), None
+                (logits, maps), read_outs = self.dlnet.network(batch), None
             heatmaps = maps_to_heatmap(maps.float(), dl_batch.shape[-2:])[:, 0]
             self._sync()
             self.stage_seconds["dlnet"] += time.perf_counter() - started
         return (torch.sigmoid(logits[:, 0]).float().cpu().numpy(), heatmaps.float().cpu().numpy(),
-                None if extents is None else extents.float().cpu().numpy())
+                None if read_outs is None else read_outs.float().cpu().numpy())
 
     @torch.inference_mode()
     def run_lsnet(self, ls_batch: torch.Tensor) -> np.ndarray:
@@ -354,8 +346,8 @@ class Analyzer:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Probabilities ``(B,)``, heatmaps ``(B, h, w)`` at DLNet's input size, lung probabilities ``(B, h', w')``,
         read-out maps ``(B, k, h/16, w/16)`` or ``None`` (:meth:`run_dlnet`)."""
-        probabilities, heatmaps, extents = self.run_dlnet(dl_batch)
-        return probabilities, heatmaps, self.run_lsnet(ls_batch), extents
+        probabilities, heatmaps, read_outs = self.run_dlnet(dl_batch)
+        return probabilities, heatmaps, self.run_lsnet(ls_batch), read_outs
 
     def pneumonia(self, radiograph: Radiograph) -> tuple[float, np.ndarray]:
         """DLNet on one radiograph: the pneumonia probability and the heatmap at the radiograph's size."""
@@ -369,11 +361,11 @@ class Analyzer:
         With the extent rule, ``lungs`` must hold a right and a left lung (the head's extent is per lung); with one
         lung only, the paper's rule is used for that image (there is no other per-lung share to place).
         """
-        probabilities, heatmaps, extents = self.run_dlnet(self.dlnet_input(radiograph)[None])
+        probabilities, heatmaps, read_outs = self.run_dlnet(self.dlnet_input(radiograph)[None])
         probability, heatmap = float(probabilities[0]), _resize(heatmaps[0], radiograph.shape)
         thresholds = (self.settings.classification_threshold, self.settings.heatmap_threshold)
-        if extents is not None:
-            extent_map, lung_probability = self.read_out(extents[0], lungs)
+        if read_outs is not None:
+            extent_map, lung_probability = self.read_out(read_outs[0], lungs)
             probability = probability if lung_probability is None else lung_probability
             try:
                 return assess_severity(probability, heatmap, lungs, *thresholds, extent_map=extent_map).pneumonia_mask
@@ -463,35 +455,36 @@ class Analyzer:
     def infer_spread(
         self, dl_batch: torch.Tensor, ls_batch: torch.Tensor
     ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]], np.ndarray]:
-        """The extra passes of ``settings.uncertainty``: mirrored passes ``[(probs, heatmaps, lungs, extents)]``
+        """The extra passes of ``settings.uncertainty``: mirrored passes ``[(probs, heatmaps, lungs, read_outs)]``
         (outputs mirrored back, same shapes as :meth:`infer`) and MC-dropout probabilities ``(mc_samples, B)``."""
         passes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         mc = np.zeros((0, len(dl_batch)), np.float32)
         if self.settings.uncertainty == "off":
             return passes, mc
         started = time.perf_counter()
-        probs, heatmaps, lungs, extents = self.infer(dl_batch.flip(-1), ls_batch.flip(-1))
+        probs, heatmaps, lungs, read_outs = self.infer(dl_batch.flip(-1), ls_batch.flip(-1))
         passes.append((probs, heatmaps[..., ::-1].copy(), lungs[..., ::-1].copy(),
-                       None if extents is None else extents[..., ::-1].copy()))
-        if self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0 and self.lung_classifier:
-            logger.warning("MC-dropout adds no spread to the lung classifier (no dropout): only the mirrored pass")
-        elif self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0:
-            try:
-                mc = self.mc_dropout(dl_batch)
-            except ValueError as exc:  # every pass would give the plain probability
-                logger.warning("%s", exc)
-                mc = np.repeat(self.run_dlnet(dl_batch)[0][None], self.settings.mc_samples, axis=0)
+                       None if read_outs is None else read_outs[..., ::-1].copy()))
+        if self.settings.uncertainty == "flip+mc" and self.settings.mc_samples > 0:
+            if self.lung_classifier:
+                logger.warning("MC-dropout adds no spread to the lung classifier (no dropout): only the mirrored pass")
+            else:
+                try:
+                    mc = self.mc_dropout(dl_batch)
+                except ValueError as exc:  # every pass would give the plain probability
+                    logger.warning("%s", exc)
+                    mc = np.repeat(self.run_dlnet(dl_batch)[0][None], self.settings.mc_samples, axis=0)
         self.stage_seconds["uncertainty"] += time.perf_counter() - started
         return passes, mc
 
     def _severity(self, size: tuple[int, int], probability: float, heatmap: np.ndarray, lung_probability: np.ndarray,
-                  extent: np.ndarray | None = None):
+                  read_out: np.ndarray | None = None):
         heatmap_full = _resize(heatmap, size)
         lung_full = _resize(lung_probability, size)
         lung_mask = self.lung_mask(lung_full)
         extent_map = None
-        if extent is not None:
-            extent_map, lung_classifier_probability = self.read_out(extent, lung_mask)
+        if read_out is not None:
+            extent_map, lung_classifier_probability = self.read_out(read_out, lung_mask)
             if lung_classifier_probability is not None:
                 probability = lung_classifier_probability
         severity = assess_severity(
@@ -512,26 +505,26 @@ class Analyzer:
         lung_probability: np.ndarray,
         passes: list[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]] | None = None,
         mc_probabilities: np.ndarray | None = None,
-        extent: np.ndarray | None = None,
+        read_out: np.ndarray | None = None,
     ) -> ImageAnalysis:
         """Resize the network outputs to the radiograph and assess severity; a failure becomes a skip.
 
-        ``passes`` (extra ``(probability, heatmap, lung probability, extent map)`` of one image) and
+        ``passes`` (extra ``(probability, heatmap, lung probability, read-out maps)`` of one image) and
         ``mc_probabilities`` give the uncertainty columns (see the module docstring); without them the result has no
-        uncertainty. ``extent``: the image's read-out maps (:meth:`run_dlnet`) when severity or the probability uses
+        uncertainty. ``read_out``: the image's read-out maps (:meth:`run_dlnet`) when severity or the probability uses
         the extent head (the reported probability is then the lung classifier's, see :meth:`read_out`).
         """
         size = radiograph.shape
         try:
-            severity, heatmap_full, lung_full = self._severity(size, probability, heatmap, lung_probability, extent)
+            severity, heatmap_full, lung_full = self._severity(size, probability, heatmap, lung_probability, read_out)
         except (InsufficientLungs, ValueError) as exc:
             return ImageAnalysis(radiograph.source, "skipped", str(exc), radiograph=radiograph)
         uncertainty = None
         if passes or (mc_probabilities is not None and len(mc_probabilities)):
             others = []
-            for p, h, lung, e in passes or []:
+            for p, h, lung, r in passes or []:
                 try:
-                    others.append(self._severity(size, float(p), h, lung, e)[0])
+                    others.append(self._severity(size, float(p), h, lung, r)[0])
                 except (InsufficientLungs, ValueError):  # a pass that finds no lungs adds no ratio, only its p
                     logger.debug("an uncertainty pass found no lungs in %s", radiograph.source)
                     others.append(float(p))
@@ -554,15 +547,15 @@ class Analyzer:
         self, radiographs: list[Radiograph], dl_batch: torch.Tensor, ls_batch: torch.Tensor
     ) -> list[ImageAnalysis]:
         """Networks, uncertainty passes and severity for preprocessed radiographs (one forward pass for all)."""
-        probs, heatmaps, lungs, extents = self.infer(dl_batch, ls_batch)
+        probs, heatmaps, lungs, read_outs = self.infer(dl_batch, ls_batch)
         passes, mc = self.infer_spread(dl_batch, ls_batch)
         analyses = []
         for j, radiograph in enumerate(radiographs):
             started = time.perf_counter()
             analyses.append(self.postprocess(
                 radiograph, float(probs[j]), heatmaps[j], lungs[j],
-                passes=[(float(p[j]), h[j], lung[j], None if e is None else e[j]) for p, h, lung, e in passes],
-                mc_probabilities=mc[:, j], extent=None if extents is None else extents[j],
+                passes=[(float(p[j]), h[j], lung[j], None if r is None else r[j]) for p, h, lung, r in passes],
+                mc_probabilities=mc[:, j], read_out=None if read_outs is None else read_outs[j],
             ))
             self.stage_seconds["severity"] += time.perf_counter() - started
         return analyses
@@ -716,6 +709,13 @@ def _prefetch(items: list, fn, workers: int, depth: int) -> Iterator:
 def _plain(tensor) -> torch.Tensor:
     tensor = tensor.as_tensor() if isinstance(tensor, MetaTensor) else torch.as_tensor(tensor)
     return tensor.float().contiguous()
+
+
+def _read_out_channels(network: Any) -> int:
+    """Channels of a DLNet's extent head (0 without one: 1 extent, 3 with the lung classifier); works on the
+    TorchScript export too, which keeps the head's weights but not the network's ``config``."""
+    head = getattr(network, "extent_head", None)
+    return int(head.conv.weight.shape[0]) if head is not None else 0
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:

@@ -238,9 +238,8 @@ def serve_trained_weights(
     ``image_size`` (``config_files`` merged as ``monai.bundle run --config_file "[...]"`` merges them) into
     ``served_bundle/configs/inference.json``: the served config always describes the served weights. The rest of
     ``inference.json`` (operating point, workflow) is kept, except ``severity_rule`` and ``probability_source``, which go
-    back to the paper's ``heatmap-threshold`` / ``classification-head`` (an extent head fits the weights it was fitted
-    on only). Returns the served
-    ``inference.json``.
+    back to the paper's ``heatmap-threshold`` / ``classification-head`` (an extent head fits only the weights it was
+    fitted on). Returns the served ``inference.json``.
 
     Raises:
         WeightsNotFound: ``served_bundle`` has no ``configs/inference.json`` (copy the bundle's configs first).
@@ -255,7 +254,7 @@ def serve_trained_weights(
         raise ValueError(f"{config_files} give no network_def")
     image_size_of(trained, config_files[-1])
     served_bundle = Path(served_bundle)
-    read_inference_config(served_bundle)  # a bundle folder, before anything is replaced
+    served = read_inference_config(served_bundle)  # a bundle folder, before anything is replaced
     state_dict = torch.load(weights, map_location="cpu", weights_only=True)
     try:
         build_network(trained["network_def"]).load_state_dict(state_dict)
@@ -268,7 +267,6 @@ def serve_trained_weights(
             shutil.copyfile(weights, tmp)  # the file as trained, byte for byte
     # an extent head fitted to the old weights' features does not fit the new ones: back to the paper's rule until
     # `pneumonitor fit-extent-head` fits it again
-    served = read_inference_config(served_bundle)
     refit = {k: v for k, v in (("severity_rule", "heatmap-threshold"), ("probability_source", "classification-head"))
              if k in served}
     return update_inference_config(served_bundle, network_def=trained["network_def"], image_size=trained["image_size"],

@@ -62,12 +62,12 @@ class PneumoniaInferenceOperator(CaseOperator):
             batch = todo[start : start + self.batch_size]
             inputs = [self.analyzer.preprocess(r.radiograph) for r in batch]
             dl_batch, ls_batch = torch.stack([dl for dl, _ in inputs]), torch.stack([ls for _, ls in inputs])
-            probabilities, heatmaps, lungs, extents = self.analyzer.infer(dl_batch, ls_batch)
+            probabilities, heatmaps, lungs, read_outs = self.analyzer.infer(dl_batch, ls_batch)
             passes, mc = self.analyzer.infer_spread(dl_batch, ls_batch)  # the uncertainty of analyze
             for j, (record, probability, heatmap, lung) in enumerate(zip(batch, probabilities, heatmaps, lungs)):
                 record.prediction = Prediction(
-                    float(probability), heatmap, lung, extent=None if extents is None else extents[j],
-                    passes=[(float(p[j]), h[j], lp[j], None if e is None else e[j]) for p, h, lp, e in passes],
+                    float(probability), heatmap, lung, read_out=None if read_outs is None else read_outs[j],
+                    passes=[(float(p[j]), h[j], lp[j], None if r is None else r[j]) for p, h, lp, r in passes],
                     mc_probabilities=mc[:, j],
                     qc=checks[id(record)],
                 )

@@ -30,9 +30,9 @@ class Prediction:
     probability: float
     heatmap: np.ndarray = field(repr=False)
     lung_probability: np.ndarray = field(repr=False)
-    #: DLNet's extent map (``Analyzer.run_dlnet``) when severity uses its extent head, else None
-    extent: np.ndarray | None = field(default=None, repr=False)
-    #: the uncertainty passes of ``Analyzer.infer_spread`` for this image: mirrored ``(p, heatmap, lungs, extent)`` and
+    #: DLNet's extent-head read-out maps (``Analyzer.run_dlnet``) when severity or the probability uses them, else None
+    read_out: np.ndarray | None = field(default=None, repr=False)
+    #: the uncertainty passes of ``Analyzer.infer_spread`` for this image: mirrored ``(p, heatmap, lungs, read_out)`` and
     #: MC-dropout probabilities (empty when ``uncertainty`` is ``off``)
     passes: list = field(default_factory=list, repr=False)
     mc_probabilities: np.ndarray | None = field(default=None, repr=False)

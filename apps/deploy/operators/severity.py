@@ -44,7 +44,7 @@ class SeverityOperator(CaseOperator):
         p = record.prediction
         record.analysis = self.analyzer.postprocess(
             record.radiograph, p.probability, p.heatmap, p.lung_probability,
-            passes=p.passes, mc_probabilities=p.mc_probabilities, extent=p.extent,
+            passes=p.passes, mc_probabilities=p.mc_probabilities, read_out=p.read_out,
         )
         record.analysis.qc = p.qc  # results.csv's qc column, as in pneumonitor analyze
         if record.analysis.status != "ok":
