@@ -8,6 +8,7 @@ where lung masks exist, ``lsnet_datalist.json`` (``image``, ``label`` = lung mas
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pneumonitor.cli import add_command
 LOGGER = logging.getLogger(__name__)
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DEFAULT_LSNET = Path(__file__).resolve().parents[2] / "bundles" / "lsnet"
+DEFAULT_DLNET = Path(__file__).resolve().parents[2] / "bundles" / "dlnet"
 #: the mix's datasets (kept in step with ``pneumonitor.datasets.mix.DEFAULT_INCLUDE``; a test checks)
 MIX_DEFAULT_INCLUDE = ("covid-collection", "pediatric", "jsrt", "nih", "rsna-normals", "hannover", "covidx-extra")
 
@@ -96,7 +98,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="LSNet bundle or checkpoint that predicts the lungs of DLNet items without a human lung mask "
                           f"(default {DEFAULT_LSNET}); 'none' leaves them without lungs")
     common(mix)
+    pack = names.add_parser("pack", help="a DLNet bundle's loading stage run once over a datalist, stored compactly "
+                                         "(pneumonitor.datasets.pack; train with configs/train_packed.json)")
+    pack.add_argument("--datalist", type=Path, required=True, help="the mix's datalist.json")
+    pack.add_argument("--out", type=Path, required=True, help="folder for pack.json + pack.npz")
+    pack.add_argument("--config", type=Path, default=DEFAULT_DLNET / "configs" / "train.json",
+                      help="the training config whose loading stage and image_size are packed (default: DLNet's "
+                           "train.json, 448 px; a 448-px pack also serves 224-px training)")
+    pack.add_argument("--splits", default="training,validation", help="comma-separated (default training,validation)")
+    pack.add_argument("--quality", type=int, default=90,
+                      help="WebP quality 1-100 of the 8-bit images; 0 = lossless (default 90)")
+    pack.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(_parser=parser)
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from pneumonitor.datasets.pack import write_training_pack
+
+    if not 0 <= args.quality <= 100:
+        LOGGER.error("--quality must be 0 (lossless) to 100, got %d", args.quality)
+        return 2
+    for path, what in ((args.datalist, "datalist"), (args.config, "config")):
+        if not path.is_file():
+            LOGGER.error("%s %s does not exist", what, path)
+            return 2
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    try:
+        summary = write_training_pack(args.datalist, args.out, args.config, splits=splits,
+                                      quality=args.quality or None, progress=not args.quiet)
+    except (ValueError, json.JSONDecodeError) as error:
+        LOGGER.error("%s", error)
+        return 2
+    if not args.quiet:
+        print(f"packed {summary['counts']} at {summary['image_size']} px into {args.out.resolve()} "
+              f"({summary['megabytes']} MB; {len(summary['left_out'])} left out, see pack.json)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if not getattr(args, "dataset", None):
         args._parser.print_help()
         return 2
+    if args.dataset == "pack":
+        return _pack(args)
     progress = not args.quiet
     lsnet_items: list = []
     info = {"dataset": args.dataset, "seed": args.seed}

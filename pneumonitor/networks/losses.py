@@ -87,7 +87,13 @@ class DLNetLoss(nn.Module):
             unknown.
         Returns the scalar loss; ``last_terms`` keeps the terms (unweighted) for logging.
         """
-        label = label.reshape(-1, 1).to(logits.dtype)
+        # every input on the maps' device: a decollated evaluator item rebuilds 0-d targets (has_target, extent) as
+        # CPU tensors while the network's outputs stay on the GPU
+        device = maps.device
+        target, has_target, lung, has_lung, extent = (
+            None if t is None else torch.as_tensor(t).to(device) for t in (target, has_target, lung, has_lung, extent)
+        )
+        label = torch.as_tensor(label).to(device).reshape(-1, 1).to(logits.dtype)
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(logits.device)
         bce = F.binary_cross_entropy_with_logits(logits, label, pos_weight=pos_weight)
         loss = bce
