@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, WeightsNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if not hasattr(analyzer.dlnet.network, "stage_outputs"):
+        print(f"error: {analyzer.dlnet.source} is an ensemble of DLNets: fit the extent head of its localization "
+              "member's own bundle, then combine again (pneumonitor ensemble-dlnet)", file=sys.stderr)
+        return 2
     splits, everything = {}, {}
     for split in ("training", "validation"):
         items = [i for i in datalist.get(split, []) if scored(i)]

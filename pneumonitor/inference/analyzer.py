@@ -714,6 +714,8 @@ def _plain(tensor) -> torch.Tensor:
 def _read_out_channels(network: Any) -> int:
     """Channels of a DLNet's extent head (0 without one: 1 extent, 3 with the lung classifier); works on the
     TorchScript export too, which keeps the head's weights but not the network's ``config``."""
+    if hasattr(network, "read_out_channels"):  # an ensemble (pneumonitor.networks.ensemble): its member's head
+        return int(network.read_out_channels)
     head = getattr(network, "extent_head", None)
     return int(head.conv.weight.shape[0]) if head is not None else 0
 

@@ -33,6 +33,7 @@ __all__ = [
     "LoadedNetwork",
     "WeightsNotFound",
     "build_network",
+    "combine_dlnet_bundles",
     "image_size_of",
     "load_bundle",
     "load_exported",
@@ -137,7 +138,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", kind: str 
         raise ValueError(f"{folder / INFERENCE_CONFIG} has no network_def")
     size = image_size_of(config, folder / INFERENCE_CONFIG)
     network = build_network(config["network_def"])
-    if kind is not None and type(network).__name__ != kind:
+    # an ensemble of DLNets answers as a DLNet (its class says so: pneumonitor.networks.ensemble)
+    if kind is not None and getattr(network, "kind", type(network).__name__) != kind:
         raise ValueError(f"{folder} holds a {type(network).__name__}, not {kind}")
     try:
         state_dict = torch.load(weights, map_location="cpu", weights_only=True)
@@ -272,3 +274,61 @@ def serve_trained_weights(
     return update_inference_config(served_bundle, network_def=trained["network_def"], image_size=trained["image_size"],
                                    **refit)
 
+
+
+def combine_dlnet_bundles(
+    members: list[str | Path],
+    out: str | Path,
+    localization_member: int = 0,
+    member_weights: list[float] | None = None,
+) -> Path:
+    """Write the DLNet bundles ``members`` as one :class:`pneumonitor.networks.ensemble.DLNetEnsemble` bundle into
+    ``out`` (a copy of the localization member's folder: its docs, train configs and settings). ``inference.json``
+    gets the ensemble's ``network_def`` (the members' own definitions nested), the largest member's ``image_size``
+    and ``ensemble_members`` (each member's folder, weights sha256, image size); ``models/model.pt`` holds the
+    members' weights under ``members.<i>.`` as each member stored them. The severity rule and probability source stay
+    the localization member's; the classification threshold is its too until the ensemble's own is chosen on
+    validation (``pneumonitor evaluate --split validation --save-operating-point OUT``). Returns the inference.json.
+
+    Raises:
+        WeightsNotFound: a member is not a bundle with weights.
+        ValueError: a member is not a single DLNet, or the combined weights do not load.
+    """
+    folders = [Path(m) for m in members]
+    if len(folders) < 2:
+        raise ValueError(f"an ensemble needs at least two DLNet bundles, got {len(folders)}")
+    if not 0 <= int(localization_member) < len(folders):
+        raise ValueError(f"localization member {localization_member} is not one of the {len(folders)} bundles")
+    configs, states = [], []
+    for folder in folders:
+        config = read_inference_config(folder)
+        target = str(config.get("network_def", {}).get("_target_", ""))
+        if not target.endswith(".DLNet"):
+            raise ValueError(f"{folder} holds {target or 'no network_def'}, not a single DLNet")
+        if not (folder / WEIGHTS).is_file():
+            raise WeightsNotFound(f"no trained weights in {folder / WEIGHTS}")
+        configs.append(config)
+        states.append(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    sizes = [list(image_size_of(c, f / INFERENCE_CONFIG)) for c, f in zip(configs, folders)]
+    network_def = {
+        "_target_": "pneumonitor.networks.DLNetEnsemble",
+        "members": [c["network_def"] for c in configs],
+        "input_sizes": sizes,
+        "member_weights": member_weights or [1.0] * len(folders),
+        "localization_member": int(localization_member),
+    }
+    state = {f"members.{i}.{k}": v for i, member in enumerate(states) for k, v in member.items()}
+    try:
+        build_network(network_def).load_state_dict(state)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"the members' weights do not load into the ensemble ({exc})") from exc
+    out = Path(out)
+    base = folders[int(localization_member)]
+    if out.resolve() != base.resolve():
+        shutil.copytree(base, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval"))
+    torch_save_atomic(state, out / WEIGHTS)
+    largest = max(sizes, key=lambda s: s[0] * s[1])
+    return update_inference_config(
+        out, network_def=network_def, image_size=largest,
+        ensemble_members=[{"bundle": str(f.resolve()), "sha256": _sha256(f / WEIGHTS), "image_size": s}
+                          for f, s in zip(folders, sizes)])

@@ -1,0 +1,133 @@
+"""DLNet ensembles (``pneumonitor.networks.ensemble``, ``combine_dlnet_bundles``, ``pneumonitor ensemble-dlnet``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pneumonitor.cli import main
+from pneumonitor.networks import DLNet, DLNetEnsemble, LSNet, combine_dlnet_bundles, load_bundle, save_bundle
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _dlnet(seed: int, extent_head: bool = False) -> DLNet:
+    torch.manual_seed(seed)
+    network = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16),
+                    localization_activation="sigmoid", extent_head=extent_head)
+    if extent_head:  # a "fitted" head: any fixed weights
+        torch.nn.init.normal_(network.extent_head.conv.weight, std=0.05)
+    return network.eval()
+
+
+def test_probabilities_are_averaged_and_the_localization_member_gives_maps_and_read_out():
+    small, large = _dlnet(0, extent_head=True), _dlnet(1)
+    ensemble = DLNetEnsemble([small, large], [[64, 64], [128, 128]], member_weights=[1, 3]).eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.inference_mode():
+        logits, maps = ensemble(x)
+        _, _, read_out = ensemble.outputs(x)
+        small_logits, small_maps, small_read_out = small.outputs(F.interpolate(x, size=[64, 64], mode="area"))
+        large_logits, _ = large(x)
+    expected = 0.25 * torch.sigmoid(small_logits) + 0.75 * torch.sigmoid(large_logits)
+    torch.testing.assert_close(torch.sigmoid(logits), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps, small_maps)
+    torch.testing.assert_close(read_out, small_read_out)
+    assert ensemble.read_out_channels == 1
+    # the other member as localization member: its maps (at its own resolution), no read-out
+    other = DLNetEnsemble([small, large], [[64, 64], [128, 128]], localization_member=1).eval()
+    with torch.inference_mode():
+        assert other(x)[1].shape == (2, 8, 16, 16) and other.outputs(x)[2] is None
+    assert other.read_out_channels == 0
+
+
+def test_torchscript_export_answers_like_the_eager_ensemble():
+    from pneumonitor.inference.analyzer import _read_out_channels
+
+    ensemble = DLNetEnsemble([_dlnet(0, extent_head=True), _dlnet(1)], [[64, 64], [128, 128]]).eval()
+    scripted = torch.jit.script(ensemble)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.inference_mode():
+        for eager, script in zip(ensemble.outputs(x), scripted.outputs(x)):
+            torch.testing.assert_close(script, eager)
+    assert _read_out_channels(scripted) == _read_out_channels(ensemble) == 1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"input_sizes": [[64, 64]]}, "input sizes"),
+    ({"input_sizes": [[64, 64], [64, 64]], "member_weights": [1, -1]}, "member_weights"),
+    ({"input_sizes": [[64, 64], [64, 64]], "localization_member": 2}, "not a member"),
+])
+def test_bad_ensembles_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DLNetEnsemble([_dlnet(0), _dlnet(1)], **kwargs)
+    with pytest.raises(ValueError, match="at least two"):
+        DLNetEnsemble([_dlnet(0)], [[64, 64]])
+
+
+@pytest.fixture()
+def member_bundles(tmp_path: Path) -> tuple[Path, Path]:
+    first = save_bundle(_dlnet(0, extent_head=True), tmp_path / "small", [64, 64], classification_threshold=0.3,
+                        heatmap_threshold=0.5, severity_rule="extent-head")
+    second = save_bundle(_dlnet(1), tmp_path / "large", [128, 128], classification_threshold=0.6)
+    state = torch.load(second / "models" / "model.pt", weights_only=True)  # fp16, as the shipped DLNet
+    torch.save({k: v.half() if torch.is_floating_point(v) else v for k, v in state.items()},
+               second / "models" / "model.pt")
+    return first, second
+
+
+def test_combined_bundle_loads_as_a_dlnet_and_the_analyzer_runs_it(member_bundles, tmp_path: Path):
+    from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
+    from pneumonitor.networks import LoadedNetwork
+    from pneumonitor.reading import Radiograph
+
+    out = tmp_path / "ensemble"
+    assert main(["ensemble-dlnet", *map(str, member_bundles), "--out", str(out)]) == 0
+    config = json.loads((out / "configs" / "inference.json").read_text())
+    assert config["image_size"] == [128, 128] and config["network_def"]["input_sizes"] == [[64, 64], [128, 128]]
+    assert config["severity_rule"] == "extent-head" and config["classification_threshold"] == 0.3  # member 0's
+    assert [m["image_size"] for m in config["ensemble_members"]] == [[64, 64], [128, 128]]
+    loaded = load_bundle(out, kind="DLNet")
+    assert isinstance(loaded.network, DLNetEnsemble) and loaded.image_size == (128, 128)
+    members = [load_bundle(b, kind="DLNet").network for b in member_bundles]
+    x = torch.rand(1, 3, 128, 128)
+    with torch.inference_mode():
+        expected = (torch.sigmoid(members[0](F.interpolate(x, size=[64, 64], mode="area"))[0])
+                    + torch.sigmoid(members[1](x)[0])) / 2
+        torch.testing.assert_close(torch.sigmoid(loaded.network(x)[0]), expected, atol=1e-5, rtol=0)
+    lsnet = LoadedNetwork(network=LSNet(width=0.125).eval(), image_size=(64, 64), source=tmp_path, sha256="",
+                          settings={})
+    analyzer = Analyzer(loaded, lsnet, AnalysisSettings(qc="off"))
+    assert analyzer.extent_rule
+    rng = np.random.default_rng(0)
+    radiograph = Radiograph(pixels=rng.random((150, 130)).astype(np.float32), source=Path("synthetic.png"))
+    probabilities, heatmaps, read_outs = analyzer.run_dlnet(analyzer.dlnet_input(radiograph)[None])
+    assert heatmaps.shape == (1, 128, 128) and read_outs.shape == (1, 1, 4, 4) and 0 <= probabilities[0] <= 1
+
+
+def test_combining_refuses_what_is_not_two_single_dlnets(member_bundles, tmp_path: Path):
+    first, second = member_bundles
+    lsnet = save_bundle(LSNet(width=0.125), tmp_path / "lsnet", [64, 64])
+    assert main(["ensemble-dlnet", str(first), "--out", str(tmp_path / "one")]) == 2
+    assert main(["ensemble-dlnet", str(first), str(lsnet), "--out", str(tmp_path / "mixed")]) == 2
+    assert main(["ensemble-dlnet", str(first), str(tmp_path / "missing"), "--out", str(tmp_path / "gone")]) == 2
+    assert not any((tmp_path / name).exists() for name in ("one", "mixed", "gone"))
+    combine_dlnet_bundles([first, second], tmp_path / "ens")
+    with pytest.raises(ValueError, match="not a single DLNet"):
+        combine_dlnet_bundles([tmp_path / "ens", second], tmp_path / "nested")
+
+
+def test_fit_extent_head_refuses_an_ensemble(member_bundles, tmp_path: Path, capsys):
+    out = tmp_path / "ensemble"
+    combine_dlnet_bundles(list(member_bundles), out)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [], "validation": []}))
+    lsnet = save_bundle(LSNet(width=0.125), tmp_path / "lsnet", [64, 64])
+    assert main(["fit-extent-head", "--datalist", str(datalist), "--dlnet", str(out), "--lsnet", str(lsnet),
+                 "--quiet"]) == 2
+    assert "ensemble" in capsys.readouterr().err
