@@ -131,3 +131,18 @@ def test_fit_extent_head_refuses_an_ensemble(member_bundles, tmp_path: Path, cap
     assert main(["fit-extent-head", "--datalist", str(datalist), "--dlnet", str(out), "--lsnet", str(lsnet),
                  "--quiet"]) == 2
     assert "ensemble" in capsys.readouterr().err
+
+
+def test_grad_cam_runs_on_an_ensembles_localization_member(member_bundles, tmp_path: Path):
+    from pneumonitor.networks.bundle import single_dlnet
+    from pneumonitor.stage2.gradcam import GradCAMProposer
+
+    combine_dlnet_bundles(list(member_bundles), tmp_path / "ensemble")
+    loaded = load_bundle(tmp_path / "ensemble", kind="DLNet")
+    member = single_dlnet(loaded)
+    assert member.network is loaded.network.members[0] and member.image_size == (64, 64)
+    with pytest.raises(ValueError, match="no module"):
+        GradCAMProposer(loaded.network)  # the ensemble itself has no single localization head
+    GradCAMProposer(member.network)
+    single = load_bundle(member_bundles[1], kind="DLNet")
+    assert single_dlnet(single) is single

@@ -87,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
     from pneumonitor.stage2.gradcam import GradCAMProposer, GradCAMSettings
     from pneumonitor.reading import read_radiograph
     from pneumonitor.networks import WeightsNotFound, load_bundle
+    from pneumonitor.networks.bundle import single_dlnet
 
     try:
-        loaded = load_bundle(args.dlnet, args.device, kind="DLNet")
+        # Grad-CAM hooks one network's layers: an ensemble's localization member
+        loaded = single_dlnet(load_bundle(args.dlnet, args.device, kind="DLNet"))
         cam_settings = GradCAMSettings(score=args.score, smooth_sigma=args.smooth_sigma,
                                        threshold=args.threshold, edge_sigma=args.edge_sigma)
     except (WeightsNotFound, ValueError) as error:

@@ -34,6 +34,7 @@ __all__ = [
     "WeightsNotFound",
     "build_network",
     "combine_dlnet_bundles",
+    "single_dlnet",
     "image_size_of",
     "load_bundle",
     "load_exported",
@@ -332,3 +333,14 @@ def combine_dlnet_bundles(
         out, network_def=network_def, image_size=largest,
         ensemble_members=[{"bundle": str(f.resolve()), "sha256": _sha256(f / WEIGHTS), "image_size": s}
                           for f, s in zip(folders, sizes)])
+
+
+def single_dlnet(loaded: LoadedNetwork) -> LoadedNetwork:
+    """``loaded`` itself for a single DLNet; for an ensemble its localization member (the network whose maps it
+    returns) with that member's input size: what needs one network's layers (Grad-CAM proposals) runs on it."""
+    network = loaded.network
+    if not hasattr(network, "members"):
+        return loaded
+    index = int(network.localization_member)
+    size = tuple(int(s) for s in network.input_sizes[index])
+    return LoadedNetwork(network.members[index], size, loaded.source, loaded.sha256, loaded.settings)

@@ -95,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     from pneumonitor.reading import UnsupportedInput, read_radiograph
     from pneumonitor.inference.analyzer import Analyzer
     from pneumonitor.networks import WeightsNotFound, load_bundle
+    from pneumonitor.networks.bundle import single_dlnet
 
     try:
         datalist = load_datalist(args.datalist)
-        dlnet1 = load_bundle(args.dlnet1, args.device, kind="DLNet")
-        dlnet2 = load_bundle(args.dlnet2, args.device, kind="DLNet") if args.dlnet2 else None
+        # Grad-CAM hooks one network's layers: an ensemble's localization member
+        dlnet1 = single_dlnet(load_bundle(args.dlnet1, args.device, kind="DLNet"))
+        dlnet2 = single_dlnet(load_bundle(args.dlnet2, args.device, kind="DLNet")) if args.dlnet2 else None
     except (ValueError, WeightsNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
