@@ -91,7 +91,7 @@ def test_combined_bundle_loads_as_a_dlnet_and_the_analyzer_runs_it(member_bundle
     config = json.loads((out / "configs" / "inference.json").read_text())
     assert config["image_size"] == [128, 128] and config["network_def"]["input_sizes"] == [[64, 64], [128, 128]]
     assert config["severity_rule"] == "extent-head" and config["classification_threshold"] == 0.3  # member 0's
-    assert [m["image_size"] for m in config["ensemble_members"]] == [[64, 64], [128, 128]]
+    assert [(m["bundle"], m["image_size"]) for m in config["ensemble_members"]] == [("small", [64, 64]), ("large", [128, 128])]
     loaded = load_bundle(out, kind="DLNet")
     assert isinstance(loaded.network, DLNetEnsemble) and loaded.image_size == (128, 128)
     members = [load_bundle(b, kind="DLNet").network for b in member_bundles]

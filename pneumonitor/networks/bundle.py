@@ -331,8 +331,16 @@ def combine_dlnet_bundles(
     largest = max(sizes, key=lambda s: s[0] * s[1])
     return update_inference_config(
         out, network_def=network_def, image_size=largest,
-        ensemble_members=[{"bundle": str(f.resolve()), "sha256": _sha256(f / WEIGHTS), "image_size": s}
-                          for f, s in zip(folders, sizes)])
+        ensemble_members=[{"bundle": f.resolve().name, "version": _bundle_version(f), "sha256": _sha256(f / WEIGHTS),
+                           "image_size": s} for f, s in zip(folders, sizes)])
+
+
+def _bundle_version(folder: Path) -> str:
+    """``version`` of a bundle's ``configs/metadata.json`` ("" without one)."""
+    try:
+        return str(json.loads((folder / "configs" / "metadata.json").read_text()).get("version", ""))
+    except (OSError, json.JSONDecodeError):
+        return ""
 
 
 def single_dlnet(loaded: LoadedNetwork) -> LoadedNetwork:
