@@ -90,8 +90,9 @@ def make_test_networks(dlnet_logit_bias: float = 4.0):
 
 def _tiny_override(kind: str) -> dict:
     if kind == "dlnet":
-        net = {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "dense_units": [32, 16],
-               "dropout": 0.5, "fpn_channels": 16, "localization_maps": 8, "extent_head": False}
+        net = {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "in_channels": 3,
+               "dense_units": [32, 16], "dropout": 0.5, "fpn_channels": 16, "localization_maps": 8,
+               "localization_activation": "sigmoid", "extent_head": False, "lung_classifier": False}
     else:
         net = {"_target_": "pneumonitor.networks.LSNet", "width": 0.125}
     return {"network_def": net, "image_size": TEST_IMAGE_SIZE, "batch_size": 2, "num_workers": 0, "cache_rate": 0.0}
@@ -110,8 +111,8 @@ def source_bundles(tmp_path_factory) -> Path:
         (root / name / "configs" / "test_tiny.json").write_text(json.dumps(tiny))
         # the served architecture is the inference config's: make it the test network's
         inference = json.loads((root / name / "configs" / "inference.json").read_text())
-        inference.update(network_def={**inference.get("network_def", {}), **tiny["network_def"]},
-                         image_size=TEST_IMAGE_SIZE)
+        # replaced, not merged: the shipped DLNet is an ensemble, whose network_def nests its members'
+        inference.update(network_def=tiny["network_def"], image_size=TEST_IMAGE_SIZE)
         if name == "dlnet":  # random weights have no fitted extent head: the paper's rule (heatmap ~1 = the lungs)
             inference["severity_rule"] = "heatmap-threshold"
         (root / name / "configs" / "inference.json").write_text(json.dumps(inference, indent=1))
