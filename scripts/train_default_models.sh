@@ -11,6 +11,9 @@
 #    the run's network_def and image_size written into bundles/<name>/configs/inference.json (serve_trained_weights);
 #    DLNet then gets its extent head (`pneumonitor fit-extent-head`: ridge on the training split's expert scores,
 #    strength chosen on validation; severity_rule extent-head);
+#    With DLNET_GPU=FOLDER (the paper configuration trained on a GPU by scripts/train_dlnet_gpu.sh and served into a
+#    copy of bundles/dlnet with serve_trained_weights) the served DLNet becomes the shipped ensemble of the two
+#    (`pneumonitor ensemble-dlnet`: mean probability; heatmap and extent head of the CPU-recipe DLNet);
 # 4. DLNet's operating point is chosen on the validation split only: `pneumonitor analyze` on the validation images,
 #    then `pneumonitor evaluate --split validation --save-operating-point bundles/dlnet` writes the classification
 #    threshold (ROC point nearest (0,1)) and the heatmap threshold (lowest 0-8 score MAE against the expert scores of
@@ -50,6 +53,9 @@ serve(sys.argv[1], sys.argv[2:4], sys.argv[4], half_precision=sys.argv[5] == 'dl
     # the extent head (severity): fitted on the frozen DLNet to the expert scores of the training split, its ridge
     # strength chosen on validation; needs the LSNet just served (docs/bundles.md)
     pneumonitor fit-extent-head --datalist "$WORK/datalists/datalist.json" --report "$WORK/extent_head.json" --quiet
+    if [[ -n "${DLNET_GPU:-}" ]]; then
+      pneumonitor ensemble-dlnet "$ROOT/bundles/dlnet" "$DLNET_GPU" --out "$ROOT/bundles/dlnet"
+    fi
   fi
 done
 
