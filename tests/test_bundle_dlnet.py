@@ -33,6 +33,10 @@ OVERRIDES = {
     "num_workers": 0,
     "batch_size": 4,
 }
+#: the network the tests train (train.json's DLNet with NET): what inference.json must describe to serve it (the
+#: shipped inference.json describes the shipped ensemble, so its network_def is replaced, not patched)
+TRAINED_NET_DEF = {**json.loads((BUNDLE / "configs" / "train.json").read_text())["network_def"], **NET}
+INFER_OVERRIDES = {"image_size": [SIZE, SIZE], "network_def": TRAINED_NET_DEF}
 
 
 def _write_dataset(root: Path, count: int = 16) -> None:
@@ -133,7 +137,7 @@ def test_inference_writes_probabilities_and_heatmaps(trained: dict[str, Path]) -
     workflow = ConfigWorkflow(
         config_file=str(trained["bundle"] / "configs" / "inference.json"), workflow_type="infer",
         bundle_root=str(trained["bundle"]), dataset_dir=str(trained["data"]), output_dir=str(out),
-        **{k: v for k, v in OVERRIDES.items() if k not in ("num_workers", "batch_size")},
+        **INFER_OVERRIDES,
     )
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
@@ -151,7 +155,7 @@ def _use_test_network(bundle: Path) -> None:
     training a non-default architecture), so that tools reading only the file see the right network."""
     path = bundle / "configs" / "inference.json"
     config = json.loads(path.read_text())
-    config["network_def"].update(NET)
+    config["network_def"] = TRAINED_NET_DEF
     config["image_size"] = [SIZE, SIZE]
     path.write_text(json.dumps(config, indent=4))
 

@@ -170,6 +170,14 @@ def test_fit_extent_head_command_fits_on_training_chooses_on_validation_and_writ
         pytest.skip("no shipped DLNet weights")
     bundle = tmp_path / "dlnet"
     shutil.copytree(shipped, bundle)
+    # the shipped DLNet is an ensemble: its head belongs to its localization member, refitted in that member's own
+    # bundle (ensemble-dlnet then combines again); written here as a bundle of its own
+    from pneumonitor.networks import save_bundle
+    from pneumonitor.networks.bundle import single_dlnet
+
+    member = single_dlnet(load_bundle(shipped, kind="DLNet"))
+    settings = {k: member.settings[k] for k in ("classification_threshold", "heatmap_threshold", "severity_rule")}
+    save_bundle(member.network, bundle, member.image_size, **settings)
     images = sorted((shared_data / "covid-chestxray-dataset" / "images").glob("*.png"))[:7]
     items = [{"image": str(p), "label": 1, "source": "covid-collection", "severity": float(i % 5 + 2)}
              for i, p in enumerate(images)]

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "shipped_bundle_outputs.json"
 SAMPLES = ("1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm", "gdcm-CR-MONO1-10-chest.dcm")
-#: every GRID-th pixel of the network-size maps (224 / 16 = 14 x 14 values per map)
+#: every GRID-th pixel of the network-size maps (DLNet at 448 px: 28 x 28 values per map)
 GRID = 16
 TOLERANCE = 1e-5
 
