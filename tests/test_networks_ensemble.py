@@ -146,3 +146,23 @@ def test_grad_cam_runs_on_an_ensembles_localization_member(member_bundles, tmp_p
     GradCAMProposer(member.network)
     single = load_bundle(member_bundles[1], kind="DLNet")
     assert single_dlnet(single) is single
+
+
+def test_serving_trained_weights_into_an_ensemble_bundle_replaces_the_ensemble(member_bundles, tmp_path: Path):
+    """A MONAI Label promotion serves the one network it trained into the (ensemble) bundle it was trained from."""
+    from pneumonitor.networks import serve_trained_weights
+
+    out = tmp_path / "ensemble"
+    combine_dlnet_bundles(list(member_bundles), out)
+    trained = _dlnet(2)
+    weights = tmp_path / "trained.pt"
+    torch.save(trained.state_dict(), weights)
+    run_config = tmp_path / "train.json"
+    run_config.write_text(json.dumps({"image_size": [64, 64], "network_def": {
+        "_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "fpn_channels": 16, "localization_maps": 8,
+        "dense_units": [32, 16], "localization_activation": "sigmoid"}}))
+    serve_trained_weights(weights, [run_config], out)
+    config = json.loads((out / "configs" / "inference.json").read_text())
+    assert "ensemble_members" not in config and config["severity_rule"] == "heatmap-threshold"
+    loaded = load_bundle(out, kind="DLNet")
+    assert isinstance(loaded.network, DLNet) and loaded.image_size == (64, 64)

@@ -272,8 +272,13 @@ def serve_trained_weights(
     # `pneumonitor fit-extent-head` fits it again
     refit = {k: v for k, v in (("severity_rule", "heatmap-threshold"), ("probability_source", "classification-head"))
              if k in served}
-    return update_inference_config(served_bundle, network_def=trained["network_def"], image_size=trained["image_size"],
-                                   **refit)
+    written = update_inference_config(served_bundle, network_def=trained["network_def"],
+                                      image_size=trained["image_size"], **refit)
+    if "ensemble_members" in served:  # served into an ensemble's bundle: the one trained network replaces it
+        config = read_inference_config(served_bundle)
+        config.pop("ensemble_members")
+        write_json(written, config, indent=4)
+    return written
 
 
 
