@@ -182,6 +182,13 @@ def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], fieldn
     return Path(path)
 
 
+def unit_to_uint8(array: Any) -> Any:
+    """A [0, 1] map as 8-bit: ``round(255 * clip(x, 0, 1))`` (how heatmaps, masks and packed maps are stored)."""
+    import numpy as np
+
+    return np.rint(np.clip(np.asarray(array, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def write_png(path: str | os.PathLike, array: Any, compress_level: int = 6, durable: bool = False) -> Path:
     """Write a ``[H, W]`` or ``[H, W, 3]`` uint8 array as PNG atomically (bool masks as 0/255).
 

@@ -32,7 +32,7 @@ class SavePNGd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         from pathlib import Path
 
-        from pneumonitor.publishing import write_png
+        from pneumonitor.publishing import unit_to_uint8, write_png
 
         d = dict(data)
         meta = getattr(d.get(self.meta_key), "meta", {}) or {}
@@ -45,7 +45,7 @@ class SavePNGd(MapTransform):
                 size = tuple(int(s) for s in np.asarray(shape).reshape(-1)[:2])
                 align = None if self.mode == "nearest" else False
                 array = torch.nn.functional.interpolate(array, size=size, mode=self.mode, align_corners=align)
-            pixels = np.round(255 * np.clip(array[0, 0].numpy(), 0, 1)).astype(np.uint8)
+            pixels = unit_to_uint8(array[0, 0].numpy())
             path = write_png(Path(self.output_dir) / f"{stem}_{self.output_postfix}.png", pixels)
             d[f"{key}_path"] = str(path)
         return d

@@ -37,7 +37,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from pneumonitor import __version__
-from pneumonitor.publishing import remove_stale_temporaries as _remove_stale, write_png
+from pneumonitor.publishing import remove_stale_temporaries as _remove_stale, unit_to_uint8, write_png
 from pneumonitor.results import IDENTITY_COLUMNS, empty_row
 from pneumonitor.reading import Radiograph, UnsupportedInput, read_radiograph
 from pneumonitor.networks.bundle import LoadedNetwork, WeightsNotFound, load_bundle
@@ -712,12 +712,9 @@ def _plain(tensor) -> torch.Tensor:
 
 
 def _read_out_channels(network: Any) -> int:
-    """Channels of a DLNet's extent head (0 without one: 1 extent, 3 with the lung classifier); works on the
-    TorchScript export too, which keeps the head's weights but not the network's ``config``."""
-    if hasattr(network, "read_out_channels"):  # an ensemble (pneumonitor.networks.ensemble): its member's head
-        return int(network.read_out_channels)
-    head = getattr(network, "extent_head", None)
-    return int(head.conv.weight.shape[0]) if head is not None else 0
+    """Channels of a DLNet's extent head (0 without one: 1 extent, 3 with the lung classifier): the
+    ``read_out_channels`` int of DLNet and DLNetEnsemble, which their TorchScript exports keep (not ``config``)."""
+    return int(getattr(network, "read_out_channels", 0))
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
@@ -806,7 +803,7 @@ def write_image_outputs(result: ImageAnalysis, out_dir: Path) -> dict[str, str]:
         caption += f"\nimage QC: {result.qc.finding}"
     _save_png(lung_label_image(sev.right_lung, sev.left_lung), out_dir / paths["lung_mask"])
     _save_png(sev.pneumonia_mask.astype(np.uint8) * 255, out_dir / paths["pneumonia_mask"])
-    _save_png(np.round(np.clip(result.heatmap, 0, 1) * 255).astype(np.uint8), out_dir / paths["heatmap"])
+    _save_png(unit_to_uint8(result.heatmap), out_dir / paths["heatmap"])
     overlay = render_overlay(
         *_overlay_layers(result.radiograph.pixels, sev.right_lung, sev.left_lung, sev.pneumonia_mask), caption
     )

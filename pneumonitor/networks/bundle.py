@@ -20,6 +20,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -189,10 +190,13 @@ def torch_save_atomic(payload: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def update_inference_config(bundle: str | Path, **values: Any) -> Path:
-    """Set ``values`` in ``bundle/configs/inference.json`` (atomically; other keys and their order kept)."""
+def update_inference_config(bundle: str | Path, remove: Sequence[str] = (), **values: Any) -> Path:
+    """Set ``values`` in ``bundle/configs/inference.json`` and drop the keys ``remove`` (atomically; other keys and
+    their order kept)."""
     config = read_inference_config(bundle)
     config.update(values)
+    for key in remove:
+        config.pop(key, None)
     write_json(Path(bundle) / INFERENCE_CONFIG, config, indent=4)
     return Path(bundle) / INFERENCE_CONFIG
 
@@ -272,13 +276,9 @@ def serve_trained_weights(
     # `pneumonitor fit-extent-head` fits it again
     refit = {k: v for k, v in (("severity_rule", "heatmap-threshold"), ("probability_source", "classification-head"))
              if k in served}
-    written = update_inference_config(served_bundle, network_def=trained["network_def"],
-                                      image_size=trained["image_size"], **refit)
-    if "ensemble_members" in served:  # served into an ensemble's bundle: the one trained network replaces it
-        config = read_inference_config(served_bundle)
-        config.pop("ensemble_members")
-        write_json(written, config, indent=4)
-    return written
+    # served into an ensemble's bundle (a Label promotion): the one trained network replaces the ensemble
+    return update_inference_config(served_bundle, remove=("ensemble_members",), network_def=trained["network_def"],
+                                   image_size=trained["image_size"], **refit)
 
 
 

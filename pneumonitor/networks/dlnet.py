@@ -199,6 +199,9 @@ class DLNet(nn.Module):
             # fitted after training (pneumonitor.engines.extent_head), never by backprop: frozen, so training with it
             # in the network (the bundle's train.json) leaves it as loaded and DDP finds no unused trainable parameter
             self.extent_head.requires_grad_(False)
+        #: the extent head's channels (0 none, 1 extent, 3 with the lung classifier): an int attribute, so that the
+        #: TorchScript export answers it too (pneumonitor.inference.analyzer asks before using the head)
+        self.read_out_channels: int = (3 if lung_classifier else 1) if extent_head else 0
         self.config: dict[str, Any] = {
             "name": "DLNet",
             "backbone": backbone,
@@ -226,6 +229,11 @@ class DLNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c8, c16, c32 = self.stage_outputs(x)
         return self.classification_head(c32), self.localization_head(c8, c16, c32)
+
+    @torch.jit.export
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The classification logits ``(B, 1)`` alone (no localization head): an ensemble's other members."""
+        return self.classification_head(self.stage_outputs(x)[2])
 
     @torch.jit.export  # the Deploy app runs the TorchScript export: it needs this method, not only forward
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:

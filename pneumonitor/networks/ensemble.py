@@ -64,10 +64,8 @@ class DLNetEnsemble(nn.Module):
         self.input_sizes: List[List[int]] = [[int(s) for s in size] for size in input_sizes]
         self.member_weights: List[float] = [w / sum(weights) for w in weights]
         self.localization_member = int(localization_member)
-        head = getattr(members[self.localization_member], "extent_head", None)
-        #: the localization member's extent-head channels (0 none, 1 extent, 3 with the lung classifier): an int
-        #: attribute, so that the TorchScript export answers it too
-        self.read_out_channels: int = int(head.conv.weight.shape[0]) if head is not None else 0
+        #: the localization member's extent-head channels (:attr:`pneumonitor.networks.DLNet.read_out_channels`)
+        self.read_out_channels: int = int(members[self.localization_member].read_out_channels)
         self.config: dict[str, Any] = {
             "name": "DLNetEnsemble",
             "members": [dict(getattr(m, "config", {})) for m in members],
@@ -85,10 +83,11 @@ class DLNetEnsemble(nn.Module):
             member_input = x
             if x.shape[-2] != size[0] or x.shape[-1] != size[1]:
                 member_input = F.interpolate(x, size=[size[0], size[1]], mode="area")
-            logits, member_maps, member_read_out = member.outputs(member_input)
-            probability = probability + self.member_weights[index] * torch.sigmoid(logits.float())
             if index == self.localization_member:
-                maps, read_out = member_maps, member_read_out
+                logits, maps, read_out = member.outputs(member_input)
+            else:  # only its classification: its localization head would be computed for nothing
+                logits = member.classify(member_input)
+            probability = probability + self.member_weights[index] * torch.sigmoid(logits.float())
         assert maps is not None
         return torch.logit(probability.clamp(1e-6, 1.0 - 1e-6)), maps, read_out
 
