@@ -140,4 +140,7 @@ def test_wrong_checkpoint_kind_and_empty_input(tmp_path, dicom_samples, caplog):
     code, log = run_main(caplog, "analyze", dicom_samples[0], "--out", tmp_path / "o", "--dlnet", dl, "--lsnet", ls,
                          "--heatmap-threshold", "1.5")
     assert code == 2 and "--heatmap-threshold must be in [0, 1]" in log
+    code, log = run_main(caplog, "analyze", dicom_samples[0], "--out", tmp_path / "o", "--dlnet", dl, "--lsnet", ls,
+                         "--operating-point", "high-specificity")
+    assert code == 2 and "operating point 'high-specificity' is not one of the DLNet bundle's" in log
     assert not (tmp_path / "o").exists()

@@ -71,3 +71,28 @@ def test_auc_ci_coverage_on_a_seeded_simulation():
         covered += result.auc.low <= true_auc <= result.auc.high
     coverage = covered / runs
     assert 0.86 <= coverage <= 0.99, coverage
+
+
+def test_group_specificity_threshold_holds_every_source_to_the_rate():
+    from pneumonitor.evaluation.classification import group_specificity_threshold
+
+    rng = np.random.default_rng(0)
+    # source "hard": 40 negatives spread high; "easy": 60 negatives low; "tiny": 5 negatives all high (too few)
+    scores = np.r_[rng.uniform(0.2, 0.9, 40), rng.uniform(0.0, 0.3, 60), np.full(5, 0.99), rng.uniform(0.5, 1, 30)]
+    labels = np.r_[np.zeros(105, int), np.ones(30, int)]
+    groups = ["hard"] * 40 + ["easy"] * 60 + ["tiny"] * 5 + ["sick"] * 30
+    t = group_specificity_threshold(labels, scores, groups, 0.10, min_negatives=20)
+    hard, easy = scores[:40], scores[40:100]
+    assert np.mean(hard >= t) <= 0.10 and np.mean(easy >= t) <= 0.10
+    # the lowest such threshold on the 4-decimal grid: one step lower lets a fifth "hard" negative through
+    assert np.mean(hard >= t - 1e-4) > 0.10
+    assert t == round(t, 4)
+    # a pooled rule would be satisfied lower: the easy source hides the hard one
+    pooled = group_specificity_threshold(labels, scores, ["all"] * 105 + ["sick"] * 30, 0.10, 20)
+    assert pooled < t and np.mean(hard >= pooled) > 0.10
+    # rate 0: above every counted negative
+    assert group_specificity_threshold(labels, scores, groups, 0.0, 20) > max(hard.max(), easy.max())
+    with pytest.raises(ValueError, match="negatives"):
+        group_specificity_threshold(labels, scores, groups, 0.10, min_negatives=100)
+    with pytest.raises(ValueError, match="max_false_positive_rate"):
+        group_specificity_threshold(labels, scores, groups, 1.0)

@@ -306,3 +306,54 @@ def test_clinical_course_block():
     assert (icu["n"], icu["n_outcome"]) == (3, 2)
     assert icu["score_total"]["mean_with"] == 6.0 and icu["score_total"]["auc"] == 1.0
     assert block["died"]["n_outcome"] == 1
+
+
+def test_high_specificity_operating_point_holds_each_source_and_is_saved(tmp_path: Path):
+    """Two normal sources, one hard (its normals score like pneumonia), one easy: the high-specificity point keeps
+    each at <= 10 % called positive; it is saved beside the balanced point; scores below it count as 0."""
+    rng = np.random.default_rng(1)
+    groups = {"hard": (0, rng.uniform(0.1, 0.9, 30)), "easy": (0, rng.uniform(0.0, 0.3, 30)),
+              "sick": (1, rng.uniform(0.4, 1.0, 30))}
+    items, rows = [], []
+    for source, (label, probabilities) in groups.items():
+        for index, probability in enumerate(probabilities):
+            image = str(tmp_path / f"{source}{index}.png")
+            items.append({"image": image, "label": label, "patient_id": f"{source}{index}", "source": source,
+                          "split": "validation"})
+            called = int(probability >= 0.35)
+            rows.append({**dict.fromkeys(RESULT_COLUMNS, ""), "image": image, "status": "ok",
+                         "pneumonia_probability": round(float(probability), 6), "positive": called,
+                         "score_total": 4 * called})
+    write_conversion(tmp_path / "reference", items)
+    (tmp_path / "results").mkdir()
+    with open(tmp_path / "results" / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "results" / "results.json").write_text(json.dumps({"settings": {"classification_threshold": 0.35}}))
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"classification_threshold": 0.5}))
+    assert main(["evaluate", "--results", str(tmp_path / "results"), "--reference",
+                 str(tmp_path / "reference" / "datalist.json"), "--split", "validation", "--threshold", "auto",
+                 "--out", str(tmp_path / "e"), "--n-bootstrap", "20", "--quiet",
+                 "--save-operating-point", str(bundle)]) == 0
+    cls = json.loads((tmp_path / "e" / "metrics.json").read_text())["datasets"][0]["classification"]
+    high = cls["high_specificity"]
+    t = high["threshold"]
+    hard, easy, sick = (np.round(groups[g][1], 6) for g in ("hard", "easy", "sick"))
+    assert np.mean(hard >= t) <= 0.10 and np.mean(hard >= t - 1e-4) > 0.10  # the lowest such threshold
+    assert high["by_source"]["hard"]["called_positive_negatives"] == pytest.approx(np.mean(hard >= t))
+    assert high["sensitivity"] == pytest.approx(np.mean(sick >= t))
+    # the 0-8 scores at that point: analyze's for images at or above it, 0 below
+    assert high["by_source"]["hard"]["mean_score_total_negatives"] == pytest.approx(4 * np.mean(hard >= t))
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert config["operating_points"] == {"balanced": config["classification_threshold"], "high-specificity": t}
+    assert "high-specificity" in config["operating_point_basis"]
+    assert f"high-specificity {t:.3f}, chosen on these data" in (tmp_path / "e" / "tables.md").read_text()
+    # below analyze's own threshold (0.35) the scores were never computed: left out rather than guessed
+    assert main(["evaluate", "--results", str(tmp_path / "results"), "--reference",
+                 str(tmp_path / "reference" / "datalist.json"), "--split", "validation", "--threshold", "0.2",
+                 "--out", str(tmp_path / "low"), "--n-bootstrap", "20", "--quiet"]) == 0
+    low = json.loads((tmp_path / "low" / "metrics.json").read_text())["datasets"][0]["classification"]["by_source"]
+    assert "mean_score_total_negatives" not in low["hard"] and "called_positive_negatives" in low["hard"]

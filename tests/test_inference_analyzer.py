@@ -134,6 +134,28 @@ def test_thresholds_default_to_the_weights_operating_point(tmp_path):
         AnalysisSettings(heatmap_threshold=1.5).resolved()
 
 
+def test_named_operating_point_of_the_bundle(tmp_path):
+    from pneumonitor.inference.analyzer import AnalysisSettings
+
+    dl = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16))
+    lsnet = load_bundle(save_bundle(LSNet(width=0.125), tmp_path / "ls", [64, 64]))
+    save_bundle(dl, tmp_path / "dl", [64, 64], classification_threshold=0.4,
+                operating_points={"balanced": 0.4, "high-specificity": 0.68})
+    dlnet = load_bundle(tmp_path / "dl")
+    assert dlnet.settings["operating_points"] == {"balanced": 0.4, "high-specificity": 0.68}
+    assert Analyzer(dlnet, lsnet).settings.classification_threshold == 0.4  # the default stays the default
+    strict = Analyzer(dlnet, lsnet, settings=AnalysisSettings(operating_point="high-specificity"))
+    assert strict.settings.classification_threshold == 0.68
+    assert strict.describe()["operating_point"] == "high-specificity"  # results.json says which
+    with pytest.raises(ValueError, match="'screening' is not one of the DLNet bundle's: balanced, high-specificity"):
+        Analyzer(dlnet, lsnet, settings=AnalysisSettings(operating_point="screening"))
+    with pytest.raises(ValueError, match="not both"):
+        Analyzer(dlnet, lsnet, settings=AnalysisSettings(operating_point="balanced", classification_threshold=0.5))
+    save_bundle(dl, tmp_path / "unnamed", [64, 64], classification_threshold=0.4)
+    with pytest.raises(ValueError, match="names none"):
+        Analyzer(load_bundle(tmp_path / "unnamed"), lsnet, settings=AnalysisSettings(operating_point="balanced"))
+
+
 def test_half_precision_bundle_loads_and_predicts_the_same(tmp_path):
     """The shipped DLNet's layout: a plain state dict (what the bundle's CheckpointSaver writes) in fp16."""
     from pneumonitor.networks import save_half_precision

@@ -4,7 +4,8 @@
 
 ``MODELS_DIR`` holds ``dlnet/model.ts`` and ``lsnet/model.ts`` (default: ``$HOLOSCAN_MODEL_PATH`` or ``./models``;
 in a MAP, ``/opt/holoscan/models``). ``PNEUMONITOR_DEVICE`` = ``auto`` (default: GPU when present), ``cpu`` or
-``cuda``. Outputs and their layout: :mod:`operators.store`. NOT FOR CLINICAL USE.
+``cuda``; ``PNEUMONITOR_OPERATING_POINT`` = a named operating point of the DLNet bundle (``high-specificity``;
+default: the bundle's ``classification_threshold``). Outputs and their layout: :mod:`operators.store`. NOT FOR CLINICAL USE.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ class PneumonitorApp(Application):
         # pydicom's decoders log a traceback for each frame they cannot decode; the skip reason names the error
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
         input_folder, output_folder = Path(context.input_path), Path(context.output_path)
-        # PNEUMONITOR_QC=on|warn|off: the image QC gate of pneumonitor analyze (default on)
+        # PNEUMONITOR_QC=on|warn|off: the image QC gate of pneumonitor analyze (default on);
+        # PNEUMONITOR_OPERATING_POINT: a named operating point of the DLNet bundle (default: its classification_threshold)
         self.analyzer = load_analyzer(context.model_path, device=os.environ.get("PNEUMONITOR_DEVICE", "auto"),
-                                      qc=os.environ.get("PNEUMONITOR_QC", "on"))
+                                      qc=os.environ.get("PNEUMONITOR_QC", "on"),
+                                      operating_point=os.environ.get("PNEUMONITOR_OPERATING_POINT") or None)
         logger.info("input %s, output %s, models %s on %s", input_folder, output_folder, context.model_path,
                     self.analyzer.device)
 

@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="probability below which an image is negative (default: the DLNet weights' validated "
                         "operating point from their bundle's inference.json, else the paper's "
                         f"{CLASSIFICATION_THRESHOLD})")
+    parser.add_argument("--operating-point", default=None, metavar="NAME",
+                        help="a named classification operating point of the DLNet bundle instead of its default "
+                        "(the shipped bundle: 'balanced', the default, or 'high-specificity': at most 10 %% of each "
+                        "validation source's normals called positive; see its model card)")
     parser.add_argument("--heatmap-threshold", type=float, default=None,
                         help="heatmap value at or above which a lung pixel is pneumonia (default: the DLNet weights' "
                         f"validated threshold, else the paper's {HEATMAP_THRESHOLD})")
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = AnalysisSettings(
         classification_threshold=args.classification_threshold,
+        operating_point=args.operating_point,
         heatmap_threshold=args.heatmap_threshold,
         severity_rule=args.severity_rule,
         probability_source=args.probability_source,

@@ -100,6 +100,40 @@ def nearest_corner_threshold(labels: Sequence[int], scores: Sequence[float]) -> 
     return float(thresholds[int(np.argmin(distance))])
 
 
+def group_specificity_threshold(
+    labels: Sequence[int], scores: Sequence[float], groups: Sequence[str | None],
+    max_false_positive_rate: float = 0.10, min_negatives: int = 20, decimals: int = 4,
+) -> float:
+    """The lowest threshold (a multiple of ``10**-decimals``, so that it survives being stored rounded) at which no
+    group's negatives are called positive (``score >= threshold``) more often than ``max_false_positive_rate``,
+    counting the groups (data sources) that hold at least ``min_negatives`` negatives.
+
+    Why per group: a pooled specificity lets easy negatives (pediatric, digitised films) hide the hard ones (NIH
+    "no finding" radiographs); the project's goal is at most 10 % of the normals of *each* adult source.
+
+    Raises:
+        ValueError: no group holds ``min_negatives`` negatives, or the rate is outside [0, 1).
+    """
+    if not 0.0 <= max_false_positive_rate < 1.0:
+        raise ValueError(f"max_false_positive_rate must be in [0, 1), got {max_false_positive_rate}")
+    y, s = _as_arrays(labels, scores)
+    names = np.asarray([str(g) for g in groups])
+    unit = 10.0 ** -decimals
+    threshold = 0.0
+    counted = 0
+    for name in sorted(set(names[y == 0])):
+        negatives = np.sort(s[(names == name) & (y == 0)])[::-1]
+        if negatives.size < min_negatives:
+            continue
+        counted += 1
+        allowed = int(np.floor(max_false_positive_rate * negatives.size + 1e-9))  # negatives that may stay positive
+        if allowed < negatives.size:  # above the (allowed + 1)-th highest negative score
+            threshold = max(threshold, (np.floor(negatives[allowed] / unit + 1e-6) + 1) * unit)
+    if not counted:
+        raise ValueError(f"no group holds {min_negatives} negatives: a specificity threshold needs them")
+    return round(float(threshold), decimals)
+
+
 def rates(labels: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
     """Sensitivity, specificity, accuracy, PPV along the last axis of 0/1 arrays (NaN where undefined)."""
     tp = (labels * predicted).sum(axis=-1)
@@ -219,6 +253,7 @@ __all__ = [
     "Estimate",
     "cluster_bootstrap_indices",
     "evaluate_classification",
+    "group_specificity_threshold",
     "nearest_corner_threshold",
     "rank_auc",
     "rates",

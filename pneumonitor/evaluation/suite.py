@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pneumonitor.datasets.images import image_size, read_gray
-from pneumonitor.evaluation.classification import evaluate_classification, roc_auc
+from pneumonitor.evaluation.classification import evaluate_classification, group_specificity_threshold, roc_auc
 from pneumonitor.evaluation.localization import HEATMAP_THRESHOLDS, heatmap_threshold_sweep
 from pneumonitor.evaluation.matching import MatchedSet
 from pneumonitor.evaluation.segmentation import mean_sd, overlap
@@ -44,6 +44,10 @@ DICE_SWEEP_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 0.951,
 SEVERITY_SWEEP_THRESHOLDS: tuple[float, ...] = DICE_SWEEP_THRESHOLDS
 #: fewest expert-scored images a heatmap operating point may be chosen on (fewer: the threshold is left as it was)
 MIN_OPERATING_POINT_IMAGES = 30
+#: the high-specificity operating point: at most this share of each source's negatives called positive ...
+HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE = 0.10
+#: ... counting the sources with at least this many negatives (fewer cannot measure 10 %)
+HIGH_SPECIFICITY_MIN_NEGATIVES = 20
 
 
 @dataclass
@@ -120,6 +124,39 @@ def by_source(
     return table
 
 
+def high_specificity_point(
+    labels: Sequence[int], scores: Sequence[float], sources: Sequence[str | None], totals: Sequence[float],
+    positives: Sequence[int],
+) -> dict[str, Any] | None:
+    """The high-specificity operating point of these data: the lowest threshold at which at most
+    ``HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE`` of each source's negatives are called positive
+    (:func:`pneumonitor.evaluation.classification.group_specificity_threshold`, sources with at least
+    ``HIGH_SPECIFICITY_MIN_NEGATIVES`` negatives) and :func:`by_source` at it. ``None`` when no source holds enough
+    negatives. Its 0-8 scores: :func:`scores_at`. Chosen on the evaluated data: a number for a validation split."""
+    try:
+        threshold = group_specificity_threshold(labels, scores, sources, HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE,
+                                                HIGH_SPECIFICITY_MIN_NEGATIVES)
+    except ValueError:
+        return None
+    above = np.asarray(scores, dtype=float) >= threshold
+    return {"threshold": threshold, "max_false_positive_rate": HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE,
+            "min_negatives": HIGH_SPECIFICITY_MIN_NEGATIVES,
+            "sensitivity": float(np.mean(above[np.asarray(labels) == 1])),
+            "by_source": by_source(labels, scores, sources, threshold, scores_at(threshold, scores, totals, positives))}
+
+
+def scores_at(threshold: float, probabilities: Sequence[float], totals: Sequence[float],
+              positives: Sequence[int]) -> list[float] | None:
+    """The 0-8 scores the system reports at a classification ``threshold`` other than analyze's: 0 below it, the
+    analyzed score at or above it. Known only when analyze called every image at or above ``threshold`` positive
+    (``positives``: its ``positive`` column), i.e. scored them; ``None`` otherwise (a lower threshold than analyze's:
+    the images between were never scored)."""
+    above = np.asarray(probabilities, dtype=float) >= threshold
+    if not np.all(np.asarray(positives)[above] == 1):
+        return None
+    return [float(t) if a else 0.0 for t, a in zip(totals, above)]
+
+
 def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSettings) -> Evaluation:
     """Compute all applicable metrics for one matched set."""
     from tqdm import tqdm
@@ -156,7 +193,13 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             metrics["classification"]["threshold_rule"] = settings.threshold_rule
         totals = [float(t) if _finite(t) else math.nan for t in totals]
         if len({source for source in sources if source}) > 1:
-            metrics["classification"]["by_source"] = by_source(labels, scores, sources, result.threshold, totals)
+            positives = [int(row["positive"]) if _finite(row.get("positive")) else -1 for item, row in matched.pairs
+                         if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
+            metrics["classification"]["by_source"] = by_source(
+                labels, scores, sources, result.threshold, scores_at(result.threshold, scores, totals, positives))
+            high = high_specificity_point(labels, scores, sources, totals, positives)
+            if high:
+                metrics["classification"]["high_specificity"] = high
         intensity = [intensity_of(image) for image in images]
         metrics.setdefault("baselines", {})["classification_auc_mean_intensity"] = _best_direction_auc(
             labels, intensity)
@@ -362,7 +405,9 @@ def clinical_course_metrics(matched: MatchedSet) -> dict[str, Any]:
 def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
     """The operating point an evaluation of a validation split supports, for ``inference.json``.
 
-    ``classification_threshold``: the ROC point nearest (0, 1) (paper Sec. V-B); ``heatmap_threshold``: the lowest
+    ``classification_threshold``: the ROC point nearest (0, 1) (paper Sec. V-B); ``operating_points``: that one as
+    ``balanced`` and, when the data hold several sources, ``high-specificity`` (:func:`high_specificity_point`);
+    ``heatmap_threshold``: the lowest
     0-8 score MAE against expert scores (at least ``MIN_OPERATING_POINT_IMAGES`` scored images), else the best
     pneumonia-mask Dice or RSNA mAP on at least as many images, else absent (a handful of images does not choose a
     threshold). ``operating_point_basis`` says what each came from (rule and image counts).
@@ -375,6 +420,13 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("no classification metrics to choose a threshold from (the reference needs both classes)")
     chosen: dict[str, Any] = {"classification_threshold": round(float(classification["threshold"]), 4)}
     basis = [f"classification: {classification.get('threshold_rule', 'nearest (0,1)')}, n={classification.get('n')}"]
+    high = classification.get("high_specificity")
+    if high:
+        chosen["operating_points"] = {"balanced": chosen["classification_threshold"],
+                                      "high-specificity": float(high["threshold"])}
+        basis.append(f"high-specificity: lowest threshold calling at most {high['max_false_positive_rate']:.0%} of "
+                     f"each source's negatives positive (sources with >= {high['min_negatives']} negatives), "
+                     f"sensitivity {high['sensitivity']:.2f}")
     sweep = metrics.get("pneumonia_segmentation", {}).get("heatmap_sweep")
     localization = metrics.get("localization", {})
     severity = metrics.get("severity_sweep", {})
@@ -399,4 +451,4 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["DICE_SWEEP_THRESHOLDS", "SEVERITY_SWEEP_THRESHOLDS", "by_source", "clinical_course_metrics", "mean_intensity",
-           "sweep_scores", "Evaluation", "EvaluationSettings", "evaluate_matched", "operating_point"]
+           "sweep_scores", "Evaluation", "EvaluationSettings", "evaluate_matched", "high_specificity_point", "operating_point"]

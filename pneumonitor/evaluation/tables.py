@@ -50,14 +50,21 @@ def table_classification(metrics: Sequence[dict[str, Any]]) -> str:
 
 
 def table_sources(metrics: Sequence[dict[str, Any]]) -> str:
-    """Classification per data source: where a pooled AUC hides a model that learned the source."""
+    """Classification per data source: where a pooled AUC hides a model that learned the source; again at the
+    high-specificity operating point of the same data when the evaluation found one."""
     lines = ["| Dataset | source | n (pos) | AUC | median p pos / neg | sensitivity | normals called positive | "
              "mean 0-8 score pos / neg |", "|---|---|---|---|---|---|---|---|"]
     for block in metrics:
-        for source, row in (block.get("classification") or {}).get("by_source", {}).items():
+        classification = block.get("classification") or {}
+        high = classification.get("high_specificity") or {}
+        points = [(block["name"], classification.get("by_source", {}))]
+        if high:  # the same sources at the high-specificity operating point of these data
+            points.append((f"{block['name']} (high-specificity {high['threshold']:.3f}, chosen on these data)",
+                           high.get("by_source", {})))
+        for name, source, row in ((n, s, r) for n, table in points for s, r in table.items()):
             medians = " / ".join(_number(row.get(f"median_score_{k}")) for k in ("positives", "negatives"))
             scores = " / ".join(_number(row.get(f"mean_score_total_{k}")) for k in ("positives", "negatives"))
-            lines.append(f"| {block['name']} | {source} | {row['n']} ({row['n_positive']}) | {_number(row['auc'])} | "
+            lines.append(f"| {name} | {source} | {row['n']} ({row['n_positive']}) | {_number(row['auc'])} | "
                          f"{medians} | {_number(row.get('called_positive_positives'))} | "
                          f"{_number(row.get('called_positive_negatives'))} | {scores} |")
     return "\n".join(lines) if len(lines) > 2 else ""

@@ -96,11 +96,14 @@ class AnalysisSettings:
     """Thresholds and preprocessing parameters.
 
     ``classification_threshold``/``heatmap_threshold`` left at ``None`` take the DLNet bundle's operating point
-    (chosen on its validation split and stored in its ``inference.json``), else the paper's 0.62 / 0.8:
-    :meth:`resolved` does that.
+    (chosen on its validation split and stored in its ``inference.json``; ``operating_point`` names another of its
+    ``operating_points``), else the paper's 0.62 / 0.8: :meth:`resolved` does that.
     """
 
     classification_threshold: float | None = None
+    #: a named classification operating point of the DLNet bundle (``operating_points`` in its ``inference.json``,
+    #: e.g. ``"balanced"``, ``"high-specificity"``), used when ``classification_threshold`` is not given
+    operating_point: str | None = None
     heatmap_threshold: float | None = None
     #: "heatmap-threshold" (the paper) or "extent-head" (:mod:`pneumonitor.severity`); ``None``: the DLNet bundle's
     #: ``severity_rule``, else the paper's
@@ -126,8 +129,17 @@ class AnalysisSettings:
         """A copy with unset thresholds taken from ``weights_settings`` (a loaded DLNet's ``settings``), else the paper's."""
         weights_settings = weights_settings or {}
         chosen = {}
+        named = None
+        if self.operating_point is not None:
+            if self.classification_threshold is not None:
+                raise ValueError("give a classification threshold or an operating point, not both")
+            points = weights_settings.get("operating_points") or {}
+            if self.operating_point not in points:
+                raise ValueError(f"operating point {self.operating_point!r} is not one of the DLNet bundle's: "
+                                 f"{', '.join(sorted(points)) or 'it names none (only its classification_threshold)'}")
+            named = float(points[self.operating_point])
         for name, paper in (("classification_threshold", CLASSIFICATION_THRESHOLD), ("heatmap_threshold", HEATMAP_THRESHOLD)):
-            value = getattr(self, name)
+            value = named if name == "classification_threshold" and named is not None else getattr(self, name)
             chosen[name] = float(value if value is not None else weights_settings.get(name, paper))
             if not 0.0 <= chosen[name] <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {chosen[name]}")

@@ -104,11 +104,16 @@ def image_size_of(config: dict[str, Any], where: str | Path = "inference.json") 
 
 
 def _settings_of(config: dict[str, Any]) -> dict[str, Any]:
-    # expressions ("$...") and references are the bundle's workflow, not settings
-    return {
+    # expressions ("$...") and references are the bundle's workflow, not settings; ``operating_points`` is the one
+    # table of settings (name -> classification threshold)
+    settings = {
         k: v for k, v in config.items()
         if isinstance(v, (int, float, str, list)) and not k.startswith("_") and not (isinstance(v, str) and v[:1] in "$@")
     }
+    points = config.get("operating_points")
+    if isinstance(points, dict) and all(isinstance(v, (int, float)) for v in points.values()):
+        settings["operating_points"] = {str(k): float(v) for k, v in points.items()}
+    return settings
 
 
 def build_network(network_def: dict[str, Any]) -> nn.Module:

@@ -61,7 +61,9 @@ def write_models(folder: Path, heatmap_bias: float = 0.9, heatmap_scale: float =
     dl, ls = make_networks(heatmap_bias, heatmap_scale)
     paths = {}
     for name, network in (("dlnet", dl), ("lsnet", ls)):
-        bundle = paths[name] = save_bundle(network, folder / name, list(IMAGE_SIZE))
+        # DLNet names a second operating point, as the shipped bundle does (the default stays the paper's 0.62)
+        points = {"operating_points": {"balanced": 0.62, "high-specificity": 0.9}} if name == "dlnet" else {}
+        bundle = paths[name] = save_bundle(network, folder / name, list(IMAGE_SIZE), **points)
         trace = {} if name == "dlnet" else {"use_trace": True, "input_shape": [1, 1, *IMAGE_SIZE]}
         (folder / "models" / name).mkdir(parents=True)
         ckpt_export(net_id="network_def", filepath=str(folder / "models" / name / "model.ts"),
@@ -146,6 +148,15 @@ def test_models_load_from_torchscript(models, tmp_path):
         (tmp_path / "half" / "dlnet").mkdir(parents=True)
         shutil.copy(models["models"] / "dlnet" / "model.ts", tmp_path / "half" / "dlnet")
         load_analyzer(tmp_path / "half")
+
+
+def test_named_operating_point_travels_in_the_torchscript_export(models):
+    """PNEUMONITOR_OPERATING_POINT: the exported model.ts embeds inference.json, its operating_points with it."""
+    assert load_analyzer(models["models"], device="cpu", qc="off").settings.classification_threshold == 0.62
+    strict = load_analyzer(models["models"], device="cpu", qc="off", operating_point="high-specificity")
+    assert strict.settings.classification_threshold == 0.9
+    with pytest.raises(ModelsNotFound, match="'screening' is not one of the DLNet bundle's: balanced, high-specificity"):
+        load_analyzer(models["models"], device="cpu", qc="off", operating_point="screening")
 
 
 def test_bundle_ckpt_export_is_loadable(tmp_path):

@@ -94,6 +94,10 @@ def test_infer_errors_are_reasons_not_tracebacks(client, studies):
     response = client.post("/infer/pneumonia?image=dx_image&output=json",
                            data={"params": json.dumps({"lung_threshold": 1.1})})
     assert response.status_code == 422 and "no lung" in response.json()["detail"], response.text
+    # an operating point the DLNet bundle does not name: refused with the names it has
+    response = client.post("/infer/pneumonia?image=dx_image&output=json",
+                           data={"params": json.dumps({"operating_point": "screening"})})
+    assert response.status_code == 422 and "'screening' is not one of" in response.json()["detail"], response.text
     (studies / "broken.png").write_bytes(b"not a png")
     client.get("/datastore/?output=all")  # the datastore lists the new file
     response = client.post("/infer/lungs?image=broken&output=json")

@@ -57,11 +57,13 @@ def load_model(folder: str | Path, kind: str, device: str | torch.device = "cpu"
 
 
 def load_analyzer(
-    models_dir: str | Path, device: str = "auto", settings: AnalysisSettings | None = None, qc: str = "on"
+    models_dir: str | Path, device: str = "auto", settings: AnalysisSettings | None = None, qc: str = "on",
+    operating_point: str | None = None,
 ) -> Analyzer:
     """The pipeline's :class:`Analyzer` on the app's models (``models_dir/dlnet``, ``models_dir/lsnet``).
 
     ``device``: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu`` or ``cuda``.
+    ``operating_point``: a named classification operating point of the DLNet model (its ``operating_points``).
     ``qc``: the image QC gate (``on``/``warn``/``off``, :mod:`pneumonitor.qc`), loaded from ``models_dir/qc``
     (a ``bundles/qc`` copy) when there is one, else from the shipped ``bundles/qc``.
 
@@ -78,6 +80,8 @@ def load_analyzer(
     torch_device = resolve_device(device)
     loaded = {sub: load_model(models_dir / sub, kind, torch_device) for sub, kind in MODEL_KINDS.items()}
     settings = replace(settings or AnalysisSettings(), qc=qc)
+    if operating_point is not None:
+        settings = replace(settings, operating_point=operating_point)
     gate = None
     if qc != "off":
         from pneumonitor.qc import QCGate, QCWeightsNotFound
@@ -86,4 +90,7 @@ def load_analyzer(
             gate = QCGate.from_bundle(models_dir / "qc" if (models_dir / "qc").is_dir() else None, device=torch_device)
         except QCWeightsNotFound as exc:
             raise ModelsNotFound(str(exc)) from exc
-    return Analyzer(loaded["dlnet"], loaded["lsnet"], settings=settings, device=torch_device, qc_gate=gate)
+    try:
+        return Analyzer(loaded["dlnet"], loaded["lsnet"], settings=settings, device=torch_device, qc_gate=gate)
+    except ValueError as exc:  # settings the models cannot serve (an unknown operating point): a refusal, not a trace
+        raise ModelsNotFound(str(exc)) from exc

@@ -41,6 +41,8 @@ class PneumoniaInfer(RadiographInferTask):
             config={
                 # empty: the DLNet weights' validated operating point (else the paper's 0.62 / 0.8)
                 "classification_threshold": "",
+                # empty: the bundle's default; else one of its named operating points (e.g. high-specificity)
+                "operating_point": "",
                 "heatmap_threshold": "",
                 "lung_threshold": 0.5,
                 "use_boxes": True,
@@ -57,6 +59,7 @@ class PneumoniaInfer(RadiographInferTask):
         dlnet, lsnet = self.networks.get(device), self.lung_networks.get(device)
         settings = AnalysisSettings(
             classification_threshold=_optional_float(data.get("classification_threshold")),
+            operating_point=str(data.get("operating_point") or "") or None,
             heatmap_threshold=_optional_float(data.get("heatmap_threshold")),
             lung_threshold=float(data.get("lung_threshold", 0.5)),
             uncertainty=str(data.get("uncertainty") or "flip"),
