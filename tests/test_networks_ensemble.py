@@ -131,6 +131,13 @@ def test_fit_extent_head_refuses_an_ensemble(member_bundles, tmp_path: Path, cap
     assert main(["fit-extent-head", "--datalist", str(datalist), "--dlnet", str(out), "--lsnet", str(lsnet),
                  "--quiet"]) == 2
     assert "ensemble" in capsys.readouterr().err
+    # the engine itself refuses, before its per-image guard could skip every image and fit nothing
+    from pneumonitor.engines.extent_head import collect_examples
+    from pneumonitor.inference.analyzer import Analyzer
+
+    analyzer = Analyzer(load_bundle(out), load_bundle(lsnet))
+    with pytest.raises(ValueError, match="ensemble of DLNets.*ensemble-dlnet"):
+        collect_examples(analyzer, [{"image": "any.png", "severity": 2.0}])
 
 
 def test_grad_cam_runs_on_an_ensembles_localization_member(member_bundles, tmp_path: Path):

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         choose_and_fit,
         choose_lung_classifier,
         collect_examples,
+        require_single_dlnet,
         write_extent_head,
     )
     from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer, default_bundle_dir
@@ -79,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, WeightsNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not hasattr(analyzer.dlnet.network, "stage_outputs"):
-        print(f"error: {analyzer.dlnet.source} is an ensemble of DLNets: fit the extent head of its localization "
-              "member's own bundle, then combine again (pneumonitor ensemble-dlnet)", file=sys.stderr)
+    try:
+        require_single_dlnet(analyzer)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     splits, everything = {}, {}
     for split in ("training", "validation"):

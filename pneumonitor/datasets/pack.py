@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from pneumonitor.publishing import unit_to_uint8
+from pneumonitor.transforms.targets import LOCALIZATION_SOURCE_KEYS
 
 LOGGER = logging.getLogger(__name__)
 PACK_JSON, PACK_ARRAYS = "pack.json", "pack.npz"
@@ -189,7 +190,7 @@ class LoadPackedd:
         index = int(data["pack_index"])
         start, stop = arrays["image_offsets"][index:index + 2]
         image = torch.from_numpy(_decode(arrays["image_bytes"][start:stop].tobytes())[None])
-        d = {k: v for k, v in data.items() if k not in ("boxes", "mask", "lung_region")}
+        d = {k: v for k, v in data.items() if k not in LOCALIZATION_SOURCE_KEYS}  # as LocalizationTargetd does
         d["image"] = self.resize(image)
         maps = torch.from_numpy(arrays["maps"][index].astype(np.float32) / 255.0)
         if self.factor > 1:

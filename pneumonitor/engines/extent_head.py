@@ -55,6 +55,7 @@ __all__ = [
     "lung_cell_weights",
     "lung_features",
     "collect_examples",
+    "require_single_dlnet",
     "fit_ridge",
     "predicted_scores",
     "choose_and_fit",
@@ -120,6 +121,18 @@ def lung_cell_weights(lung: np.ndarray, grid: Sequence[int]) -> np.ndarray:
     return weights
 
 
+def require_single_dlnet(analyzer: Any) -> None:
+    """Refuse an Analyzer whose DLNet is an ensemble (:class:`pneumonitor.networks.DLNetEnsemble`): its extent head
+    is one member's, read from that member's layers, which the ensemble does not expose.
+
+    Raises:
+        ValueError: with what to do instead.
+    """
+    if not hasattr(analyzer.dlnet.network, "stage_outputs"):
+        raise ValueError(f"{analyzer.dlnet.source} is an ensemble of DLNets: fit the extent head of its localization "
+                         "member's own bundle, then combine again (pneumonitor ensemble-dlnet)")
+
+
 @torch.inference_mode()
 def lung_features(analyzer: Any, radiograph: Any) -> tuple[np.ndarray, float]:
     """``(2, C)`` stride-16 features of DLNet averaged over the right and left lung (as :func:`lung_cell_weights`
@@ -158,6 +171,7 @@ def collect_examples(
     ``mirror``: each image also mirrored left-right (the patient's left lung then lies where a right lung lies, so its
     per-lung scores swap; total and label stay), the horizontal flip DLNet was trained with: twice the examples for
     the fit (on the validation images, 0-8 MAE 1.40 -> 1.37, r 0.64 -> 0.65 at the shipped strength)."""
+    require_single_dlnet(analyzer)  # before the loop: its per-image guard would skip every image instead
     items = list(items)
     examples = []
     for index, item in enumerate(items):

@@ -121,6 +121,11 @@ class LocalizationTarget(Transform):
         return torch.from_numpy(target[None]), torch.from_numpy(region[None])
 
 
+#: the item keys a localization target is built from (boxes, a mask PNG, a lung mask PNG): their lengths vary between
+#: items, so whatever builds the target (this transform, or a training pack's loader) drops them from the item
+LOCALIZATION_SOURCE_KEYS: tuple[str, str, str] = ("boxes", "mask", "lung_region")
+
+
 class LocalizationTargetd(MapTransform):
     """Adds ``target`` (1, h, w), ``has_target`` (scalar 0/1), ``lung`` (1, h, w), ``has_lung``, ``extent`` (the
     item's expert 0-8 extent as a scalar tensor, -1 when unknown) and optionally ``region`` to a DLNet item.
@@ -148,9 +153,9 @@ class LocalizationTargetd(MapTransform):
         self,
         keys: KeysCollection = "image",
         map_size: Sequence[int] | int = 56,
-        boxes_key: str = "boxes",
-        mask_key: str = "mask",
-        lung_region_key: str = "lung_region",
+        boxes_key: str = LOCALIZATION_SOURCE_KEYS[0],
+        mask_key: str = LOCALIZATION_SOURCE_KEYS[1],
+        lung_region_key: str = LOCALIZATION_SOURCE_KEYS[2],
         label_key: str = "label",
         has_localization_key: str = "has_localization",
         negatives_have_target: bool = True,
