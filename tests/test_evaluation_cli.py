@@ -174,7 +174,8 @@ def test_operating_point_is_chosen_on_validation_and_saved_to_the_bundle(tmp_pat
     reference.write_text(json.dumps(items))
     bundle = tmp_path / "bundle"
     (bundle / "configs").mkdir(parents=True)
-    (bundle / "configs" / "inference.json").write_text(json.dumps({"image_size": [224, 224], "bundle_root": "x"}))
+    (bundle / "configs" / "inference.json").write_text(json.dumps(
+        {"image_size": [224, 224], "bundle_root": "x", "operating_points": {"balanced": 0.3, "high-specificity": 0.9}}))
     args = ["evaluate", "--results", str(results), "--reference", str(reference), "--n-bootstrap", "50", "--quiet",
             "--save-operating-point", str(bundle)]
     # thresholds are never chosen on a test split
@@ -190,6 +191,8 @@ def test_operating_point_is_chosen_on_validation_and_saved_to_the_bundle(tmp_pat
     # ... but 8 images do not choose a heatmap threshold (at least 30 expert-scored images do)
     assert "heatmap_threshold" not in config
     assert "nearest (0,1)" in config["operating_point_basis"] and "heatmap" not in config["operating_point_basis"]
+    # one source names no high-specificity point: the named points of an earlier choice are not left behind
+    assert "operating_points" not in config
 
 
 def make_scored_set(root: Path, n: int = 32, reference_score: float = 2.0) -> tuple[Path, Path]:

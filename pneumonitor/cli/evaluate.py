@@ -146,7 +146,9 @@ def _evaluate(named_pairs: list[tuple[str, Path, Path]], args: argparse.Namespac
             return 1
         from pneumonitor.networks.bundle import update_inference_config
 
-        config_path = update_inference_config(args.save_operating_point, **chosen)
+        # named points chosen earlier belong to the earlier threshold: dropped when these data name none
+        stale = () if "operating_points" in chosen else ("operating_points",)
+        config_path = update_inference_config(args.save_operating_point, remove=stale, **chosen)
         print(f"operating point {chosen} -> {config_path}")
     if not args.quiet:
         print(markdown_report([e.metrics for e in evaluations]))
