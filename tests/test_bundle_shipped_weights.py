@@ -36,9 +36,28 @@ def test_bundles_describe_their_weights_and_operating_point(shipped):
     assert "nearest (0,1)" in dlnet.settings["operating_point_basis"]
     # the heatmap threshold comes from the 0-8 score's error against expert scores on >= 30 validation images
     assert "0-8 score MAE" in dlnet.settings["operating_point_basis"]
+    # two named points: the default, and one that keeps each validation source's normals under 10 %
+    points = dlnet.settings["operating_points"]
+    assert points["balanced"] == dlnet.settings["classification_threshold"] < points["high-specificity"] < 1.0
     # from inference.json's network_def: the members' own definitions
     assert [m.config["localization_activation"] for m in dlnet.network.members] == ["sigmoid", "sigmoid"]
     assert shipped["dlnet"].stat().st_size + shipped["lsnet"].stat().st_size < 150e6
+
+
+def test_a_fine_tune_of_the_shipped_ensemble_starts_from_the_member_of_its_recipe(shipped, tmp_path):
+    """The MONAI Label app fine-tunes from the served weights: the CPU recipe from the ResNet-18 member, the paper's
+    configuration from the ResNet-50 member (the ensemble's own state dict fits neither)."""
+    import torch
+
+    from pneumonitor.networks.bundle import starting_weights
+
+    configs = ROOT / "bundles" / "dlnet" / "configs"
+    for recipe, backbone in (([configs / "train.json", configs / "train_cpu.json"], "resnet18"),
+                             ([configs / "train.json"], "resnet50")):
+        path = starting_weights(ROOT / "bundles" / "dlnet", recipe, tmp_path / f"{backbone}.pt")
+        state = torch.load(path, weights_only=True)
+        assert path == tmp_path / f"{backbone}.pt" and not any(k.startswith("members.") for k in state)
+        assert state["backbone.layer4.0.conv1.weight"].shape[1] == (256 if backbone == "resnet18" else 1024)
 
 
 def test_readme_main_command_runs_without_flags(shipped, dicom_samples, tmp_path):

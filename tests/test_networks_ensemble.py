@@ -168,8 +168,41 @@ def test_serving_trained_weights_into_an_ensemble_bundle_replaces_the_ensemble(m
     run_config.write_text(json.dumps({"image_size": [64, 64], "network_def": {
         "_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "fpn_channels": 16, "localization_maps": 8,
         "dense_units": [32, 16], "localization_activation": "sigmoid"}}))
+    from pneumonitor.networks.bundle import update_inference_config
+
+    update_inference_config(out, operating_points={"balanced": 0.4, "high-specificity": 0.7})
     serve_trained_weights(weights, [run_config], out)
     config = json.loads((out / "configs" / "inference.json").read_text())
     assert "ensemble_members" not in config and config["severity_rule"] == "heatmap-threshold"
+    assert "operating_points" not in config  # chosen for the ensemble, not for the network that replaced it
     loaded = load_bundle(out, kind="DLNet")
     assert isinstance(loaded.network, DLNet) and loaded.image_size == (64, 64)
+
+
+def test_training_starts_from_the_member_of_its_architecture(member_bundles, tmp_path: Path):
+    """starting_weights: a fine-tune of a served ensemble starts from the member whose parameters are the run's
+    (here the two members differ only by the extent head); a single network's weights are used as they are."""
+    from pneumonitor.networks.bundle import starting_weights
+
+    out = tmp_path / "ensemble"
+    combine_dlnet_bundles(list(member_bundles), out)
+    base = {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "fpn_channels": 16,
+            "localization_maps": 8, "dense_units": [32, 16], "localization_activation": "sigmoid"}
+    for index, extent_head in ((0, True), (1, False)):
+        run_config = tmp_path / f"train{index}.json"
+        run_config.write_text(json.dumps({"image_size": [64, 64], "network_def": {**base, "extent_head": extent_head}}))
+        path = starting_weights(out, [run_config], tmp_path / "start" / f"{index}.pt")
+        assert path == tmp_path / "start" / f"{index}.pt"
+        network = DLNet("resnet18", fpn_channels=16, localization_maps=8, dense_units=(32, 16),
+                        localization_activation="sigmoid", extent_head=extent_head)
+        network.load_state_dict(torch.load(path, weights_only=True))  # strict
+        expected = torch.load(member_bundles[index] / "models" / "model.pt", weights_only=True)
+        for name, value in network.state_dict().items():
+            torch.testing.assert_close(value, expected[name].to(value.dtype))
+    assert starting_weights(member_bundles[1], [run_config], tmp_path / "unused.pt") == (
+        member_bundles[1] / "models" / "model.pt")  # a single network: its own file
+    assert not (tmp_path / "unused.pt").exists()
+    run_config.write_text(json.dumps({"image_size": [64, 64], "network_def": {**base, "backbone": "resnet34"}}))
+    with pytest.raises(ValueError, match="0: resnet18, 1: resnet18"):
+        starting_weights(out, [run_config], tmp_path / "none.pt")
+    assert not (tmp_path / "none.pt").exists()

@@ -36,6 +36,8 @@ __all__ = [
     "build_network",
     "combine_dlnet_bundles",
     "single_dlnet",
+    "starting_weights",
+    "SERVED_WEIGHTS_KEYS",
     "image_size_of",
     "load_bundle",
     "load_exported",
@@ -239,6 +241,12 @@ def save_half_precision(source: str | Path, destination: str | Path) -> Path:
     return torch_save_atomic(half, destination)
 
 
+#: the ``inference.json`` keys :func:`serve_trained_weights` writes or drops: they describe the served weights, so
+#: whatever refreshes a bundle's configs around weights it keeps (the MONAI Label app's working copies) keeps these
+SERVED_WEIGHTS_KEYS = ("network_def", "image_size", "severity_rule", "probability_source", "ensemble_members",
+                       "operating_points")
+
+
 def serve_trained_weights(
     weights: str | Path,
     config_files: list[str | Path],
@@ -251,19 +259,14 @@ def serve_trained_weights(
     ``served_bundle/configs/inference.json``: the served config always describes the served weights. The rest of
     ``inference.json`` (operating point, workflow) is kept, except ``severity_rule`` and ``probability_source``, which go
     back to the paper's ``heatmap-threshold`` / ``classification-head`` (an extent head fits only the weights it was
-    fitted on). Returns the served ``inference.json``.
+    fitted on), and the named ``operating_points`` and ``ensemble_members``, which are dropped (choose the points
+    again: ``pneumonitor evaluate --split validation --save-operating-point``). Returns the served ``inference.json``.
 
     Raises:
         WeightsNotFound: ``served_bundle`` has no ``configs/inference.json`` (copy the bundle's configs first).
         ValueError: the merged config has no ``network_def``/``image_size``, or the weights do not fit it.
     """
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in config_files])
-    trained = parser.get()
-    if not isinstance(trained.get("network_def"), dict):
-        raise ValueError(f"{config_files} give no network_def")
+    trained = _merged_training_config(config_files)
     image_size_of(trained, config_files[-1])
     served_bundle = Path(served_bundle)
     served = read_inference_config(served_bundle)  # a bundle folder, before anything is replaced
@@ -280,11 +283,56 @@ def serve_trained_weights(
     # an extent head fitted to the old weights' features does not fit the new ones: back to the paper's rule until
     # `pneumonitor fit-extent-head` fits it again
     refit = {k: v for k, v in (("severity_rule", "heatmap-threshold"), ("probability_source", "classification-head"))
-             if k in served}
-    # served into an ensemble's bundle (a Label promotion): the one trained network replaces the ensemble
-    return update_inference_config(served_bundle, remove=("ensemble_members",), network_def=trained["network_def"],
+             if k in served}  # these, network_def, image_size and the two dropped below: SERVED_WEIGHTS_KEYS
+    # served into an ensemble's bundle (a Label promotion): the one trained network replaces the ensemble; named
+    # operating points were chosen for the old weights (the default threshold stays: the promotion was judged at it)
+    return update_inference_config(served_bundle, remove=("ensemble_members", "operating_points"),
+                                   network_def=trained["network_def"],
                                    image_size=trained["image_size"], **refit)
 
+
+
+def _merged_training_config(config_files: Sequence[str | Path]) -> dict[str, Any]:
+    """``config_files`` merged as ``monai.bundle run --config_file "[...]"`` merges them (raw, not instantiated)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in config_files])
+    merged = parser.get()
+    if not isinstance(merged.get("network_def"), dict):
+        raise ValueError(f"{config_files} give no network_def")
+    return merged
+
+
+def starting_weights(bundle: str | Path, config_files: list[str | Path], out: str | Path) -> Path:
+    """The weights a training run with ``config_files`` starts from when it continues from those served in ``bundle``
+    (a MONAI Label fine-tune): ``bundle/models/model.pt`` itself when it fits the run's ``network_def``; for a DLNet
+    ensemble, the member whose parameters have the run's names and shapes, written to ``out`` (the CPU recipe,
+    ResNet-18, starts from the shipped ensemble's member (a)). Returns the path to load.
+
+    Raises:
+        WeightsNotFound: ``bundle`` has no weights.
+        ValueError: neither the weights nor any member fit the run's network (the message names the members).
+    """
+    bundle = Path(bundle)
+    if not (bundle / WEIGHTS).is_file():
+        raise WeightsNotFound(f"no trained weights in {bundle / WEIGHTS}")
+    shapes = {k: tuple(v.shape) for k, v in build_network(_merged_training_config(config_files)["network_def"])
+              .state_dict().items()}
+    state = torch.load(bundle / WEIGHTS, map_location="cpu", weights_only=True)
+    if {k: tuple(v.shape) for k, v in state.items()} == shapes:
+        return bundle / WEIGHTS
+    members = read_inference_config(bundle).get("network_def", {}).get("members") or []
+    for index in range(len(members)):
+        prefix = f"members.{index}."
+        member = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if {k: tuple(v.shape) for k, v in member.items()} == shapes:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            return torch_save_atomic(member, Path(out))
+    described = ", ".join(f"{i}: {m.get('backbone', '?')}" for i, m in enumerate(members)) or "a single network"
+    raise ValueError(f"the weights served in {bundle} ({described}) do not fit the training network of "
+                     f"{[str(f) for f in config_files]}: train the architecture of one of them (e.g. add "
+                     "train_cpu.json for the ResNet-18 member) or without the served weights")
 
 
 def combine_dlnet_bundles(

@@ -148,3 +148,71 @@ def test_training_on_an_empty_datastore_says_why(tmp_path, source_bundles, kind,
     task = RadiographTrainTask(served, {}, kind=kind, name=name)
     with pytest.raises(NothingToTrain, match="nothing to train on: the datastore has no saved label"):
         task._fetch_datalist({}, datastore)
+
+
+def test_a_restart_keeps_what_a_promotion_decided(tmp_path, source_bundles):
+    """The source says extent-head, names operating points and an ensemble (as the shipped DLNet does); a promotion
+    serves one network with the paper's rule and drops those; a restart refreshes the configs but must not hand the
+    promoted weights (whose extent head was never fitted) the source's rule back."""
+    import json
+
+    from lib.configs import prepare_bundle
+    from pneumonitor.networks import serve_trained_weights
+    from pneumonitor.networks.bundle import read_inference_config, update_inference_config
+
+    source = tmp_path / "source"
+    shutil.copytree(source_bundles / "dlnet", source)
+    update_inference_config(source, severity_rule="extent-head", classification_threshold=0.4,
+                            operating_points={"balanced": 0.4, "high-specificity": 0.7},
+                            ensemble_members=[{"bundle": "a"}, {"bundle": "b"}])
+    served = prepare_bundle(source, tmp_path / "dlnet")
+    assert read_inference_config(served)["severity_rule"] == "extent-head"
+    candidate, _ = make_test_networks()
+    save_test_checkpoint(candidate, tmp_path / "candidate.pt")
+    serve_trained_weights(tmp_path / "candidate.pt", [served / "configs" / "train.json",
+                                                      served / "configs" / "test_tiny.json"], served)
+    update_inference_config(source, classification_threshold=0.45)  # a code change in the source meanwhile
+    prepare_bundle(source, served)  # the restart
+    config = read_inference_config(served)
+    assert config["severity_rule"] == "heatmap-threshold"
+    assert "operating_points" not in config and "ensemble_members" not in config
+    tiny = json.loads((served / "configs" / "test_tiny.json").read_text())
+    assert config["network_def"] == tiny["network_def"]
+    assert config["classification_threshold"] == 0.45  # what is not the weights' own is refreshed from the source
+
+
+def test_training_starts_from_the_served_ensembles_member_of_its_architecture(tmp_path, source_bundles):
+    """A served DLNet ensemble (the shipped 0.5.x) holds members.<i>.* weights that fit no training network: the
+    run loads the member of its own architecture, strictly; a run of an architecture no member has is refused."""
+    from monai.bundle import ConfigParser
+
+    from lib.configs import prepare_bundle
+    from lib.trainers import RadiographTrainTask
+    from pneumonitor.networks import DLNet, combine_dlnet_bundles, save_bundle
+    from pneumonitor.networks.bundle import read_inference_config
+
+    tiny, _ = make_test_networks()  # the test_tiny.json architecture
+    other = DLNet("resnet18", dense_units=(32, 16), fpn_channels=8, localization_maps=4)
+    members = [save_bundle(other, tmp_path / "m0", [64, 64]), save_bundle(tiny, tmp_path / "m1", [64, 64])]
+    served = prepare_bundle(source_bundles / "dlnet", tmp_path / "dlnet")
+    combine_dlnet_bundles(members, tmp_path / "ensemble")
+    shutil.copyfile(tmp_path / "ensemble" / "models" / "model.pt", served / "models" / "model.pt")
+    from pneumonitor.networks.bundle import update_inference_config
+
+    update_inference_config(served, network_def=read_inference_config(tmp_path / "ensemble")["network_def"])
+    task = RadiographTrainTask(served, {"dlnet_train_configs": "test_tiny.json"}, kind="DLNet", name="dlnet")
+    handlers: list = []
+    task._load_checkpoint(str(served / "models" / "model.pt"), True, handlers)
+    loader = handlers[0]
+    assert loader["_target_"] == "CheckpointLoader" and loader["strict"] is True
+    assert loader["load_path"] != str(served / "models" / "model.pt")
+    parser = ConfigParser()
+    parser.read_config(task.training_configs())
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(loader["load_path"], weights_only=True))  # strict: every key, every shape
+    for name, value in tiny.state_dict().items():
+        assert torch.equal(network.state_dict()[name], value), name
+    # the paper's ResNet-50 configuration (train.json alone): neither member
+    plain = RadiographTrainTask(served, {}, kind="DLNet", name="dlnet")
+    with pytest.raises(ValueError, match="do not fit the training network"):
+        plain._load_checkpoint(str(served / "models" / "model.pt"), True, [])

@@ -12,7 +12,9 @@ A run:
 
 2. runs the bundle's ``train.json`` (plus the override configs named by ``--conf <model>_train_configs``, e.g.
    ``train_cpu.json``) with ``bundle_root`` set to a staging folder, starting from the served weights
-   (``pretrained``), so the served ``models/model.pt`` is never written by the trainer;
+   (``pretrained``; of a served DLNet ensemble, the member of the run's architecture:
+   :func:`pneumonitor.networks.bundle.starting_weights`), so the served ``models/model.pt`` is never written by the
+   trainer;
 3. scores the served and the candidate weights on the validation split (:func:`validation_score`), both at the
    served model's operating point (``classification_threshold``/``heatmap_threshold`` of its ``inference.json``,
    the thresholds its infer task answers with), and serves the candidate only when it is better
@@ -41,7 +43,7 @@ from lib.infers.radiograph import resolve_radiograph_path
 from lib.labels import lung_mask, pneumonia_mask
 from pneumonitor.inference.analyzer import AnalysisSettings, Analyzer
 from pneumonitor.networks import LoadedNetwork, load_bundle, serve_trained_weights
-from pneumonitor.networks.bundle import read_inference_config
+from pneumonitor.networks.bundle import read_inference_config, starting_weights
 from pneumonitor.publishing import write_json
 from pneumonitor.reading import read_radiograph
 
@@ -201,6 +203,14 @@ class RadiographTrainTask(BundleTrainTask):
             if self.bundle_config.get(key) is not None:
                 overrides[key] = value
         return overrides
+
+    def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
+        # the served weights may be a DLNet ensemble (the shipped 0.5.x), whose state dict fits no single training
+        # network: a run starts from the member of its own architecture (starting_weights), else from model.pt
+        if pretrained and os.path.exists(model_pytorch):
+            model_pytorch = str(starting_weights(self.bundle_path, self.training_configs(),
+                                                 Path(self.bundle_path) / "staging" / "starting_weights.pt"))
+        super()._load_checkpoint(model_pytorch, pretrained, train_handlers)
 
     def training_configs(self) -> list[str]:
         """The configs a run merges: ``train.json`` and the overrides of ``--conf <name>_train_configs``."""
