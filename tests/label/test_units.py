@@ -216,3 +216,32 @@ def test_training_starts_from_the_served_ensembles_member_of_its_architecture(tm
     plain = RadiographTrainTask(served, {}, kind="DLNet", name="dlnet")
     with pytest.raises(ValueError, match="do not fit the training network"):
         plain._load_checkpoint(str(served / "models" / "model.pt"), True, [])
+
+
+def test_box_only_proposal_with_a_served_ensemble(tmp_path, source_bundles, sample_images):
+    """The shipped DLNet is an ensemble: the Grad-CAM proposal of a box-only image runs on its localization member
+    (the ensemble itself has no single network's layers)."""
+    from lib.infers.pneumonia import PneumoniaInfer
+    from pneumonitor.networks import combine_dlnet_bundles, save_bundle
+    from pneumonitor.reading import read_radiograph
+
+    first, _ = make_test_networks()
+    second, _ = make_test_networks(dlnet_logit_bias=2.0)
+    members = [save_bundle(first, tmp_path / "m0", [64, 64], severity_rule="heatmap-threshold"),
+               save_bundle(second, tmp_path / "m1", [64, 64])]
+    from lib.configs import prepare_bundle
+    from pneumonitor.networks.bundle import read_inference_config, update_inference_config
+
+    served = prepare_bundle(source_bundles / "dlnet", tmp_path / "dlnet")
+    combine_dlnet_bundles(members, tmp_path / "ensemble")
+    shutil.copyfile(tmp_path / "ensemble" / "models" / "model.pt", served / "models" / "model.pt")
+    update_inference_config(served, network_def=read_inference_config(tmp_path / "ensemble")["network_def"])
+    task = PneumoniaInfer(served, source_bundles / "lsnet", {})
+    radiograph = read_radiograph(next(p for p in sample_images.values() if p.suffix == ".png"))
+    rows, columns = radiograph.shape
+    box = [columns // 8, rows // 4, columns // 2, 3 * rows // 4]
+    label, result = task.compute({"radiograph": radiograph, "boxes": [box], "qc": "off"}, "cpu")
+    assert result["source"] == "gradcam-proposal" and result["boxes"] == 1
+    outside = np.ones(label.shape, dtype=bool)
+    outside[box[1]:box[3], box[0]:box[2]] = False
+    assert not np.any(label[outside] == 3) and np.any(label[~outside] == 3)

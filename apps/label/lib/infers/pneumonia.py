@@ -77,9 +77,12 @@ class PneumoniaInfer(RadiographInferTask):
         pneumonia = severity.pneumonia_mask
         boxes = data.get("boxes") or []
         if boxes and _truthy(data.get("use_boxes", True)):
+            from pneumonitor.networks.bundle import single_dlnet
             from pneumonitor.stage2.gradcam import GradCAMProposer
 
-            proposer = GradCAMProposer(dlnet.network, dlnet.image_size, device=device)
+            # Grad-CAM needs one network's layers: of an ensemble (the shipped DLNet), its localization member's
+            member = single_dlnet(dlnet)
+            proposer = GradCAMProposer(member.network, member.image_size, device=device)
             proposal = proposer(radiograph.pixels, [list(map(float, b)) for b in boxes])
             pneumonia = proposal.binary
             result.update(source="gradcam-proposal", boxes=len(boxes),
