@@ -264,7 +264,9 @@ class GradCAMProposer:
         device: where the network runs.
         clahe_clip_limit, clahe_tile_grid: the preprocessing settings of the training config.
 
-    Typical use: ``dlnet = load_bundle("bundles/dlnet"); GradCAMProposer(dlnet.network, dlnet.image_size)(pixels, boxes)``.
+    Typical use: ``dlnet = single_dlnet(load_bundle("bundles/dlnet")); GradCAMProposer(dlnet.network,
+    dlnet.image_size)(pixels, boxes)`` (:func:`pneumonitor.networks.bundle.single_dlnet`: of an ensemble, such as the
+    shipped DLNet, its localization member).
     The Grad-CAM hooks stay registered on ``network`` (MONAI's ``ModelWithHooks`` keeps no handles): build one
     proposer per network and reuse it (a server should not build one per request).
     """

@@ -242,6 +242,11 @@ def test_box_only_proposal_with_a_served_ensemble(tmp_path, source_bundles, samp
     box = [columns // 8, rows // 4, columns // 2, 3 * rows // 4]
     label, result = task.compute({"radiograph": radiograph, "boxes": [box], "qc": "off"}, "cpu")
     assert result["source"] == "gradcam-proposal" and result["boxes"] == 1
+    # a second request reuses the proposer: its Grad-CAM hooks are not registered again on the served network
+    network = task.networks.get("cpu").network
+    hooks = sum(len(m._forward_hooks) + len(m._backward_hooks) for m in network.modules())
+    task.compute({"radiograph": radiograph, "boxes": [box], "qc": "off"}, "cpu")
+    assert sum(len(m._forward_hooks) + len(m._backward_hooks) for m in network.modules()) == hooks > 0
     outside = np.ones(label.shape, dtype=bool)
     outside[box[1]:box[3], box[0]:box[2]] = False
     assert not np.any(label[outside] == 3) and np.any(label[~outside] == 3)
