@@ -73,6 +73,19 @@ def test_auc_ci_coverage_on_a_seeded_simulation():
     assert 0.86 <= coverage <= 0.99, coverage
 
 
+def test_rate_interval_over_patients_is_wider_when_patients_repeat():
+    from pneumonitor.evaluation.classification import rate_interval
+
+    hits = np.r_[np.ones(10, bool), np.zeros(90, bool)]
+    low, high = rate_interval(hits, n_bootstrap=2000, seed=0)
+    assert low < 0.10 < high and 0.03 < low and high < 0.17
+    # the same 100 images as 10 patients of 10 images each, one patient all hits: far less evidence
+    patients = np.repeat(np.arange(10), 10)
+    wide = rate_interval(hits, patients, n_bootstrap=2000, seed=0)
+    assert wide[0] <= low and wide[1] - wide[0] > 2 * (high - low)
+    assert np.isnan(rate_interval([], n_bootstrap=10)[0])
+
+
 def test_group_specificity_threshold_holds_every_source_to_the_rate():
     from pneumonitor.evaluation.classification import group_specificity_threshold
 

@@ -347,6 +347,8 @@ def test_high_specificity_operating_point_holds_each_source_and_is_saved(tmp_pat
     hard, easy, sick = (np.round(groups[g][1], 6) for g in ("hard", "easy", "sick"))
     assert np.mean(hard >= t) <= 0.10 and np.mean(hard >= t - 1e-4) > 0.10  # the lowest such threshold
     assert high["by_source"]["hard"]["called_positive_negatives"] == pytest.approx(np.mean(hard >= t))
+    low, high_end = high["by_source"]["hard"]["called_positive_negatives_ci"]  # over the 30 patients
+    assert low < np.mean(hard >= t) < high_end and high_end - low > 0.1  # 3 of 30 cannot pin a rate down
     assert high["sensitivity"] == pytest.approx(np.mean(sick >= t))
     # the 0-8 scores at that point: analyze's for images at or above it, 0 below
     assert high["by_source"]["hard"]["mean_score_total_negatives"] == pytest.approx(4 * np.mean(hard >= t))

@@ -161,6 +161,25 @@ def cluster_bootstrap_indices(groups: Sequence, n_bootstrap: int, rng: np.random
     return samples
 
 
+def rate_interval(
+    hits: Sequence[bool], groups: Sequence | None = None, n_bootstrap: int = 1000, seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the share of ``hits`` (e.g. a source's normals called positive), over patients
+    when ``groups`` (patient ids) are given (:func:`cluster_bootstrap_indices`), else over images."""
+    hits = np.asarray(hits, dtype=np.float64).ravel()
+    if hits.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        means = hits[rng.integers(0, hits.size, size=(n_bootstrap, hits.size))].mean(axis=1)
+    else:
+        means = np.asarray([hits[i].mean() for i in cluster_bootstrap_indices(groups, n_bootstrap, rng)])
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 @dataclass
 class ClassificationResult:
     """Table II row: estimates with 95 % CIs at ``threshold``; ROC points for plotting."""
@@ -254,6 +273,7 @@ __all__ = [
     "cluster_bootstrap_indices",
     "evaluate_classification",
     "group_specificity_threshold",
+    "rate_interval",
     "nearest_corner_threshold",
     "rank_auc",
     "rates",

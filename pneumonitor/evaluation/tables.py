@@ -65,9 +65,16 @@ def table_sources(metrics: Sequence[dict[str, Any]]) -> str:
             medians = " / ".join(_number(row.get(f"median_score_{k}")) for k in ("positives", "negatives"))
             scores = " / ".join(_number(row.get(f"mean_score_total_{k}")) for k in ("positives", "negatives"))
             lines.append(f"| {name} | {source} | {row['n']} ({row['n_positive']}) | {_number(row['auc'])} | "
-                         f"{medians} | {_number(row.get('called_positive_positives'))} | "
-                         f"{_number(row.get('called_positive_negatives'))} | {scores} |")
+                         f"{medians} | {_share(row, 'positives')} | {_share(row, 'negatives')} | {scores} |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _share(row: dict[str, Any], key: str) -> str:
+    """A per-source share called positive, with its CI when the evaluation bootstrapped one."""
+    value, ci = row.get(f"called_positive_{key}"), row.get(f"called_positive_{key}_ci")
+    if ci is None or value is None:
+        return _number(value)
+    return f"{_number(value)} [{_number(ci[0])}, {_number(ci[1])}]"
 
 
 def table_segmentation(metrics: Sequence[dict[str, Any]]) -> str:
@@ -174,7 +181,8 @@ def markdown_report(metrics: Sequence[dict[str, Any]]) -> str:
              "bootstrap", "images")) for b in metrics})) + ". Threshold: " + ", ".join(sorted({str((
              b.get("classification") or {}).get("threshold_rule", "")) for b in metrics})) + "."),
         ("Classification by data source", table_sources(metrics),
-         "Per source of the reference items, at the threshold above; n/a: the source holds one class only."),
+         "Per source of the reference items, at the threshold above (shares with their 95 % CI, bootstrapped over "
+         "the source's patients, or its images without patient ids); n/a: the source holds one class only."),
         ("Localization: RSNA mAP vs heatmap threshold (Fig. 8a)", table_localization(metrics),
          "Per image TP/(TP+FP+FN) over IoU 0.40-0.75 (step 0.05), mean over images; images with no true and no "
          "predicted box are skipped (RSNA convention) unless --empty-policy one."),
