@@ -206,3 +206,26 @@ def test_training_starts_from_the_member_of_its_architecture(member_bundles, tmp
     with pytest.raises(ValueError, match="0: resnet18, 1: resnet18"):
         starting_weights(out, [run_config], tmp_path / "none.pt")
     assert not (tmp_path / "none.pt").exists()
+
+
+def test_mc_dropout_of_an_ensemble_runs_the_backbones_once_and_matches_whole_passes():
+    from pneumonitor.inference.analyzer import Analyzer
+    from pneumonitor.networks import LoadedNetwork
+
+    ensemble = DLNetEnsemble([_dlnet(0), _dlnet(1)], [[64, 64], [128, 128]], member_weights=[1, 3]).eval()
+    analyzer = Analyzer(LoadedNetwork(ensemble, (128, 128), Path("ensemble"), "", {}), None)
+    x = torch.rand(2, 3, 128, 128)
+    calls = []
+    hook = ensemble.members[1].backbone.layer4.register_forward_hook(lambda *args: calls.append(1))
+    probabilities = analyzer.mc_dropout(x, samples=6, seed=0)
+    hook.remove()
+    assert probabilities.shape == (6, 2) and np.var(probabilities[:, 0]) > 0 and len(calls) == 1
+    # the same dropout masks through whole passes of the ensemble (its heads in member order, as above)
+    torch.manual_seed(0)
+    for member in ensemble.members:
+        for module in member.classification_head.modules():
+            module.train(isinstance(module, torch.nn.Dropout))
+    with torch.no_grad():
+        whole = torch.stack([torch.sigmoid(ensemble(x)[0][:, 0]) for _ in range(6)]).numpy()
+    ensemble.eval()
+    np.testing.assert_allclose(probabilities, whole, atol=1e-5)

@@ -415,8 +415,9 @@ class Analyzer:
         """MC-dropout: ``(samples, B)`` pneumonia probabilities of a preprocessed DLNet batch with its dropout
         active and batch norm in eval mode (Gal & Ghahramani 2016); ``samples`` defaults to ``settings.mc_samples``.
 
-        DLNet's dropout sits in its classification head: the backbone runs once and the head ``samples`` times (the
-        same numbers as whole passes). ``seed``: draw the dropout masks from it (the global RNG state is restored).
+        DLNet's dropout sits in its classification head (an ensemble's, in each member's): the backbones run once and
+        the heads ``samples`` times (``classification_features`` / ``classify_features``: the same numbers as whole
+        passes). ``seed``: draw the dropout masks from it (the global RNG state is restored).
 
         Raises:
             ValueError: the network has no active dropout layer (every sample would be the same).
@@ -427,16 +428,20 @@ class Analyzer:
         if not dropouts:
             raise ValueError("DLNet has no active dropout layer: MC-dropout adds no spread")
         batch = dl_batch.to(self.device)
-        head = getattr(network, "classification_head", None)
-        only_in_head = head is not None and all(any(m is d for d in head.modules()) for m in dropouts)
-        features = network.stage_outputs(batch)[-1] if only_in_head else None
+        heads = [network.classification_head] if hasattr(network, "classification_head") else [
+            member.classification_head for member in getattr(network, "members", [])]
+        in_heads = {id(module) for head in heads for module in head.modules()}
+        # a TorchScript export keeps only forward and its exported methods: whole passes there
+        only_in_head = hasattr(network, "classify_features") and all(id(m) in in_heads for m in dropouts)
+        features = network.classification_features(batch) if only_in_head else None
         rng_state = torch.random.get_rng_state() if seed is not None else None
         if seed is not None:
             torch.manual_seed(seed)
         try:
             for module in dropouts:
                 module.train()
-            logits = [head(features) if only_in_head else network(batch)[0] for _ in range(samples)]
+            logits = [network.classify_features(features) if only_in_head else network(batch)[0]
+                      for _ in range(samples)]
         finally:
             for module in dropouts:
                 module.eval()

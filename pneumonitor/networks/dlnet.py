@@ -235,6 +235,15 @@ class DLNet(nn.Module):
         """The classification logits ``(B, 1)`` alone (no localization head): an ensemble's other members."""
         return self.classification_head(self.stage_outputs(x)[2])
 
+    def classification_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """What the classification head reads (the stride-32 features), as a list (an ensemble has one per member):
+        MC-dropout runs the backbone once and :meth:`classify_features` per sample."""
+        return [self.stage_outputs(x)[2]]
+
+    def classify_features(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The classification logits ``(B, 1)`` of :meth:`classification_features`' output."""
+        return self.classification_head(features[0])
+
     @torch.jit.export  # the Deploy app runs the TorchScript export: it needs this method, not only forward
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """``(logits, maps, extent)`` in one pass: ``forward``'s outputs and the :class:`ExtentHead`'s maps

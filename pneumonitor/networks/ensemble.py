@@ -74,15 +74,19 @@ class DLNetEnsemble(nn.Module):
             "localization_member": self.localization_member,
         }
 
+    def _member_input(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """The ensemble's input area-averaged to member ``index``'s size (as it is when that is the size)."""
+        size = self.input_sizes[index]
+        if x.shape[-2] != size[0] or x.shape[-1] != size[1]:
+            return F.interpolate(x, size=[size[0], size[1]], mode="area")
+        return x
+
     def _combine(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         probability = torch.zeros(x.shape[0], 1, device=x.device, dtype=torch.float32)
         maps: Optional[torch.Tensor] = None
         read_out: Optional[torch.Tensor] = None
         for index, member in enumerate(self.members):
-            size = self.input_sizes[index]
-            member_input = x
-            if x.shape[-2] != size[0] or x.shape[-1] != size[1]:
-                member_input = F.interpolate(x, size=[size[0], size[1]], mode="area")
+            member_input = self._member_input(x, index)
             if index == self.localization_member:
                 logits, maps, read_out = member.outputs(member_input)
             else:  # only its classification: its localization head would be computed for nothing
@@ -94,6 +98,17 @@ class DLNetEnsemble(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, maps, _ = self._combine(x)
         return logits, maps
+
+    def classification_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's stride-32 features of its input (:meth:`pneumonitor.networks.DLNet.classification_features`):
+        MC-dropout runs the backbones once and :meth:`classify_features` per sample."""
+        return [member.stage_outputs(self._member_input(x, index))[2] for index, member in enumerate(self.members)]
+
+    def classify_features(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The logit of the weighted mean probability of the members' classification heads on ``features``."""
+        probability = sum(weight * torch.sigmoid(member.classification_head(f).float())
+                          for weight, member, f in zip(self.member_weights, self.members, features))
+        return torch.logit(probability.clamp(1e-6, 1.0 - 1e-6))
 
     @torch.jit.export  # the Deploy app runs the TorchScript export: it needs this method, not only forward
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
