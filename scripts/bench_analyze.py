@@ -7,6 +7,8 @@ configuration, random weights for the latter two: speed does not depend on the w
 1. the end-to-end pipeline (decode -> CLAHE/resize -> DLNet -> LSNet -> severity -> writing PNGs) over N images
    (the real DICOM samples repeated), with the stage breakdown;
 2. the pure forward passes of the same two networks on the same number of pre-made input tensors, same batch size;
+3. MC-dropout (``--mc-samples``, one image): ``Analyzer.mc_dropout`` (backbones once, classification heads per
+   sample) against as many whole DLNet passes (what MC-dropout costs without that);
 
 and prints images/s of both, each stage's share (thread-seconds: decoding/preprocessing and writing overlap the
 networks, so the shares add up to more than the wall time), the peak resident memory (and CUDA peak), and end-to-end / forward.
@@ -67,7 +69,7 @@ def _networks(name: str, folder: Path):
         save_bundle(ls, folder / "ls", [ls_size, ls_size]))
 
 
-def run_one(name: str, images: int, batch_size: int, device: str, workers: int | None) -> dict:
+def run_one(name: str, images: int, batch_size: int, device: str, workers: int | None, mc_samples: int = 8) -> dict:
     import torch
 
     from pneumonitor.inference.analyzer import Analyzer, analyze_to_folder, resolve_device
@@ -101,6 +103,15 @@ def run_one(name: str, images: int, batch_size: int, device: str, workers: int |
             if torch_device.type == "cuda":
                 torch.cuda.synchronize()
             forward = time.perf_counter() - started
+            one = dl_in[:1]
+            analyzer.mc_dropout(one, samples=1)  # warm-up
+            started = time.perf_counter()
+            analyzer.mc_dropout(one, samples=mc_samples, seed=0)
+            mc = time.perf_counter() - started
+            started = time.perf_counter()
+            for _ in range(mc_samples):
+                dlnet.network(one)
+            mc_whole = time.perf_counter() - started
     return {
         "config": name,
         "device": str(torch_device),
@@ -118,6 +129,9 @@ def run_one(name: str, images: int, batch_size: int, device: str, workers: int |
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cuda_peak_mib": (torch.cuda.max_memory_allocated() / 2**20) if torch_device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
+        "mc_samples": mc_samples,
+        "mc_dropout_s": mc,
+        "mc_whole_passes_s": mc_whole,
     }
 
 
@@ -127,6 +141,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--mc-samples", type=int, default=8, help="MC-dropout samples timed on one image (default 8)")
     parser.add_argument("--configs", nargs="+", default=None, help="shipped, compact, paper (default: all available)")
     parser.add_argument("--smoke", action="store_true", help="2 images, compact only")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -134,7 +149,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.child:
-        result = run_one(args.child, args.images, args.batch_size, args.device, args.workers)
+        result = run_one(args.child, args.images, args.batch_size, args.device, args.workers, args.mc_samples)
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -150,7 +165,7 @@ def main() -> int:
     results = []
     for name in configs:
         command = [sys.executable, __file__, "--child", name, "--images", str(args.images), "--batch-size",
-                   str(args.batch_size), "--device", args.device]
+                   str(args.batch_size), "--device", args.device, "--mc-samples", str(args.mc_samples)]
         if args.workers is not None:
             command += ["--workers", str(args.workers)]
         proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -161,13 +176,14 @@ def main() -> int:
         results.append(json.loads(lines[-1][len("RESULT "):]))
 
     header = (f"{'config':8} {'device':6} {'N':>4} {'batch':>5} {'e2e img/s':>10} {'fwd img/s':>10} {'e2e/fwd':>8} "
-              f"{'peak RSS MiB':>12}  stage shares (end to end)")
+              f"{'peak RSS MiB':>12} {'MC s / passes s':>16}  stage shares (end to end)")
     print(header)
     for r in results:
         total = sum(r["stage_seconds_end_to_end"].values()) or 1.0
         shares = " ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(r["stage_seconds_end_to_end"].items()))
         print(f"{r['config']:8} {r['device']:6} {r['images']:>4} {r['batch_size']:>5} {r['end_to_end_img_s']:>10.2f} "
-              f"{r['forward_img_s']:>10.2f} {r['ratio_end_to_end_to_forward']:>8.2f} {r['peak_rss_mib']:>12.0f}  {shares}")
+              f"{r['forward_img_s']:>10.2f} {r['ratio_end_to_end_to_forward']:>8.2f} {r['peak_rss_mib']:>12.0f} "
+              f"{r['mc_dropout_s']:>7.2f} / {r['mc_whole_passes_s']:<6.2f}  {shares}")
     if args.json:
         from pneumonitor.publishing import write_json
 

@@ -17,3 +17,4 @@ def test_bench_analyze_smoke(dicom_samples, tmp_path):
     (result,) = json.loads(out.read_text())
     assert result["ok"] == 2 and result["forward_img_s"] > 0 and result["end_to_end_img_s"] > 0
     assert {"decode", "preprocess", "dlnet", "lsnet", "severity", "write"} <= set(result["stage_seconds_end_to_end"])
+    assert result["mc_samples"] == 8 and result["mc_dropout_s"] > 0 and result["mc_whole_passes_s"] > 0
