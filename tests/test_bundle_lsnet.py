@@ -183,3 +183,21 @@ def test_multi_gpu_config_with_two_cpu_processes(tmp_path: Path, trained: dict[s
                    *_override_args()])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (bundle / "models" / "model.pt").is_file()
+
+
+def test_training_can_start_from_a_bundles_weights(tmp_path: Path):
+    """train.json's init_weights (as DLNet's): the run's LSNet starts from a bundle's weights, loaded strictly."""
+    from monai.bundle import ConfigParser
+
+    from pneumonitor.networks import LSNet, save_bundle
+
+    torch.manual_seed(3)
+    bundle = save_bundle(LSNet(width=0.125), tmp_path / "lsnet", [64, 64])
+    parser = ConfigParser()
+    parser.read_config([str(Path(__file__).resolve().parents[1] / "bundles" / "lsnet" / "configs" / "train.json")])
+    parser["network_def"] = {"_target_": "pneumonitor.networks.LSNet", "width": 0.125}
+    parser["device"] = "$torch.device('cpu')"
+    parser["init_weights"] = str(bundle)
+    stored = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    for name, value in parser.get_parsed_content("network").state_dict().items():
+        assert torch.equal(value, stored[name]), name

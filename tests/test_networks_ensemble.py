@@ -229,3 +229,37 @@ def test_mc_dropout_of_an_ensemble_runs_the_backbones_once_and_matches_whole_pas
         whole = torch.stack([torch.sigmoid(ensemble(x)[0][:, 0]) for _ in range(6)]).numpy()
     ensemble.eval()
     np.testing.assert_allclose(probabilities, whole, atol=1e-5)
+
+
+def test_a_training_config_starts_from_init_weights(member_bundles, tmp_path: Path):
+    """train.json's init_weights: a bundle folder (of an ensemble: the member of the run's architecture) or a state
+    dict file, loaded strictly into the run's network; empty: the fresh initialisation."""
+    from monai.bundle import ConfigParser
+
+    from pneumonitor.networks import WeightsNotFound
+    from pneumonitor.networks.bundle import load_initial_weights
+
+    out = tmp_path / "ensemble"
+    combine_dlnet_bundles(list(member_bundles), out)
+    root = Path(__file__).resolve().parents[1] / "bundles" / "dlnet" / "configs"
+
+    def network(init_weights: str) -> torch.nn.Module:
+        parser = ConfigParser()
+        parser.read_config([str(root / "train.json")])
+        parser["network_def"] = {"_target_": "pneumonitor.networks.DLNet", "backbone": "resnet18", "fpn_channels": 16,
+                                 "localization_maps": 8, "dense_units": [32, 16],
+                                 "localization_activation": "sigmoid", "extent_head": True}
+        parser["device"] = "$torch.device('cpu')"
+        parser["init_weights"] = init_weights
+        return parser.get_parsed_content("network")
+
+    expected = torch.load(member_bundles[0] / "models" / "model.pt", weights_only=True)  # member 0 has the head
+    for source in (str(out), str(member_bundles[0] / "models" / "model.pt")):
+        for name, value in network(source).state_dict().items():
+            torch.testing.assert_close(value, expected[name].to(value.dtype))
+    fresh = network("").state_dict()
+    assert not torch.equal(fresh["backbone.conv1.weight"], expected["backbone.conv1.weight"])
+    with pytest.raises(WeightsNotFound, match="neither a bundle folder nor a weights file"):
+        load_initial_weights(_dlnet(0), tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="do not fit"):
+        load_initial_weights(_dlnet(0, extent_head=True), member_bundles[1] / "models" / "model.pt")  # no head there

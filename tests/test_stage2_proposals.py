@@ -215,7 +215,11 @@ def test_stage2_config_can_start_from_the_stage1_weights(stage2: dict[str, Path]
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "train_stage2.json")])
     assert parser.get_parsed_content("stage") == 2 and parser["max_epochs"] == 30  # same epochs as stage 1
     assert parser.get_parsed_content("learning_rate") == pytest.approx(1e-4)
-    parser["init_bundle"] = str(stage2["checkpoint"])
+    # train.json's init_weights: the run's own architecture (here the stage-1 test network's) from its weights
+    from pneumonitor.networks.bundle import read_inference_config
+
+    parser["network_def"] = read_inference_config(stage2["checkpoint"])["network_def"]
+    parser["init_weights"] = str(stage2["checkpoint"])
     parser["device"] = "$torch.device('cpu')"
     network = parser.get_parsed_content("network")
     stored = torch.load(stage2["checkpoint"] / "models" / "model.pt", weights_only=True)

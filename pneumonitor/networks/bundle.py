@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,9 @@ __all__ = [
     "build_network",
     "combine_dlnet_bundles",
     "single_dlnet",
+    "starting_state",
     "starting_weights",
+    "load_initial_weights",
     "SERVED_WEIGHTS_KEYS",
     "image_size_of",
     "load_bundle",
@@ -51,6 +54,8 @@ __all__ = [
 
 INFERENCE_CONFIG = Path("configs") / "inference.json"
 WEIGHTS = Path("models") / "model.pt"
+
+logger = logging.getLogger(__name__)
 
 
 class WeightsNotFound(FileNotFoundError):
@@ -304,35 +309,77 @@ def _merged_training_config(config_files: Sequence[str | Path]) -> dict[str, Any
     return merged
 
 
-def starting_weights(bundle: str | Path, config_files: list[str | Path], out: str | Path) -> Path:
-    """The weights a training run with ``config_files`` starts from when it continues from those served in ``bundle``
-    (a MONAI Label fine-tune): ``bundle/models/model.pt`` itself when it fits the run's ``network_def``; for a DLNet
-    ensemble, the member whose parameters have the run's names and shapes, written to ``out`` (the CPU recipe,
-    ResNet-18, starts from the shipped ensemble's member (a)). Returns the path to load.
+def starting_state(bundle: str | Path, network: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights served in ``bundle`` as a starting point for training ``network``: ``models/model.pt`` itself when
+    its parameters have ``network``'s names and shapes; for a DLNet ensemble, the member's that do (the CPU recipe,
+    ResNet-18, continues from the shipped ensemble's member (a), the paper's configuration from member (b)).
 
     Raises:
         WeightsNotFound: ``bundle`` has no weights.
-        ValueError: neither the weights nor any member fit the run's network (the message names the members).
+        ValueError: neither the weights nor any member fit ``network`` (the message names the members).
     """
+    return _starting_state(bundle, network)[0]
+
+
+def _starting_state(bundle: str | Path, network: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
+    """:func:`starting_state` and whether it is the bundle's ``model.pt`` as a whole (not one member's part)."""
     bundle = Path(bundle)
     if not (bundle / WEIGHTS).is_file():
         raise WeightsNotFound(f"no trained weights in {bundle / WEIGHTS}")
-    shapes = {k: tuple(v.shape) for k, v in build_network(_merged_training_config(config_files)["network_def"])
-              .state_dict().items()}
+    shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
     state = torch.load(bundle / WEIGHTS, map_location="cpu", weights_only=True)
     if {k: tuple(v.shape) for k, v in state.items()} == shapes:
-        return bundle / WEIGHTS
+        return state, True
     members = read_inference_config(bundle).get("network_def", {}).get("members") or []
     for index in range(len(members)):
         prefix = f"members.{index}."
         member = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if {k: tuple(v.shape) for k, v in member.items()} == shapes:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            return torch_save_atomic(member, Path(out))
+            return member, False
     described = ", ".join(f"{i}: {m.get('backbone', '?')}" for i, m in enumerate(members)) or "a single network"
-    raise ValueError(f"the weights served in {bundle} ({described}) do not fit the training network of "
-                     f"{[str(f) for f in config_files]}: train the architecture of one of them (e.g. add "
-                     "train_cpu.json for the ResNet-18 member) or without the served weights")
+    raise ValueError(f"the weights served in {bundle} ({described}) do not fit the training network: train the "
+                     "architecture of one of them (e.g. add train_cpu.json for the ResNet-18 member) or without them")
+
+
+def starting_weights(bundle: str | Path, config_files: list[str | Path], out: str | Path) -> Path:
+    """:func:`starting_state` for the network of a training run with ``config_files`` (merged as ``monai.bundle
+    run`` merges them), as a file to load (a MONAI Label fine-tune's CheckpointLoader): ``bundle/models/model.pt``
+    itself when it fits, else the fitting member written to ``out``.
+
+    Raises:
+        WeightsNotFound, ValueError: as :func:`starting_state`.
+    """
+    state, whole = _starting_state(bundle, build_network(_merged_training_config(config_files)["network_def"]))
+    if whole:
+        return Path(bundle) / WEIGHTS
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return torch_save_atomic(state, Path(out))
+
+
+def load_initial_weights(network: nn.Module, source: str | Path | None) -> nn.Module:
+    """``network`` with the weights ``source`` names loaded strictly, for a training run to start from (``train.json``
+    ``init_weights``): a bundle folder (:func:`starting_state`: its own weights or the member of ``network``'s
+    architecture), or a state-dict file; ``""``/``None``: ``network`` as initialised. A ``resume.pt`` of the run
+    still wins (:class:`pneumonitor.engines.ResumeCheckpoint` restores it when the run starts).
+
+    Raises:
+        WeightsNotFound: no such bundle or file. ValueError: the weights do not fit ``network``.
+    """
+    if not source:
+        return network
+    source = Path(source)
+    if source.is_dir():
+        state = starting_state(source, network)
+    elif source.is_file():
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    else:
+        raise WeightsNotFound(f"init_weights {source} is neither a bundle folder nor a weights file")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"init_weights {source} do not fit the training network ({exc})") from exc
+    logger.info("training starts from %s", source)
+    return network
 
 
 def combine_dlnet_bundles(
