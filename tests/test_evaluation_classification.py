@@ -109,3 +109,6 @@ def test_group_specificity_threshold_holds_every_source_to_the_rate():
         group_specificity_threshold(labels, scores, groups, 0.10, min_negatives=100)
     with pytest.raises(ValueError, match="max_false_positive_rate"):
         group_specificity_threshold(labels, scores, groups, 1.0)
+    saturated = np.r_[np.ones(20), np.zeros(20)]  # half of the negatives at probability 1.0
+    with pytest.raises(ValueError, match=r"no threshold in \[0, 1\]"):
+        group_specificity_threshold(np.zeros(40, int), saturated, ["x"] * 40, 0.10, 20)

@@ -112,7 +112,8 @@ def group_specificity_threshold(
     "no finding" radiographs); the project's goal is at most 10 % of the normals of *each* adult source.
 
     Raises:
-        ValueError: no group holds ``min_negatives`` negatives, or the rate is outside [0, 1).
+        ValueError: no group holds ``min_negatives`` negatives, the rate is outside [0, 1), or only a threshold above
+            1 would do (negatives scored 1.0).
     """
     if not 0.0 <= max_false_positive_rate < 1.0:
         raise ValueError(f"max_false_positive_rate must be in [0, 1), got {max_false_positive_rate}")
@@ -131,6 +132,9 @@ def group_specificity_threshold(
             threshold = max(threshold, (np.floor(negatives[allowed] / unit + 1e-6) + 1) * unit)
     if not counted:
         raise ValueError(f"no group holds {min_negatives} negatives: a specificity threshold needs them")
+    if threshold > 1.0:  # probabilities: nothing in [0, 1] separates negatives scored 1.0
+        raise ValueError(f"no threshold in [0, 1] calls at most {max_false_positive_rate:.0%} of every group's "
+                         "negatives positive (too many score 1.0)")
     return round(float(threshold), decimals)
 
 
