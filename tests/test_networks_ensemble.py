@@ -263,3 +263,36 @@ def test_a_training_config_starts_from_init_weights(member_bundles, tmp_path: Pa
         load_initial_weights(_dlnet(0), tmp_path / "nowhere")
     with pytest.raises(ValueError, match="do not fit"):
         load_initial_weights(_dlnet(0, extent_head=True), member_bundles[1] / "models" / "model.pt")  # no head there
+
+
+def test_an_ensemble_splits_back_into_its_members(member_bundles, tmp_path: Path, capsys):
+    """ensemble-dlnet --member: each member as a bundle of its own, which combines back into the same ensemble."""
+    from pneumonitor.networks.bundle import split_dlnet_ensemble, update_inference_config
+
+    out = tmp_path / "ensemble"
+    combine_dlnet_bundles(list(member_bundles), out)
+    update_inference_config(out, classification_threshold=0.4, operating_points={"balanced": 0.4})
+    assert main(["ensemble-dlnet", str(out), "--member", "1", "--out", str(tmp_path / "m1")]) == 0
+    split_dlnet_ensemble(out, 0, tmp_path / "m0")
+    for index in (0, 1):
+        config = json.loads((tmp_path / f"m{index}" / "configs" / "inference.json").read_text())
+        original = json.loads((member_bundles[index] / "configs" / "inference.json").read_text())
+        assert config["network_def"] == original["network_def"] and config["image_size"] == original["image_size"]
+        assert not {"ensemble_members", "operating_points", "classification_threshold"} & set(config)
+        # the localization member keeps the ensemble's (its own) extent-head rule; the other the paper's
+        assert config["severity_rule"] == ("extent-head" if index == 0 else "heatmap-threshold")
+        single, stored = load_bundle(tmp_path / f"m{index}", kind="DLNet"), torch.load(
+            member_bundles[index] / "models" / "model.pt", weights_only=True)
+        for name, value in single.network.state_dict().items():
+            torch.testing.assert_close(value, stored[name].to(value.dtype))
+    again = combine_dlnet_bundles([tmp_path / "m0", tmp_path / "m1"], tmp_path / "again")
+    first = torch.load(out / "models" / "model.pt", weights_only=True)
+    second = torch.load(again.parent.parent / "models" / "model.pt", weights_only=True)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    # refusals: a single DLNet, a member that is not there, several bundles
+    with pytest.raises(ValueError, match="not a DLNet ensemble"):
+        split_dlnet_ensemble(member_bundles[0], 0, tmp_path / "x")
+    assert main(["ensemble-dlnet", str(out), "--member", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "no member 2" in capsys.readouterr().err
+    assert main(["ensemble-dlnet", str(out), str(out), "--member", "0", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

@@ -9,6 +9,11 @@ on validation afterwards:
     pneumonitor analyze VALIDATION_IMAGES --dlnet runs/dlnet-ensemble --out runs/ens_val
     pneumonitor evaluate --results runs/ens_val --reference datalist.json --split validation \\
         --save-operating-point runs/dlnet-ensemble
+
+With one ensemble bundle and ``--member I`` it does the inverse: member I as a bundle of its own (its network, input
+size and weights; the ensemble's thresholds dropped), e.g. to refit its extent head or to continue its training:
+
+    pneumonitor ensemble-dlnet bundles/dlnet --member 0 --out runs/member0
 """
 
 from __future__ import annotations
@@ -28,11 +33,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="index of the member whose heatmap and extent head are used (default 0)")
     parser.add_argument("--weights", default=None,
                         help="comma-separated weights of the members' probabilities (default: equal)")
+    parser.add_argument("--member", type=int, default=None,
+                        help="with one ensemble bundle: write this member as a bundle of its own (the inverse)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pneumonitor.networks import WeightsNotFound, combine_dlnet_bundles
+    from pneumonitor.networks.bundle import split_dlnet_ensemble
 
+    if args.member is not None:
+        if len(args.bundles) != 1:
+            print("error: --member takes one ensemble bundle", file=sys.stderr)
+            return 2
+        try:
+            written = split_dlnet_ensemble(args.bundles[0], args.member, args.out)
+        except (ValueError, WeightsNotFound) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {written}: member {args.member} of {args.bundles[0]}; choose its thresholds on validation "
+              "(pneumonitor evaluate --split validation --save-operating-point)")
+        return 0
     try:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else None
         written = combine_dlnet_bundles(args.bundles, args.out, args.localization_member, weights)

@@ -36,6 +36,7 @@ __all__ = [
     "WeightsNotFound",
     "build_network",
     "combine_dlnet_bundles",
+    "split_dlnet_ensemble",
     "single_dlnet",
     "starting_state",
     "starting_weights",
@@ -438,6 +439,48 @@ def combine_dlnet_bundles(
         out, network_def=network_def, image_size=largest,
         ensemble_members=[{"bundle": f.resolve().name, "version": _bundle_version(f), "sha256": _sha256(f / WEIGHTS),
                            "image_size": s} for f, s in zip(folders, sizes)])
+
+
+def split_dlnet_ensemble(bundle: str | Path, member: int, out: str | Path) -> Path:
+    """Write member ``member`` of the DLNet ensemble ``bundle`` as a bundle of its own into ``out`` (the inverse of
+    :func:`combine_dlnet_bundles`; a copy of the ensemble's folder: its docs and train configs): its ``network_def``,
+    its input size and its weights as stored. What was chosen for the ensemble is dropped (classification and heatmap
+    thresholds, named operating points, the members' record): choose them again on validation; the severity rule and
+    the extent-head fit record stay only with the localization member (whose extent head the ensemble used); the
+    others get the paper's rule until their head is fitted.
+    Refitting that extent head, or continuing a member's training (``init_weights``), starts here. Returns the
+    member's inference.json.
+
+    Raises:
+        WeightsNotFound: ``bundle`` has no weights.
+        ValueError: ``bundle`` is not a DLNet ensemble, or it has no member ``member``.
+    """
+    bundle, out = Path(bundle), Path(out)
+    config = read_inference_config(bundle)
+    network_def = config.get("network_def", {})
+    if not str(network_def.get("_target_", "")).endswith("DLNetEnsemble"):
+        raise ValueError(f"{bundle} holds {network_def.get('_target_') or 'no network_def'}, not a DLNet ensemble")
+    members = network_def.get("members") or []
+    if not 0 <= int(member) < len(members):
+        raise ValueError(f"{bundle} has {len(members)} members: no member {member}")
+    if not (bundle / WEIGHTS).is_file():
+        raise WeightsNotFound(f"no trained weights in {bundle / WEIGHTS}")
+    prefix = f"members.{int(member)}."
+    state = {k[len(prefix):]: v for k, v in torch.load(bundle / WEIGHTS, map_location="cpu", weights_only=True).items()
+             if k.startswith(prefix)}
+    if out.resolve() != bundle.resolve():
+        shutil.copytree(bundle, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval"))
+    torch_save_atomic(state, out / WEIGHTS)
+    dropped = ["ensemble_members", "operating_points", "classification_threshold", "heatmap_threshold",
+               "operating_point_basis"]
+    settings: dict[str, Any] = {}
+    if int(member) != int(network_def.get("localization_member", 0)):
+        # whether its own extent head was ever fitted is not recorded in the ensemble: the paper's rule until
+        # `pneumonitor fit-extent-head` fits it
+        dropped.append("extent_head_fit")
+        settings["severity_rule"] = "heatmap-threshold"
+    return update_inference_config(out, remove=dropped, network_def=members[int(member)],
+                                   image_size=list(network_def["input_sizes"][int(member)]), **settings)
 
 
 def _bundle_version(folder: Path) -> str:
