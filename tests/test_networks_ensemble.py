@@ -285,7 +285,9 @@ def test_an_ensemble_splits_back_into_its_members(member_bundles, tmp_path: Path
             member_bundles[index] / "models" / "model.pt", weights_only=True)
         for name, value in single.network.state_dict().items():
             torch.testing.assert_close(value, stored[name].to(value.dtype))
+    update_inference_config(tmp_path / "m0", operating_points={"balanced": 0.3, "high-specificity": 0.8})
     again = combine_dlnet_bundles([tmp_path / "m0", tmp_path / "m1"], tmp_path / "again")
+    assert "operating_points" not in json.loads(again.read_text())  # the member's points are not the ensemble's
     first = torch.load(out / "models" / "model.pt", weights_only=True)
     second = torch.load(again.parent.parent / "models" / "model.pt", weights_only=True)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

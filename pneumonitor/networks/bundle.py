@@ -394,8 +394,8 @@ def combine_dlnet_bundles(
     gets the ensemble's ``network_def`` (the members' own definitions nested), the largest member's ``image_size``
     and ``ensemble_members`` (each member's folder, weights sha256, image size); ``models/model.pt`` holds the
     members' weights under ``members.<i>.`` as each member stored them. The severity rule and probability source stay
-    the localization member's; the classification threshold is its too until the ensemble's own is chosen on
-    validation (``pneumonitor evaluate --split validation --save-operating-point OUT``). Returns the inference.json.
+    the localization member's; the classification threshold is its too (its named ``operating_points`` are dropped)
+    until the ensemble's own are chosen on validation (``pneumonitor evaluate --split validation --save-operating-point OUT``). Returns the inference.json.
 
     Raises:
         WeightsNotFound: a member is not a bundle with weights.
@@ -435,8 +435,9 @@ def combine_dlnet_bundles(
         shutil.copytree(base, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval"))
     torch_save_atomic(state, out / WEIGHTS)
     largest = max(sizes, key=lambda s: s[0] * s[1])
+    # the member's named operating points say what its own threshold does on validation: not the ensemble's
     return update_inference_config(
-        out, network_def=network_def, image_size=largest,
+        out, remove=("operating_points",), network_def=network_def, image_size=largest,
         ensemble_members=[{"bundle": f.resolve().name, "version": _bundle_version(f), "sha256": _sha256(f / WEIGHTS),
                            "image_size": s} for f, s in zip(folders, sizes)])
 
