@@ -41,24 +41,18 @@ def run(args: argparse.Namespace) -> int:
     from pneumonitor.networks import WeightsNotFound, combine_dlnet_bundles
     from pneumonitor.networks.bundle import split_dlnet_ensemble
 
-    if args.member is not None:
-        if len(args.bundles) != 1:
-            print("error: --member takes one ensemble bundle", file=sys.stderr)
-            return 2
-        try:
-            written = split_dlnet_ensemble(args.bundles[0], args.member, args.out)
-        except (ValueError, WeightsNotFound) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(f"wrote {written}: member {args.member} of {args.bundles[0]}; choose its thresholds on validation "
-              "(pneumonitor evaluate --split validation --save-operating-point)")
-        return 0
     try:
-        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
-        written = combine_dlnet_bundles(args.bundles, args.out, args.localization_member, weights)
+        if args.member is not None:
+            if len(args.bundles) != 1:
+                raise ValueError("--member takes one ensemble bundle")
+            written = split_dlnet_ensemble(args.bundles[0], args.member, args.out)
+            what = f"member {args.member} of {args.bundles[0]}; choose its thresholds"
+        else:
+            weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+            written = combine_dlnet_bundles(args.bundles, args.out, args.localization_member, weights)
+            what = f"{len(args.bundles)} members; choose its classification threshold"
     except (ValueError, WeightsNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {written}: {len(args.bundles)} members; choose its classification threshold on validation "
-          "(pneumonitor evaluate --split validation --save-operating-point)")
+    print(f"wrote {written}: {what} on validation (pneumonitor evaluate --split validation --save-operating-point)")
     return 0
