@@ -190,10 +190,10 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
 
     # classification
     cls = [(item["label"], row["pneumonia_probability"], item.get("source"), item.get("patient_id"),
-            row.get("score_total"), row["image"]) for item, row in matched.pairs
-           if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
+            row.get("score_total"), row["image"], int(row["positive"]) if _finite(row.get("positive")) else -1)
+           for item, row in matched.pairs if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
     if "classification" in tasks and cls and len({c[0] for c in cls}) == 2:
-        labels, scores, sources, patients, totals, images = zip(*cls)
+        labels, scores, sources, patients, totals, images, positives = zip(*cls)
         groups = patients if all(patients) else None
         result = evaluate_classification(labels, scores, settings.threshold, settings.n_bootstrap, settings.seed,
                                          groups=groups)
@@ -202,8 +202,6 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             metrics["classification"]["threshold_rule"] = settings.threshold_rule
         totals = [float(t) if _finite(t) else math.nan for t in totals]
         if len({source for source in sources if source}) > 1:
-            positives = [int(row["positive"]) if _finite(row.get("positive")) else -1 for item, row in matched.pairs
-                         if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
             metrics["classification"]["by_source"] = by_source(
                 labels, scores, sources, result.threshold, scores_at(result.threshold, scores, totals, positives),
                 groups, settings.n_bootstrap, settings.seed)

@@ -428,9 +428,9 @@ class Analyzer:
         if not dropouts:
             raise ValueError("DLNet has no active dropout layer: MC-dropout adds no spread")
         batch = dl_batch.to(self.device)
-        heads = [network.classification_head] if hasattr(network, "classification_head") else [
-            member.classification_head for member in getattr(network, "members", [])]
-        in_heads = {id(module) for head in heads for module in head.modules()}
+        # the classification heads at any depth (a DLNet's own; each member's in an ensemble)
+        in_heads = {id(module) for name, head in network.named_modules()
+                    if name.rsplit(".", 1)[-1] == "classification_head" for module in head.modules()}
         # a TorchScript export keeps only forward and its exported methods: whole passes there
         only_in_head = hasattr(network, "classify_features") and all(id(m) in in_heads for m in dropouts)
         features = network.classification_features(batch) if only_in_head else None

@@ -297,7 +297,6 @@ def serve_trained_weights(
                                    image_size=trained["image_size"], **refit)
 
 
-
 def _merged_training_config(config_files: Sequence[str | Path]) -> dict[str, Any]:
     """``config_files`` merged as ``monai.bundle run --config_file "[...]"`` merges them (raw, not instantiated)."""
     from monai.bundle import ConfigParser
@@ -327,19 +326,29 @@ def _starting_state(bundle: str | Path, network: nn.Module) -> tuple[dict[str, t
     bundle = Path(bundle)
     if not (bundle / WEIGHTS).is_file():
         raise WeightsNotFound(f"no trained weights in {bundle / WEIGHTS}")
-    shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    shapes = _shapes(network.state_dict())
     state = torch.load(bundle / WEIGHTS, map_location="cpu", weights_only=True)
-    if {k: tuple(v.shape) for k, v in state.items()} == shapes:
+    if _shapes(state) == shapes:
         return state, True
     members = read_inference_config(bundle).get("network_def", {}).get("members") or []
     for index in range(len(members)):
-        prefix = f"members.{index}."
-        member = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if {k: tuple(v.shape) for k, v in member.items()} == shapes:
+        member = _member_state(state, index)
+        if _shapes(member) == shapes:
             return member, False
     described = ", ".join(f"{i}: {m.get('backbone', '?')}" for i, m in enumerate(members)) or "a single network"
     raise ValueError(f"the weights served in {bundle} ({described}) do not fit the training network: train the "
                      "architecture of one of them (e.g. add train_cpu.json for the ResNet-18 member) or without them")
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _member_state(state: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+    """Member ``index``'s weights in an ensemble's state dict (stored under ``members.<index>.``, as
+    :func:`combine_dlnet_bundles` writes them)."""
+    prefix = f"members.{int(index)}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def starting_weights(bundle: str | Path, config_files: list[str | Path], out: str | Path) -> Path:
@@ -466,9 +475,7 @@ def split_dlnet_ensemble(bundle: str | Path, member: int, out: str | Path) -> Pa
         raise ValueError(f"{bundle} has {len(members)} members: no member {member}")
     if not (bundle / WEIGHTS).is_file():
         raise WeightsNotFound(f"no trained weights in {bundle / WEIGHTS}")
-    prefix = f"members.{int(member)}."
-    state = {k[len(prefix):]: v for k, v in torch.load(bundle / WEIGHTS, map_location="cpu", weights_only=True).items()
-             if k.startswith(prefix)}
+    state = _member_state(torch.load(bundle / WEIGHTS, map_location="cpu", weights_only=True), member)
     if out.resolve() != bundle.resolve():
         shutil.copytree(bundle, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval"))
     torch_save_atomic(state, out / WEIGHTS)

@@ -27,6 +27,11 @@ from torch import nn
 __all__ = ["DLNetEnsemble"]
 
 
+def _logit(probability: torch.Tensor) -> torch.Tensor:
+    """The logit of the ensemble's mean probability, kept finite (a member's sigmoid can saturate at 0 or 1)."""
+    return torch.logit(probability.clamp(1e-6, 1.0 - 1e-6))
+
+
 class DLNetEnsemble(nn.Module):
     """Mean-probability ensemble of trained DLNets.
 
@@ -93,7 +98,7 @@ class DLNetEnsemble(nn.Module):
                 logits = member.classify(member_input)
             probability = probability + self.member_weights[index] * torch.sigmoid(logits.float())
         assert maps is not None
-        return torch.logit(probability.clamp(1e-6, 1.0 - 1e-6)), maps, read_out
+        return _logit(probability), maps, read_out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, maps, _ = self._combine(x)
@@ -108,7 +113,7 @@ class DLNetEnsemble(nn.Module):
         """The logit of the weighted mean probability of the members' classification heads on ``features``."""
         probability = sum(weight * torch.sigmoid(member.classification_head(f).float())
                           for weight, member, f in zip(self.member_weights, self.members, features))
-        return torch.logit(probability.clamp(1e-6, 1.0 - 1e-6))
+        return _logit(probability)
 
     @torch.jit.export  # the Deploy app runs the TorchScript export: it needs this method, not only forward
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:

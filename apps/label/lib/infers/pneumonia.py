@@ -55,19 +55,19 @@ class PneumoniaInfer(RadiographInferTask):
         # one Grad-CAM proposer per served network: each new one registers its hooks on the network for good
         # (pneumonitor.stage2.gradcam), so one per request would pile hooks onto every later pass
         self._proposer: tuple[int, Any] | None = None
-        self._proposer_lock = threading.RLock()
+        self._proposer_lock = threading.Lock()  # the hooks hold one pass's activations: one proposal at a time
 
-    def proposer(self, dlnet: Any, device: str) -> Any:
+    def _proposer_for(self, dlnet: Any, device: str) -> Any:
         """The Grad-CAM proposer of the served DLNet (of an ensemble, the shipped DLNet, its localization member:
-        Grad-CAM needs one network's layers), built once per network object (a promotion loads a new one)."""
+        Grad-CAM needs one network's layers), built once per network object (a promotion loads a new one). Called
+        with ``_proposer_lock`` held."""
         from pneumonitor.networks.bundle import single_dlnet
         from pneumonitor.stage2.gradcam import GradCAMProposer
 
         member = single_dlnet(dlnet)
-        with self._proposer_lock:
-            if self._proposer is None or self._proposer[0] != id(member.network):
-                self._proposer = (id(member.network), GradCAMProposer(member.network, member.image_size, device=device))
-            return self._proposer[1]
+        if self._proposer is None or self._proposer[0] != id(member.network):
+            self._proposer = (id(member.network), GradCAMProposer(member.network, member.image_size, device=device))
+        return self._proposer[1]
 
     def is_valid(self) -> bool:
         return super().is_valid() and self.lung_networks.weights.is_file()
@@ -94,8 +94,8 @@ class PneumoniaInfer(RadiographInferTask):
         pneumonia = severity.pneumonia_mask
         boxes = data.get("boxes") or []
         if boxes and _truthy(data.get("use_boxes", True)):
-            with self._proposer_lock:  # the hooks hold one pass's activations: one proposal at a time
-                proposal = self.proposer(dlnet, device)(radiograph.pixels, [list(map(float, b)) for b in boxes])
+            with self._proposer_lock:
+                proposal = self._proposer_for(dlnet, device)(radiograph.pixels, [list(map(float, b)) for b in boxes])
             pneumonia = proposal.binary
             result.update(source="gradcam-proposal", boxes=len(boxes),
                           proposal_fraction_of_boxes=round(proposal.area_fraction_of_box, 4))
