@@ -98,6 +98,20 @@ def test_mc_dropout_varies_only_through_dropout_and_keeps_batch_norm_frozen(anal
         plain.mc_dropout(x, samples=4)
 
 
+
+def test_mc_dropout_of_a_torchscript_dlnet_gives_the_eager_samples(analyzer):
+    """The Deploy app serves DLNet as TorchScript, where dropout layers are no torch.nn.Dropout instances: MC-dropout
+    still finds and switches them, and gives the eager network's samples with the same seed."""
+    from dataclasses import replace
+
+    x = torch.randn(1, 3, 96, 96)
+    scripted = torch.jit.script(analyzer.dlnet.network)
+    served = Analyzer(replace(analyzer.dlnet, network=scripted), None)
+    probabilities = served.mc_dropout(x, samples=8, seed=0)[:, 0]
+    assert np.var(probabilities) > 0
+    np.testing.assert_allclose(probabilities, analyzer.mc_dropout(x, samples=8, seed=0)[:, 0], atol=1e-5)
+    assert not any(m.training for m in scripted.modules())
+
 def test_prefetch_keeps_order_and_bounds_lookahead():
     started = []
 

@@ -177,6 +177,15 @@ class ImageAnalysis:
     ood: list[str] = field(default_factory=list)
 
 
+def _dropout_layers(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The network's dropout layers with p > 0, eager or TorchScript: a scripted ``torch.nn.Dropout`` is no longer an
+    instance of it (only its ``original_name`` says so), yet switching it to training mode draws masks all the same
+    (the Deploy app serves DLNet as TorchScript)."""
+    return [module for module in network.modules()
+            if (isinstance(module, torch.nn.Dropout) or getattr(module, "original_name", None) == "Dropout")
+            and float(getattr(module, "p", 0.0)) > 0]
+
+
 class Analyzer:
     """Runs DLNet + LSNet + severity on radiographs.
 
@@ -424,7 +433,7 @@ class Analyzer:
         """
         samples = self.settings.mc_samples if samples is None else samples
         network = self.dlnet.network
-        dropouts = [m for m in network.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+        dropouts = _dropout_layers(network)
         if not dropouts:
             raise ValueError("DLNet has no active dropout layer: MC-dropout adds no spread")
         batch = dl_batch.to(self.device)
