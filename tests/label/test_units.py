@@ -250,3 +250,34 @@ def test_box_only_proposal_with_a_served_ensemble(tmp_path, source_bundles, samp
     outside = np.ones(label.shape, dtype=bool)
     outside[box[1]:box[3], box[0]:box[2]] = False
     assert not np.any(label[outside] == 3) and np.any(label[~outside] == 3)
+
+
+def test_a_repository_update_reaches_a_working_copy_it_never_promoted(tmp_path, source_bundles):
+    """New operating points for the same weights, then new weights: a working copy still serving what it copied
+    takes both at the next start, with the configs that describe them; promoted weights stay whatever ships."""
+    from lib.configs import prepare_bundle
+    from pneumonitor.networks.bundle import read_inference_config, update_inference_config
+
+    source = tmp_path / "source"
+    shutil.copytree(source_bundles / "dlnet", source)
+    served = prepare_bundle(source, tmp_path / "dlnet")
+    update_inference_config(source, operating_points={"balanced": 0.4, "high-specificity": 0.7})
+    prepare_bundle(source, served)
+    assert read_inference_config(served)["operating_points"] == {"balanced": 0.4, "high-specificity": 0.7}
+    shipped, _ = make_test_networks(dlnet_logit_bias=2.0)
+    save_test_checkpoint(shipped, source / "models" / "model.pt")  # a release with new weights and a new size
+    update_inference_config(source, image_size=[48, 48], severity_rule="extent-head")
+    prepare_bundle(source, served)
+    assert (served / "models" / "model.pt").read_bytes() == (source / "models" / "model.pt").read_bytes()
+    config = read_inference_config(served)
+    assert config["image_size"] == [48, 48] and config["severity_rule"] == "extent-head"
+    promoted, _ = make_test_networks(dlnet_logit_bias=-2.0)
+    save_test_checkpoint(promoted, served / "models" / "model.pt")  # as a promotion writes it
+    update_inference_config(served, image_size=[64, 64], severity_rule="heatmap-threshold")
+    kept = (served / "models" / "model.pt").read_bytes()
+    save_test_checkpoint(make_test_networks(dlnet_logit_bias=1.0)[0], source / "models" / "model.pt")  # next release
+    prepare_bundle(source, served)
+    assert (served / "models" / "model.pt").read_bytes() == kept
+    config = read_inference_config(served)
+    assert config["image_size"] == [64, 64] and config["severity_rule"] == "heatmap-threshold"
+    assert not list((served / "models").glob("*.partial"))

@@ -9,10 +9,17 @@ paper's and drops the named operating points and ensemble record of the old weig
 (:func:`pneumonitor.networks.serve_trained_weights`); a refresh keeps those keys
 (:data:`pneumonitor.networks.bundle.SERVED_WEIGHTS_KEYS`) as the working copy has them, with the weights they
 describe: a restart must not give promoted weights the source's extent-head rule (their head was never fitted).
+
+Weights this app never promoted follow the repository: ``models/source_weights.sha256`` records the digest of the
+source weights a working copy was copied from; at a start, a working copy still holding those (or the source's own)
+weights takes the source's current weights and all of its configs, so a repository update (new weights, or new
+operating points for the same weights) reaches it without deleting it. Promoted weights stay, whatever the
+repository ships (logged).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -22,13 +29,36 @@ from pneumonitor.networks.bundle import SERVED_WEIGHTS_KEYS, read_inference_conf
 logger = logging.getLogger(__name__)
 
 
+SOURCE_WEIGHTS_RECORD = "source_weights.sha256"
+
+
+def _digest(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def prepare_bundle(source: Path, target: Path) -> Path:
     """Create or refresh the working copy ``target`` of the bundle ``source``; returns ``target``."""
     target.mkdir(parents=True, exist_ok=True)
+    (target / "models").mkdir(exist_ok=True)
+    weights, working = source / "models" / "model.pt", target / "models" / "model.pt"
+    record = target / "models" / SOURCE_WEIGHTS_RECORD
+    source_digest, working_digest = _digest(weights), _digest(working)
+    copied_from = record.read_text().strip() if record.is_file() else None
+    # weights a training run promoted here: neither the source's nor the ones copied from it
+    promoted = working_digest is not None and working_digest not in (source_digest, copied_from)
     trained = None
-    if (target / "models" / "model.pt").is_file() and (target / "configs" / "inference.json").is_file():
+    if promoted and (target / "configs" / "inference.json").is_file():
         config = read_inference_config(target)
         trained = {k: config[k] for k in SERVED_WEIGHTS_KEYS if k in config}
+        if source_digest is not None and source_digest != copied_from:
+            logger.info("%s holds weights promoted by this app: the newer weights of %s are not served (delete %s to "
+                        "serve them)", target, source, working)
     if (source / "configs").is_dir():
         shutil.copytree(source / "configs", target / "configs", dirs_exist_ok=True)
         if trained:
@@ -40,14 +70,16 @@ def prepare_bundle(source: Path, target: Path) -> Path:
             shutil.copytree(source / extra, target / extra, dirs_exist_ok=True)
         elif (source / extra).is_file():
             shutil.copyfile(source / extra, target / extra)
-    (target / "models").mkdir(exist_ok=True)
-    weights = source / "models" / "model.pt"
-    if weights.is_file() and not (target / "models" / "model.pt").is_file():
-        shutil.copyfile(weights, target / "models" / "model.pt")
-        logger.info("copied %s into %s", weights, target)
-    if not (target / "models" / "model.pt").is_file():
+    if source_digest is not None and not promoted and working_digest != source_digest:
+        partial = working.with_suffix(".partial")  # a killed start leaves no half-copied model.pt
+        shutil.copyfile(weights, partial)
+        partial.replace(working)
+        logger.info("%s %s into %s", "updated from" if working_digest else "copied", weights, target)
+    if source_digest is not None and not promoted:
+        record.write_text(source_digest + "\n")
+    if not working.is_file():
         logger.warning(
             "no trained weights in %s: its infer task is not served until a training run or a copied model.pt "
-            "provides them", target / "models" / "model.pt",
+            "provides them", working,
         )
     return target
