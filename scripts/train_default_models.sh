@@ -5,8 +5,10 @@
 #
 # 1. `pneumonitor datasets mix` builds the seeded, patient-level training mix (DLNet and LSNet datalists);
 # 2. each bundle trains in a working copy under WORK_DIR with train.json + train_cpu.json (one after the other: on
-#    2 cores, parallel runs only share the same CPU time); a killed run resumes from WORK_DIR/<name>/models/resume.pt
-#    when the script is run again (the per-epoch state: weights, optimizer, LR schedule, epoch, best checkpoint);
+#    2 cores, parallel runs only share the same CPU time); DLNet then continues at 320 px from that run's best
+#    checkpoint (+ train_cpu_hires.json, in WORK_DIR/dlnet-hires); a killed run resumes from
+#    WORK_DIR/<run>/models/resume.pt when the script is run again (the per-epoch state: weights, optimizer, LR
+#    schedule, epoch, best checkpoint);
 # 3. the best checkpoints (validation Dice / AUC) are copied to bundles/<name>/models/model.pt (DLNet in fp16), and
 #    the run's network_def and image_size written into bundles/<name>/configs/inference.json (serve_trained_weights);
 #    DLNet then gets its extent head (`pneumonitor fit-extent-head`: ridge on the training split's expert scores,
@@ -28,27 +30,45 @@ read -r -a NETWORKS <<< "${NETWORKS[*]}"
 mkdir -p "$WORK"
 WORK="$(cd "$WORK" && pwd)"
 pneumonitor datasets mix --out "$WORK/datalists"
-for name in "${NETWORKS[@]}"; do
-  if [[ -f "$WORK/$name/models/resume.pt" ]]; then  # an interrupted run: continue from its last finished epoch
-    cp -r "$ROOT/bundles/$name/configs/." "$WORK/$name/configs/"
-    echo "resuming $name from $WORK/$name/models/resume.pt (delete it to start over)"
+train_run() {  # RUN_NAME BUNDLE CONFIG...: one resumable training run of BUNDLE's CONFIGs in WORK/RUN_NAME
+  local run="$1" name="$2"; shift 2
+  local configs=()
+  for config in "$@"; do configs+=("'configs/$config'"); done
+  if [[ -f "$WORK/$run/models/resume.pt" ]]; then  # an interrupted run: continue from its last finished epoch
+    cp -r "$ROOT/bundles/$name/configs/." "$WORK/$run/configs/"
+    echo "resuming $run from $WORK/$run/models/resume.pt (delete it to start over)"
   else
-    rm -rf "${WORK:?}/$name"
-    cp -r "$ROOT/bundles/$name" "$WORK/$name"
-    rm -f "$WORK/$name/models/"*.pt
+    rm -rf "${WORK:?}/$run"
+    cp -r "$ROOT/bundles/$name" "$WORK/$run"
+    rm -f "$WORK/$run/models/"*.pt
+    if [[ -n "${START_WEIGHTS:-}" ]]; then  # FILE:NAME, the weights the run's init_weights names
+      cp "${START_WEIGHTS%%:*}" "$WORK/$run/models/${START_WEIGHTS##*:}"
+    fi
   fi
-  echo "training $name (log: $WORK/$name.log)"
-  (cd "$WORK/$name" && python -m monai.bundle run training \
-      --config_file "['configs/train.json','configs/train_cpu.json']" \
-      --bundle_root "$WORK/$name" --dataset_dir "$WORK/datalists" >> "$WORK/$name.log" 2>&1)
-  # the weights and the run's network_def + image_size (train.json merged with train_cpu.json) into the served
-  # bundle, so that its inference.json describes them; DLNet in fp16: half the file (50 -> 25 MB), the model card
-  # measures that nothing changed
+  echo "training $run (log: $WORK/$run.log)"
+  (cd "$WORK/$run" && python -m monai.bundle run training \
+      --config_file "[$(IFS=,; echo "${configs[*]}")]" \
+      --bundle_root "$WORK/$run" --dataset_dir "$WORK/datalists" >> "$WORK/$run.log" 2>&1)
+}
+
+for name in "${NETWORKS[@]}"; do
+  recipe=(train.json train_cpu.json)
+  train_run "$name" "$name" "${recipe[@]}"
+  run="$name"
+  if [[ "$name" == dlnet ]]; then
+    # DLNet's second stage: the 224-px run's best checkpoint continued at 320 px (train_cpu_hires.json: 12 epochs
+    # of 1,000 images, lr 2e-5; its init_weights is this copy of the first stage's weights)
+    recipe+=(train_cpu_hires.json)
+    START_WEIGHTS="$WORK/dlnet/models/model.pt:model_224.pt" train_run dlnet-hires dlnet "${recipe[@]}"
+    run=dlnet-hires
+  fi
+  # the weights and the run's network_def + image_size (its configs merged as the run merged them) into the served
+  # bundle, so that its inference.json describes them; DLNet in fp16: half the file, the model card measures that
+  # nothing changed
   python -c "import sys; from pneumonitor.networks import serve_trained_weights as serve
-serve(sys.argv[1], sys.argv[2:4], sys.argv[4], half_precision=sys.argv[5] == 'dlnet')" \
-    "$WORK/$name/models/model.pt" "$WORK/$name/configs/train.json" "$WORK/$name/configs/train_cpu.json" \
-    "$ROOT/bundles/$name" "$name"
-  echo "bundles/$name/models/model.pt <- $WORK/$name/models/model.pt (network_def, image_size -> configs/inference.json)"
+serve(sys.argv[1], sys.argv[4:], sys.argv[2], half_precision=sys.argv[3] == 'dlnet')" \
+    "$WORK/$run/models/model.pt" "$ROOT/bundles/$name" "$name" "${recipe[@]/#/$WORK/$run/configs/}"
+  echo "bundles/$name/models/model.pt <- $WORK/$run/models/model.pt (network_def, image_size -> configs/inference.json)"
   if [[ "$name" == dlnet ]]; then
     # the extent head (severity): fitted on the frozen DLNet to the expert scores of the training split, its ridge
     # strength chosen on validation; needs the LSNet just served (docs/bundles.md)

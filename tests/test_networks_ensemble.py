@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -298,3 +299,38 @@ def test_an_ensemble_splits_back_into_its_members(member_bundles, tmp_path: Path
     assert "no member 2" in capsys.readouterr().err
     assert main(["ensemble-dlnet", str(out), str(out), "--member", "0", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_the_high_resolution_cpu_stage_continues_the_224_px_run(tmp_path: Path):
+    """train_cpu_hires.json: the CPU recipe at 320 px, starting from the 224-px run's best checkpoint copied into its
+    models/ as model_224.pt (scripts/train_default_models.sh); without that file the run refuses to start from a fresh
+    initialisation at its small learning rate. Serving its weights records 320 px and the ResNet-18."""
+    from monai.bundle import ConfigParser
+
+    from pneumonitor.networks import WeightsNotFound, serve_trained_weights
+
+    configs = Path(__file__).resolve().parents[1] / "bundles" / "dlnet" / "configs"
+    recipe = [configs / "train.json", configs / "train_cpu.json", configs / "train_cpu_hires.json"]
+    def run_config() -> ConfigParser:
+        parser = ConfigParser()
+        parser.read_config([str(f) for f in recipe])
+        parser["bundle_root"] = str(tmp_path / "run")
+        parser["device"] = "$torch.device('cpu')"
+        return parser
+
+    parser = run_config()
+    assert parser.get_parsed_content("image_size") == [320, 320]
+    assert parser.get_parsed_content("learning_rate") < ConfigParser.load_config_files([str(recipe[0])])["learning_rate"]
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    with pytest.raises(RuntimeError) as refused:  # MONAI's config parser wraps what the expression raised
+        parser.get_parsed_content("network")
+    assert isinstance(refused.value.__cause__, WeightsNotFound) and "model_224.pt" in str(refused.value.__cause__)
+    first_stage = DLNet("resnet18", localization_activation="sigmoid", extent_head=True)
+    torch.save(first_stage.state_dict(), tmp_path / "run" / "models" / "model_224.pt")
+    started = run_config().get_parsed_content("network").state_dict()
+    for name, value in first_stage.state_dict().items():
+        torch.testing.assert_close(started[name], value)
+    served = tmp_path / "served"
+    shutil.copytree(configs, served / "configs")
+    config = json.loads(serve_trained_weights(tmp_path / "run" / "models" / "model_224.pt", recipe, served).read_text())
+    assert config["image_size"] == [320, 320] and config["network_def"]["backbone"] == "resnet18"
