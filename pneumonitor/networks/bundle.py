@@ -43,6 +43,7 @@ __all__ = [
     "load_initial_weights",
     "SERVED_WEIGHTS_KEYS",
     "image_size_of",
+    "weights_sha256",
     "load_bundle",
     "load_exported",
     "read_inference_config",
@@ -77,7 +78,8 @@ class LoadedNetwork:
     settings: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
+def weights_sha256(path: Path) -> str:
+    """The sha256 of a weights file (what results.json and an ensemble record; the Label app's working copies too)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -165,7 +167,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", kind: str 
             "the training run's network_def and image_size belong in that file (serve_trained_weights writes them)"
         ) from exc
     network.to(device).eval()
-    return LoadedNetwork(network, size, weights.resolve(), _sha256(weights), _settings_of(config))
+    return LoadedNetwork(network, size, weights.resolve(), weights_sha256(weights), _settings_of(config))
 
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> LoadedNetwork:
@@ -192,7 +194,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Loade
     config = json.loads(extra_files[INFERENCE_CONFIG.name])
     size = image_size_of(config, f"{path}:inference.json")
     module.to(device).eval()
-    return LoadedNetwork(module, size, path.resolve(), _sha256(path), _settings_of(config))
+    return LoadedNetwork(module, size, path.resolve(), weights_sha256(path), _settings_of(config))
 
 
 def torch_save_atomic(payload: Any, path: str | Path) -> Path:
@@ -447,7 +449,7 @@ def combine_dlnet_bundles(
     # the member's named operating points say what its own threshold does on validation: not the ensemble's
     return update_inference_config(
         out, remove=("operating_points",), network_def=network_def, image_size=largest,
-        ensemble_members=[{"bundle": f.resolve().name, "version": _bundle_version(f), "sha256": _sha256(f / WEIGHTS),
+        ensemble_members=[{"bundle": f.resolve().name, "version": _bundle_version(f), "sha256": weights_sha256(f / WEIGHTS),
                            "image_size": s} for f, s in zip(folders, sizes)])
 
 

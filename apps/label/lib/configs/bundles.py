@@ -19,27 +19,17 @@ repository ships (logged).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from pathlib import Path
 
-from pneumonitor.networks.bundle import SERVED_WEIGHTS_KEYS, read_inference_config, update_inference_config
+from pneumonitor.networks.bundle import (SERVED_WEIGHTS_KEYS, read_inference_config, update_inference_config,
+                                        weights_sha256)
 
 logger = logging.getLogger(__name__)
 
 
 SOURCE_WEIGHTS_RECORD = "source_weights.sha256"
-
-
-def _digest(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepare_bundle(source: Path, target: Path) -> Path:
@@ -48,7 +38,7 @@ def prepare_bundle(source: Path, target: Path) -> Path:
     (target / "models").mkdir(exist_ok=True)
     weights, working = source / "models" / "model.pt", target / "models" / "model.pt"
     record = target / "models" / SOURCE_WEIGHTS_RECORD
-    source_digest, working_digest = _digest(weights), _digest(working)
+    source_digest, working_digest = (weights_sha256(p) if p.is_file() else None for p in (weights, working))
     copied_from = record.read_text().strip() if record.is_file() else None
     # weights a training run promoted here: neither the source's nor the ones copied from it
     promoted = working_digest is not None and working_digest not in (source_digest, copied_from)
@@ -70,12 +60,12 @@ def prepare_bundle(source: Path, target: Path) -> Path:
             shutil.copytree(source / extra, target / extra, dirs_exist_ok=True)
         elif (source / extra).is_file():
             shutil.copyfile(source / extra, target / extra)
-    if source_digest is not None and not promoted and working_digest != source_digest:
-        partial = working.with_suffix(".partial")  # a killed start leaves no half-copied model.pt
-        shutil.copyfile(weights, partial)
-        partial.replace(working)
-        logger.info("%s %s into %s", "updated from" if working_digest else "copied", weights, target)
     if source_digest is not None and not promoted:
+        if working_digest != source_digest:
+            partial = working.with_suffix(".partial")  # a killed start leaves no half-copied model.pt
+            shutil.copyfile(weights, partial)
+            partial.replace(working)
+            logger.info("%s %s into %s", "updated from" if working_digest else "copied", weights, target)
         record.write_text(source_digest + "\n")
     if not working.is_file():
         logger.warning(
