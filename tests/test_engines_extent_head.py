@@ -78,6 +78,11 @@ def test_predicted_scores_follow_the_severity_pipeline_and_alpha_is_chosen_on_va
     fit = choose_and_fit(training, validation, 0.5, alphas=(1e-6, 1e6))
     assert fit.alpha == 1e-6 and [row["alpha"] for row in fit.table] == [1e-6, 1e6]
     assert fit.table[0]["mae"] < fit.table[1]["mae"] and fit.n_training == 60 and fit.n_validation == 30
+    assert fit.record()["classification_threshold"] == 0.5
+    # gate 0: the head alone, the image below 0.5 is scored by its features like the others
+    alone = choose_and_fit(training, validation, 0.0, alphas=(1e-6,))
+    assert alone.table[0]["mae"] != fit.table[0]["mae"] and alone.record()["classification_threshold"] == 0.0
+    assert np.array_equal(predicted_scores(validation, weight, bias, 0.0)[1:], expected)
     with pytest.raises(ValueError, match="validation"):
         choose_and_fit(training, [], 0.5)
 
@@ -186,8 +191,9 @@ def test_fit_extent_head_command_fits_on_training_chooses_on_validation_and_writ
     datalist.write_text(json.dumps({"training": items[:4], "validation": items[4:], "test": []}))
     report = tmp_path / "fit.json"
     assert main(["fit-extent-head", "--datalist", str(datalist), "--dlnet", str(bundle), "--alphas", "10,1000",
-                 "--report", str(report), "--quiet"]) == 0
+                 "--classification-threshold", "0", "--report", str(report), "--quiet"]) == 0
     record = json.loads(report.read_text())
+    assert record["classification_threshold"] == 0  # judged without the gate, as asked
     assert record["n_validation"] == 3 and [row["alpha"] for row in record["validation"]] == [10, 1000]
     assert record["alpha"] in (10, 1000) and record["n_training"] <= 8  # 4 images and their mirrors
     analyzer = Analyzer.from_locations(bundle, device="cpu", settings=AnalysisSettings(qc="off", uncertainty="off"))

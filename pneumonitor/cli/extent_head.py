@@ -2,7 +2,8 @@
 
 Reads the DLNet datalist (``pneumonitor datasets mix``): the expert-scored images of the training split (total 0-8
 scores, per-lung 0-4 scores where given; each also mirrored, its lungs' scores swapped, unless --no-mirror) are the fit, those of the validation split choose the ridge strength by the
-0-8 score's MAE; the test split is not read. Runs the bundle's DLNet and the LSNet exactly as ``pneumonitor analyze``
+0-8 score's MAE (images below the classification threshold score 0, as in ``analyze``; --classification-threshold 0
+judges the head alone, for a member of an ensemble); the test split is not read. Runs the bundle's DLNet and the LSNet exactly as ``pneumonitor analyze``
 does, then writes the head into the DLNet bundle (``models/model.pt``; ``severity_rule`` ``extent-head`` and the fit's
 record in ``configs/inference.json``) unless --dry-run. Prints the validation table (MAE, bias, r per strength).
 Retraining DLNet (``serve_trained_weights``) sets the rule back to the paper's: fit again after every retraining.
@@ -38,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also fit the lung classifier on every training image (probability_source lung-classifier)")
     parser.add_argument("--no-mirror", action="store_true",
                         help="do not add each training image mirrored left-right (scores of the lungs swapped)")
+    parser.add_argument("--classification-threshold", type=float, default=None,
+                        help="the gate under which the ridge strength is judged: validation images below it score 0 "
+                        "(default: the bundle's operating point); 0 judges the head alone on every expert-scored "
+                        "image, the choice for a member of an ensemble, whose gate is the ensemble's probability")
     parser.add_argument("--report", help="write the fit's record (validation table) to this JSON file")
     parser.add_argument("--dry-run", action="store_true", help="fit and print, do not write the bundle")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -108,9 +113,10 @@ def run(args: argparse.Namespace) -> int:
         splits[split] = collect_examples(analyzer, items, progress=lambda done, total: bar.update(1),
                                          mirror=split == "training" and not args.no_mirror)
         bar.close()
+    gate = analyzer.settings.classification_threshold if args.classification_threshold is None \
+        else args.classification_threshold
     try:
-        fit = choose_and_fit(splits["training"], splits["validation"],
-                             analyzer.settings.classification_threshold, alphas)
+        fit = choose_and_fit(splits["training"], splits["validation"], gate, alphas)
         classifier = choose_lung_classifier(
             splits["training"] + everything["training"], splits["validation"] + everything["validation"]
         ) if args.lung_classifier else None
@@ -118,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"extent head: {fit.n_training} training examples (images and their mirrors), {fit.n_validation} "
-          f"expert-scored validation images, classification threshold {analyzer.settings.classification_threshold}")
+          f"expert-scored validation images, classification threshold {gate}")
     print("alpha      val MAE  bias    r")
     for row in fit.table:
         mark = "  <- chosen" if row["alpha"] == fit.alpha else ""

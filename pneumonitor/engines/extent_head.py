@@ -99,11 +99,13 @@ class ExtentFit:
     table: list[dict[str, float]] = field(default_factory=list)
     n_training: int = 0
     n_validation: int = 0
+    #: the gate the validation scores were judged under (0: the head alone)
+    classification_threshold: float = math.nan
 
     def record(self) -> dict[str, Any]:
         """What ``inference.json`` keeps of the fit (``extent_head_fit``)."""
         return {"alpha": self.alpha, "n_training": self.n_training, "n_validation": self.n_validation,
-                "validation": self.table}
+                "classification_threshold": self.classification_threshold, "validation": self.table}
 
 
 def lung_cell_weights(lung: np.ndarray, grid: Sequence[int]) -> np.ndarray:
@@ -259,7 +261,7 @@ def choose_and_fit(
         if best is None or mae <= best[0]:
             best = (mae, alpha, weight, bias)
     _, alpha, weight, bias = best
-    return ExtentFit(weight, bias, alpha, table, len(training), len(scored))
+    return ExtentFit(weight, bias, alpha, table, len(training), len(scored), classification_threshold)
 
 
 @dataclass
