@@ -111,6 +111,22 @@ def test_combined_bundle_loads_as_a_dlnet_and_the_analyzer_runs_it(member_bundle
     assert heatmaps.shape == (1, 128, 128) and read_outs.shape == (1, 1, 4, 4) and 0 <= probabilities[0] <= 1
 
 
+def test_a_localization_member_of_weight_zero_gives_maps_and_head_but_no_probability(member_bundles, tmp_path: Path):
+    """The shipped 0.6.0 layout (``ensemble-dlnet --weights 0,1,1``): the 224-px member's heatmap and extent head,
+    the probability of the others alone."""
+    out = tmp_path / "ensemble"
+    assert main(["ensemble-dlnet", *map(str, member_bundles), "--weights", "0,1", "--out", str(out)]) == 0
+    loaded = load_bundle(out, kind="DLNet").network
+    small, large = (load_bundle(b, kind="DLNet").network for b in member_bundles)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.inference_mode():
+        logits, maps, read_out = loaded.outputs(x)
+        _, small_maps, small_read_out = small.outputs(F.interpolate(x, size=[64, 64], mode="area"))
+        torch.testing.assert_close(torch.sigmoid(logits), torch.sigmoid(large(x)[0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps, small_maps)
+    torch.testing.assert_close(read_out, small_read_out)
+
+
 def test_combining_refuses_what_is_not_two_single_dlnets(member_bundles, tmp_path: Path):
     first, second = member_bundles
     lsnet = save_bundle(LSNet(width=0.125), tmp_path / "lsnet", [64, 64])
