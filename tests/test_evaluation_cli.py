@@ -362,3 +362,38 @@ def test_high_specificity_operating_point_holds_each_source_and_is_saved(tmp_pat
                  "--out", str(tmp_path / "low"), "--n-bootstrap", "20", "--quiet"]) == 0
     low = json.loads((tmp_path / "low" / "metrics.json").read_text())["datasets"][0]["classification"]["by_source"]
     assert "mean_score_total_negatives" not in low["hard"] and "called_positive_negatives" in low["hard"]
+
+
+def test_severity_is_measured_at_the_evaluated_threshold_not_analyzes(tmp_path: Path):
+    """A stricter threshold than analyze's (another operating point): images scored by analyze but below it report
+    no pneumonia. A laxer one (a threshold chosen on the evaluated data): images analyze called negative above it
+    were never scored, and the evaluation says so instead of reporting their zeros as measured."""
+    from pneumonitor.evaluation.matching import MatchedSet
+    from pneumonitor.evaluation.suite import EvaluationSettings, evaluate_matched
+    from pneumonitor.evaluation.tables import table_severity
+
+    def row(p, positive, score, ratio):
+        return {"image": f"{p}.png", "pneumonia_probability": p, "positive": positive, "score_total": score,
+                "score_right": score / 2, "score_left": score / 2, "ratio_right": ratio, "ratio_left": ratio}
+    # analyzed behind 0.4
+    pairs = [({"image": "a", "label": 1, "severity": 6.0, "involvement_right": 60.0, "involvement_left": 60.0},
+              row(0.9, 1, 6, 60.0)),
+             ({"image": "b", "label": 1, "severity": 4.0, "involvement_right": 40.0, "involvement_left": 40.0},
+              row(0.5, 1, 4, 40.0)),
+             ({"image": "c", "label": 1, "severity": 3.0}, row(0.3, 0, 0, 0.0)),
+             ({"image": "n1", "label": 0}, row(0.2, 0, 0, 0.0)), ({"image": "n2", "label": 0}, row(0.1, 0, 0, 0.0))]
+    matched = MatchedSet(tmp_path, pairs)
+    tasks = ("classification", "severity")
+
+    def measured(threshold):
+        return evaluate_matched("set", matched, EvaluationSettings(threshold=threshold, n_bootstrap=10, tasks=tasks))
+
+    as_analyzed = measured(0.4).metrics
+    assert as_analyzed["severity"]["total"]["mae"] == pytest.approx(1.0) and "unscored_at_threshold" not in as_analyzed
+    stricter = measured(0.6).metrics  # b is below 0.6: the system reports 0 for it
+    assert stricter["severity"]["total"]["mae"] == pytest.approx((0 + 4 + 3) / 3)
+    assert stricter["severity"]["involvement_right"]["mae_percent"] == pytest.approx((0 + 40) / 2)
+    assert "unscored_at_threshold" not in stricter
+    laxer = measured(0.25).metrics  # c (0.3) was never scored: said, in the metrics and under the table
+    assert laxer["unscored_at_threshold"]["n"] == 1
+    assert "analyze again at this threshold" in table_severity([laxer])

@@ -16,6 +16,11 @@ Tasks run when the reference has what they need:
 * clinical course (Hannover): reference ``icu_at_exam`` / ``died`` vs ``score_total``, ``ratio_total`` and the
   probability (AUC, means per group).
 
+Severity, involvement and the pneumonia mask are measured as the system reports them at the **evaluated**
+classification threshold (:func:`regate`), which may differ from the one analyze used (a threshold chosen on the
+evaluated data, ``--threshold``, another operating point): images analyze scored below it report nothing; images
+analyze called negative at or above it were never scored, which ``unscored_at_threshold`` says (and the tables).
+
 Every quality number comes with a trivial baseline measured on the same images (``baselines``): the mean image
 intensity as a classifier and as a severity predictor, predicting the reference mean (score, per-lung involvement),
 and calling the whole lung pneumonia (mask Dice, involvement). A number that does not beat its baseline is a finding.
@@ -24,6 +29,7 @@ CIs of the classification come from a patient-level (cluster) bootstrap when the
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -37,6 +43,8 @@ from pneumonitor.evaluation.matching import MatchedSet
 from pneumonitor.evaluation.segmentation import mean_sd, overlap
 from pneumonitor.evaluation.severity_agreement import agreement, confusion_matrix
 
+
+LOGGER = logging.getLogger(__name__)
 
 #: heatmap thresholds of the pneumonia-mask Dice sweep; wider than the paper's mAP sweep
 DICE_SWEEP_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
@@ -166,6 +174,23 @@ def scores_at(threshold: float, probabilities: Sequence[float], totals: Sequence
     return [float(t) if a else 0.0 for t, a in zip(totals, above)]
 
 
+def regate(row: dict[str, Any], threshold: float | None) -> tuple[dict[str, Any], bool]:
+    """``row`` as the system reports it at the evaluated classification ``threshold`` rather than analyze's, and
+    whether it is known: an image analyze scored (``positive`` 1) whose probability is below ``threshold`` reports no
+    pneumonia (scores and ratios 0, an empty pneumonia mask); an image analyze called negative at or above
+    ``threshold`` was never scored (False: its zeros are analyze's gate, not this threshold's). ``None``: as analyzed."""
+    if threshold is None or not _finite(row.get("pneumonia_probability")) or not _finite(row.get("positive")):
+        return row, True
+    above = float(row["pneumonia_probability"]) >= threshold
+    if above and int(row["positive"]) == 0:
+        return row, False
+    if not above and int(row["positive"]) == 1:
+        zero = {k: 0.0 for k in ("score_total", "score_right", "score_left", "ratio_total", "ratio_right", "ratio_left")
+                if _finite(row.get(k))}
+        return {**row, **zero, "positive": 0, "gated_out": True}, True
+    return row, True
+
+
 def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSettings) -> Evaluation:
     """Compute all applicable metrics for one matched set."""
     from tqdm import tqdm
@@ -215,6 +240,19 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     elif "classification" in tasks and cls:
         metrics["classification"] = {"skipped": "the reference holds a single class: no ROC"}
 
+    # severity, involvement and the pneumonia mask as the system reports them at the evaluated threshold (it may
+    # differ from analyze's: a threshold chosen on these data, or another operating point)
+    evaluated = metrics.get("classification", {}).get("threshold") if settings.gate_by_classification else None
+    regated = [regate(row, evaluated) for _, row in matched.pairs]
+    unscored = sum(not known for _, known in regated)
+    if unscored:
+        metrics["unscored_at_threshold"] = {
+            "n": unscored, "threshold": evaluated,
+            "note": f"{unscored} image(s) at or above the evaluated threshold {evaluated:.4g} were called negative by "
+                    "analyze (a higher threshold): their severity, involvement and pneumonia mask are analyze's "
+                    "empty ones; analyze again at this threshold to measure them"}
+        LOGGER.warning("%s: %s", name, metrics["unscored_at_threshold"]["note"])
+
     # segmentation (lungs, pneumonia) and localization need per-image files
     lung_scores, pneumonia_scores = [], []
     heatmaps: list[np.ndarray | None] = []
@@ -243,7 +281,10 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             pred_path = matched.result_path(row, "pneumonia_mask")
             if pred_path is not None and pred_path.is_file():
                 reference_mask = read_gray(item["mask"])
-                dice, jaccard = overlap(read_gray(pred_path), reference_mask)
+                predicted_mask = read_gray(pred_path)
+                if regated[index][0].get("gated_out"):  # below the evaluated threshold: no pneumonia reported
+                    predicted_mask = np.zeros_like(predicted_mask)
+                dice, jaccard = overlap(predicted_mask, reference_mask)
                 pneumonia_scores.append((dice, jaccard))
                 record.update(pneumonia_dice=dice, pneumonia_jaccard=jaccard)
                 heat_path, lung_path = matched.result_path(row, "heatmap"), matched.result_path(row, "lung_mask")
@@ -305,7 +346,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     # severity
     pred_total, ref_total = [], []
     if "severity" in tasks:
-        for index, (item, row) in enumerate(matched.pairs):
+        for index, (item, _) in enumerate(matched.pairs):
+            row = regated[index][0]
             if _finite(item.get("severity")) and _finite(row.get("score_total")):
                 pred_total.append(row["score_total"])
                 ref_total.append(float(item["severity"]))
@@ -316,7 +358,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                           "bias": float(np.mean(np.subtract(pred_total, ref_total)))},
                 "confusion_matrix": confusion_matrix(pred_total, ref_total).tolist(),
             }
-            severity_images = [row["image"] for item, row in matched.pairs
+            pairs = [(item, row) for (item, _), (row, _) in zip(matched.pairs, regated)]
+            severity_images = [row["image"] for item, row in pairs
                                if _finite(item.get("severity")) and _finite(row.get("score_total"))]
             intensity = [intensity_of(image) for image in severity_images]
             metrics.setdefault("baselines", {}).update({
@@ -324,9 +367,9 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 "severity_r_mean_intensity": agreement(intensity, ref_total).pearson_r,
             })
             for side in ("right", "left"):
-                ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in matched.pairs
+                ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in pairs
                           if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
-                scores = [(row[f"score_{side}"], item[f"severity_{side}"]) for item, row in matched.pairs
+                scores = [(row[f"score_{side}"], item[f"severity_{side}"]) for item, row in pairs
                           if _finite(item.get(f"severity_{side}")) and _finite(row.get(f"score_{side}"))]
                 if ratios:
                     pred, ref = np.asarray(ratios).T

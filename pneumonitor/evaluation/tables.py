@@ -103,7 +103,9 @@ def table_severity(metrics: Sequence[dict[str, Any]]) -> str:
         p_text = "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
         lines.append(f"| {block['name']} | {_number(total['pearson_r'])} | {p_text} | {_number(total['r2'])} | "
                      f"{_number(total['mae'])} | {_number(total.get('bias'))} | {total['n']} | {per_lung} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    notes = [f"**{block['name']}: {block['unscored_at_threshold']['note']}.**" for block in metrics
+             if block.get("severity") and block.get("unscored_at_threshold")]
+    return "\n".join(lines + ([""] + notes if notes else [])) if len(lines) > 2 else ""
 
 
 def table_localization(metrics: Sequence[dict[str, Any]]) -> str:
