@@ -374,13 +374,14 @@ def test_severity_is_measured_at_the_evaluated_threshold_not_analyzes(tmp_path: 
 
     def row(p, positive, score, ratio):
         return {"image": f"{p}.png", "pneumonia_probability": p, "positive": positive, "score_total": score,
-                "score_right": score / 2, "score_left": score / 2, "ratio_right": ratio, "ratio_left": ratio}
+                "score_right": score / 2, "score_left": score / 2, "ratio_right": ratio, "ratio_left": ratio,
+                "ratio_total": ratio}
     # analyzed behind 0.4
-    pairs = [({"image": "a", "label": 1, "severity": 6.0, "involvement_right": 60.0, "involvement_left": 60.0},
-              row(0.9, 1, 6, 60.0)),
-             ({"image": "b", "label": 1, "severity": 4.0, "involvement_right": 40.0, "involvement_left": 40.0},
-              row(0.5, 1, 4, 40.0)),
-             ({"image": "c", "label": 1, "severity": 3.0}, row(0.3, 0, 0, 0.0)),
+    pairs = [({"image": "a", "label": 1, "severity": 6.0, "involvement_right": 60.0, "involvement_left": 60.0,
+               "icu_at_exam": 1}, row(0.9, 1, 6, 60.0)),
+             ({"image": "b", "label": 1, "severity": 4.0, "involvement_right": 40.0, "involvement_left": 40.0,
+               "icu_at_exam": 0}, row(0.5, 1, 4, 40.0)),
+             ({"image": "c", "label": 1, "severity": 3.0, "icu_at_exam": 1}, row(0.3, 0, 0, 0.0)),
              ({"image": "n1", "label": 0}, row(0.2, 0, 0, 0.0)), ({"image": "n2", "label": 0}, row(0.1, 0, 0, 0.0))]
     matched = MatchedSet(tmp_path, pairs)
     tasks = ("classification", "severity")
@@ -394,6 +395,8 @@ def test_severity_is_measured_at_the_evaluated_threshold_not_analyzes(tmp_path: 
     assert stricter["severity"]["total"]["mae"] == pytest.approx((0 + 4 + 3) / 3)
     assert stricter["severity"]["involvement_right"]["mae_percent"] == pytest.approx((0 + 40) / 2)
     assert "unscored_at_threshold" not in stricter
+    assert as_analyzed["clinical_course"]["icu_at_exam"]["score_total"]["mean_without"] == 4.0
+    assert stricter["clinical_course"]["icu_at_exam"]["score_total"]["mean_without"] == 0.0
     laxer = measured(0.25).metrics  # c (0.3) was never scored: said, in the metrics and under the table
     assert laxer["unscored_at_threshold"]["n"] == 1
     assert "analyze again at this threshold" in table_severity([laxer])

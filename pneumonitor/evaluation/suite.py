@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -383,7 +383,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                     pred, ref = np.asarray(scores).T
                     block[f"score_{side}"] = agreement(pred, ref).to_dict()
             metrics["severity"] = block
-    clinical = clinical_course_metrics(matched)
+    clinical = clinical_course_metrics(replace(matched, pairs=[(item, row) for (item, _), (row, _) in
+                                                               zip(matched.pairs, regated)]))
     if clinical:
         metrics["clinical_course"] = clinical
     return Evaluation(name=name, metrics=metrics, per_image=per_image, severity_pairs=(pred_total, ref_total))
