@@ -383,18 +383,25 @@ def test_severity_is_measured_at_the_evaluated_threshold_not_analyzes(tmp_path: 
                "icu_at_exam": 0}, row(0.5, 1, 4, 40.0)),
              ({"image": "c", "label": 1, "severity": 3.0, "icu_at_exam": 1}, row(0.3, 0, 0, 0.0)),
              ({"image": "n1", "label": 0}, row(0.2, 0, 0, 0.0)), ({"image": "n2", "label": 0}, row(0.1, 0, 0, 0.0))]
+    # b also has a box, and a heatmap that finds it exactly: predicted only while b is called positive
+    heatmap = np.zeros((16, 16), dtype=np.uint8)
+    heatmap[4:12, 4:12] = 255
+    write_png(tmp_path / "b_heatmap.png", heatmap)
+    pairs[1][0].update(boxes=[[4, 4, 12, 12]], rows=16, columns=16)
+    pairs[1][1]["heatmap"] = "b_heatmap.png"
     matched = MatchedSet(tmp_path, pairs)
-    tasks = ("classification", "severity")
+    tasks = ("classification", "severity", "localization")
 
     def measured(threshold):
         return evaluate_matched("set", matched, EvaluationSettings(threshold=threshold, n_bootstrap=10, tasks=tasks))
 
     as_analyzed = measured(0.4).metrics
     assert as_analyzed["severity"]["total"]["mae"] == pytest.approx(1.0) and "unscored_at_threshold" not in as_analyzed
+    assert as_analyzed["localization"]["best_map"] == pytest.approx(1.0)
     stricter = measured(0.6).metrics  # b is below 0.6: the system reports 0 for it
     assert stricter["severity"]["total"]["mae"] == pytest.approx((0 + 4 + 3) / 3)
     assert stricter["severity"]["involvement_right"]["mae_percent"] == pytest.approx((0 + 40) / 2)
-    assert "unscored_at_threshold" not in stricter
+    assert "unscored_at_threshold" not in stricter and stricter["localization"]["best_map"] == 0.0
     assert as_analyzed["clinical_course"]["icu_at_exam"]["score_total"]["mean_without"] == 4.0
     assert stricter["clinical_course"]["icu_at_exam"]["score_total"]["mean_without"] == 0.0
     laxer = measured(0.25).metrics  # c (0.3) was never scored: said, in the metrics and under the table

@@ -302,7 +302,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 continue
             heatmap = read_gray(heat_path).astype(np.float32) / 255.0
             boxes = _scale_boxes(item["boxes"], _reference_shape(item), heatmap.shape)
-            called_negative = settings.gate_by_classification and row.get("positive") == 0
+            called_negative = settings.gate_by_classification and regated[index][0].get("positive") == 0
             heatmaps.append(None if called_negative else heatmap)
             truths.append(boxes)
     for key, scores in (("lung_segmentation", lung_scores), ("pneumonia_segmentation", pneumonia_scores)):
