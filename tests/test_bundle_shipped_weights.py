@@ -27,9 +27,11 @@ def shipped() -> dict:
 def test_bundles_describe_their_weights_and_operating_point(shipped):
     dlnet = load_bundle(ROOT / "bundles" / "dlnet", kind="DLNet")
     lsnet = load_bundle(ROOT / "bundles" / "lsnet", kind="LSNet")
-    # the shipped DLNet is an ensemble: 448-px input (its ResNet-50 member), the ResNet-18 member at 224 px
+    # the shipped DLNet is an ensemble: 448-px input (its ResNet-50 member), the ResNet-18 members at 224 px (the
+    # heatmap and extent head, probability weight 0) and 320 px
     assert dlnet.image_size == (448, 448) and lsnet.image_size == (224, 224)
-    assert dlnet.network.input_sizes == [[224, 224], [448, 448]]
+    assert dlnet.network.input_sizes == [[224, 224], [320, 320], [448, 448]]
+    assert dlnet.network.member_weights == [0.0, 0.5, 0.5] and dlnet.network.localization_member == 0
     # chosen on validation (scripts/train_default_models.sh) and read by analyze as its defaults
     assert 0.0 < dlnet.settings["classification_threshold"] < 1.0
     assert 0.0 < dlnet.settings["heatmap_threshold"] < 1.0
@@ -40,7 +42,7 @@ def test_bundles_describe_their_weights_and_operating_point(shipped):
     points = dlnet.settings["operating_points"]
     assert points["balanced"] == dlnet.settings["classification_threshold"] < points["high-specificity"] < 1.0
     # from inference.json's network_def: the members' own definitions
-    assert [m.config["localization_activation"] for m in dlnet.network.members] == ["sigmoid", "sigmoid"]
+    assert [m.config["localization_activation"] for m in dlnet.network.members] == ["sigmoid"] * 3
     assert shipped["dlnet"].stat().st_size + shipped["lsnet"].stat().st_size < 150e6
 
 
@@ -71,8 +73,8 @@ def test_readme_main_command_runs_without_flags(shipped, dicom_samples, tmp_path
         "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
         "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm", "gdcm-CR-MONO1-10-chest.dcm"}
     # the NIH ChestX-ray14 "No Finding" DX: the first shipped DLNet scored it 7/8 (p 0.94, both lungs painted); these
-    # weights still call it positive (p 0.88 with the 0.5.0 ensemble, 0.68 before: a finding in the model card), and
-    # the extent head reads 2/8 from it where the paper's heatmap rule gave 1/8: the card's "price paid on normals"
+    # weights still call it positive (p 0.60 with the 0.6.0 ensemble, 0.88 with 0.5.x, 0.68 before: a finding in the
+    # model card), and the extent head reads 2/8 from it where the paper's heatmap rule gave 1/8
     nih_normal = rows["1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"]
     assert nih_normal["score_total"] <= 3 and nih_normal["ratio_total"] < 25
     text = json.dumps(document)
