@@ -242,8 +242,10 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
 
     # severity, involvement and the pneumonia mask as the system reports them at the evaluated threshold (it may
     # differ from analyze's: a threshold chosen on these data, or another operating point)
-    evaluated = metrics.get("classification", {}).get("threshold") if settings.gate_by_classification else None
+    evaluated = metrics.get("classification", {}).get("threshold", settings.threshold) \
+        if settings.gate_by_classification else None
     regated = [regate(row, evaluated) for _, row in matched.pairs]
+    regated_pairs = [(item, row) for (item, _), (row, _) in zip(matched.pairs, regated)]
     unscored = sum(not known for _, known in regated)
     if unscored:
         metrics["unscored_at_threshold"] = {
@@ -346,8 +348,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     # severity
     pred_total, ref_total = [], []
     if "severity" in tasks:
-        for index, (item, _) in enumerate(matched.pairs):
-            row = regated[index][0]
+        for index, (item, row) in enumerate(regated_pairs):
             if _finite(item.get("severity")) and _finite(row.get("score_total")):
                 pred_total.append(row["score_total"])
                 ref_total.append(float(item["severity"]))
@@ -358,8 +359,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                           "bias": float(np.mean(np.subtract(pred_total, ref_total)))},
                 "confusion_matrix": confusion_matrix(pred_total, ref_total).tolist(),
             }
-            pairs = [(item, row) for (item, _), (row, _) in zip(matched.pairs, regated)]
-            severity_images = [row["image"] for item, row in pairs
+            severity_images = [row["image"] for item, row in regated_pairs
                                if _finite(item.get("severity")) and _finite(row.get("score_total"))]
             intensity = [intensity_of(image) for image in severity_images]
             metrics.setdefault("baselines", {}).update({
@@ -367,9 +367,9 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 "severity_r_mean_intensity": agreement(intensity, ref_total).pearson_r,
             })
             for side in ("right", "left"):
-                ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in pairs
+                ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in regated_pairs
                           if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
-                scores = [(row[f"score_{side}"], item[f"severity_{side}"]) for item, row in pairs
+                scores = [(row[f"score_{side}"], item[f"severity_{side}"]) for item, row in regated_pairs
                           if _finite(item.get(f"severity_{side}")) and _finite(row.get(f"score_{side}"))]
                 if ratios:
                     pred, ref = np.asarray(ratios).T
@@ -383,8 +383,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                     pred, ref = np.asarray(scores).T
                     block[f"score_{side}"] = agreement(pred, ref).to_dict()
             metrics["severity"] = block
-    clinical = clinical_course_metrics(replace(matched, pairs=[(item, row) for (item, _), (row, _) in
-                                                               zip(matched.pairs, regated)]))
+    clinical = clinical_course_metrics(replace(matched, pairs=regated_pairs))
     if clinical:
         metrics["clinical_course"] = clinical
     return Evaluation(name=name, metrics=metrics, per_image=per_image, severity_pairs=(pred_total, ref_total))
