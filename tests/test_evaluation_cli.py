@@ -404,6 +404,10 @@ def test_severity_is_measured_at_the_evaluated_threshold_not_analyzes(tmp_path: 
     assert "unscored_at_threshold" not in stricter and stricter["localization"]["best_map"] == 0.0
     assert as_analyzed["clinical_course"]["icu_at_exam"]["score_total"]["mean_without"] == 4.0
     assert stricter["clinical_course"]["icu_at_exam"]["score_total"]["mean_without"] == 0.0
+    # positives only (no ROC, e.g. the COVID-19 sets alone): the threshold asked for still gates
+    positives_only = evaluate_matched("positives", MatchedSet(tmp_path, pairs[:3]),
+                                      EvaluationSettings(threshold=0.6, n_bootstrap=10, tasks=tasks)).metrics
+    assert positives_only["severity"]["total"]["mae"] == pytest.approx((0 + 4 + 3) / 3)
     laxer = measured(0.25).metrics  # c (0.3) was never scored: said, in the metrics and under the table
     assert laxer["unscored_at_threshold"]["n"] == 1
     assert "analyze again at this threshold" in table_severity([laxer])
