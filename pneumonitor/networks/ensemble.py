@@ -3,7 +3,9 @@
 Why: the two DLNets trained here see different things. The CPU recipe (ResNet-18 at 224 px, 27 epochs) has the
 better extent head and overall AUC; the paper configuration trained on a GPU (ResNet-50 at 448 px) separates the
 NIH adult radiographs far better (validation NIH AUC 0.78 vs 0.68). The mean of their probabilities keeps both
-(validation AUC 0.934, NIH 0.75; docs/bundles.md, "Ensembles").
+(validation AUC 0.934, NIH 0.75; docs/bundles.md, "Ensembles"). A member may have probability weight 0: the
+shipped 0.6.0 keeps the 224-px DLNet only for its heatmap and extent head (the better head on validation) and takes
+the probability from its 320-px continuation and the ResNet-50.
 
 The ensemble takes the largest member's input (``image_size`` of the bundle); a member trained at a smaller size gets
 that input area-averaged to its size. This is not its own preprocessing (CLAHE runs at the bundle's size, before the
