@@ -7,7 +7,10 @@ import pytest
 from scipy.stats import norm
 
 from pneumonitor.evaluation.classification import (
+    best_sensitivity,
+    binormal_auc_needed,
     evaluate_classification,
+    fewest_false_positives,
     nearest_corner_threshold,
     rank_auc,
     roc_auc,
@@ -112,3 +115,33 @@ def test_group_specificity_threshold_holds_every_source_to_the_rate():
     saturated = np.r_[np.ones(20), np.zeros(20)]  # half of the negatives at probability 1.0
     with pytest.raises(ValueError, match=r"no threshold in \[0, 1\]"):
         group_specificity_threshold(np.zeros(40, int), saturated, ["x"] * 40, 0.10, 20)
+
+
+def test_roc_bounds_by_hand():
+    # negatives 0.1 .. 1.0 (10), positives 0.55 .. 0.95 (5) and 0.05: at most 10 % of negatives positive means
+    # a threshold above 0.9 -> one positive (0.95) of six; 5 of 6 positives (>= 0.83) need a threshold <= 0.55 ->
+    # the negatives 0.6 .. 1.0 are positive: 5 of 10
+    negatives = np.round(np.arange(1, 11) / 10, 2)
+    positives = np.array([0.55, 0.65, 0.75, 0.85, 0.95, 0.05])
+    labels = np.r_[np.zeros(10), np.ones(6)]
+    scores = np.r_[negatives, positives]
+    assert best_sensitivity(labels, scores, 0.10) == pytest.approx(1 / 6)
+    assert best_sensitivity(labels, scores, 0.0) == pytest.approx(0.0)  # the top negative outranks every positive
+    assert fewest_false_positives(labels, scores, 5 / 6) == pytest.approx(0.5)
+    assert fewest_false_positives(labels, scores, 1.0) == pytest.approx(1.0)  # 0.05 is below every negative
+    # a perfect separation meets both ends
+    assert best_sensitivity([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], 0.10) == 1.0
+    assert fewest_false_positives([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], 0.85) == 0.0
+
+
+def test_binormal_auc_needed_matches_a_simulated_binormal_roc():
+    needed = binormal_auc_needed(0.85, 0.90)
+    assert needed == pytest.approx(0.9494, abs=1e-3)
+    # scores N(0, 1) vs N(d', 1) with that AUC: the ROC passes through (0.10, 0.85)
+    d = np.sqrt(2) * norm.ppf(needed)
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200_000), np.ones(200_000)]
+    scores = np.r_[rng.normal(0, 1, 200_000), rng.normal(d, 1, 200_000)]
+    assert best_sensitivity(labels, scores, 0.10) == pytest.approx(0.85, abs=0.005)
+    with pytest.raises(ValueError, match="must be in"):
+        binormal_auc_needed(1.0, 0.9)

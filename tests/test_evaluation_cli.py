@@ -281,6 +281,27 @@ def test_by_source_exposes_a_model_that_learned_the_source():
     assert "| X | B | 2 (0) | n/a | n/a / 0.80 | n/a | 1.00 |" in text
 
 
+def test_by_source_bounds_say_how_far_a_source_is_from_both_goals():
+    from pneumonitor.evaluation.tables import markdown_report, table_source_bounds
+    from pneumonitor.evaluation.suite import by_source
+
+    # source "hard": 20 normals 0.05 .. 1.0, 20 positives 0.5 .. 0.975 (overlap); "few": 2 normals, 30 positives
+    hard_neg, hard_pos = np.arange(1, 21) / 20, 0.475 + np.arange(1, 21) / 40
+    labels = np.r_[np.zeros(20), np.ones(20), np.zeros(2), np.ones(30)]
+    scores = np.r_[hard_neg, hard_pos, [0.1, 0.2], np.full(30, 0.9)]
+    sources = ["hard"] * 40 + ["few"] * 32
+    table = by_source(labels, scores, sources, threshold=0.5)
+    # <= 2 of 20 normals positive: threshold above 0.9 -> positives 0.925, 0.95, 0.975 = 3 of 20
+    assert table["hard"]["best_sensitivity"] == pytest.approx(0.15)
+    # >= 17 of 20 positives: threshold <= 0.575 -> normals 0.6 .. 1.0 positive = 9 of 20
+    assert table["hard"]["fewest_false_positives"] == pytest.approx(0.45)
+    assert "best_sensitivity" not in table["few"] and table["few"]["auc"] == 1.0  # 2 normals cannot resolve 10 %
+    text = table_source_bounds([{"name": "X", "classification": {"by_source": table}}])
+    assert "| X | hard | 40 (20) | 0.71 | 0.15 | 0.45 |" in text and "| few |" not in text
+    report = markdown_report([{"name": "X", "classification": {"by_source": table}}])
+    assert "the best its ROC allows" in report and "an AUC of about 0.95" in report
+
+
 def test_patient_level_bootstrap_is_wider_when_patients_repeat():
     from pneumonitor.evaluation.classification import evaluate_classification
 

@@ -77,6 +77,32 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
     return float(compute_roc_auc(torch.as_tensor(s), torch.as_tensor(y)))
 
 
+def best_sensitivity(labels: Sequence[int], scores: Sequence[float], max_false_positive_rate: float) -> float:
+    """The highest sensitivity any threshold reaches while calling at most ``max_false_positive_rate`` of the
+    negatives positive: the ROC's own best point, whatever threshold a model ships with. A threshold read off the
+    evaluated data: a bound on what they allow, not an operating point (those are chosen on validation)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(tpr[fpr <= max_false_positive_rate + 1e-12].max())  # (0, 0) always qualifies
+
+
+def fewest_false_positives(labels: Sequence[int], scores: Sequence[float], min_sensitivity: float) -> float:
+    """The smallest share of negatives called positive at any threshold reaching ``min_sensitivity`` (the
+    counterpart of :func:`best_sensitivity`, with the same caveat)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(fpr[tpr >= min_sensitivity - 1e-12].min())  # (1, 1) always qualifies
+
+
+def binormal_auc_needed(sensitivity: float, specificity: float) -> float:
+    """The AUC of the equal-variance binormal ROC through (1 - ``specificity``, ``sensitivity``): what a model
+    needs to meet both at one threshold, if its scores are two normal distributions of equal spread
+    (``d' = z(sens) + z(spec)``, ``AUC = Phi(d' / sqrt 2)``)."""
+    from scipy.stats import norm
+
+    if not (0.0 < sensitivity < 1.0 and 0.0 < specificity < 1.0):
+        raise ValueError(f"sensitivity and specificity must be in (0, 1), got {sensitivity}, {specificity}")
+    return float(norm.cdf((norm.ppf(sensitivity) + norm.ppf(specificity)) / np.sqrt(2.0)))
+
+
 def rank_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Mann-Whitney AUC along the last axis (vectorized; same value as ``roc_auc``). NaN rows where one class is absent.
 
@@ -274,8 +300,11 @@ def evaluate_classification(
 __all__ = [
     "ClassificationResult",
     "Estimate",
+    "best_sensitivity",
+    "binormal_auc_needed",
     "cluster_bootstrap_indices",
     "evaluate_classification",
+    "fewest_false_positives",
     "group_specificity_threshold",
     "rate_interval",
     "nearest_corner_threshold",

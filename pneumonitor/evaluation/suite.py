@@ -56,6 +56,9 @@ MIN_OPERATING_POINT_IMAGES = 30
 HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE = 0.10
 #: ... counting the sources with at least this many negatives (fewer cannot measure 10 %)
 HIGH_SPECIFICITY_MIN_NEGATIVES = 20
+#: the project's sensitivity goal on adult pneumonia; with HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE the two ends of
+#: the per-source ROC bounds (:func:`by_source`: how far a source's ROC is from meeting both at one threshold)
+GOAL_MIN_SENSITIVITY = 0.85
 
 
 @dataclass
@@ -112,8 +115,11 @@ def by_source(
     class when given, and the AUC when the source holds both classes. A model that learned the source instead of
     the disease shows it here (e.g. every negative of one source called positive), not in the pooled AUC.
     With ``n_bootstrap``, each share gets its 95 % CI (``..._ci``; over ``patients`` when given: 5 % of 79 normals
-    cannot show a rate under 10 % by itself)."""
-    from pneumonitor.evaluation.classification import rate_interval, roc_auc
+    cannot show a rate under 10 % by itself). A source of both classes also gets the two ends of its ROC that the
+    goals name, whatever the threshold: ``best_sensitivity`` with at most ``HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE``
+    of its normals positive, and ``fewest_false_positives`` at ``GOAL_MIN_SENSITIVITY`` sensitivity (sources with at
+    least ``HIGH_SPECIFICITY_MIN_NEGATIVES`` images of each class: fewer cannot resolve 10 %)."""
+    from pneumonitor.evaluation.classification import best_sensitivity, fewest_false_positives, rate_interval, roc_auc
 
     y, s = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
     names = np.asarray([str(source) for source in sources])
@@ -136,6 +142,9 @@ def by_source(
                     if np.isfinite(totals).any():
                         row[f"mean_score_total_{key}"] = float(np.nanmean(totals))
         row["auc"] = float(roc_auc(y[pick], s[pick])) if 0 < row["n_positive"] < row["n"] else None
+        if min(row["n_positive"], row["n"] - row["n_positive"]) >= HIGH_SPECIFICITY_MIN_NEGATIVES:
+            row["best_sensitivity"] = best_sensitivity(y[pick], s[pick], HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE)
+            row["fewest_false_positives"] = fewest_false_positives(y[pick], s[pick], GOAL_MIN_SENSITIVITY)
         table[name] = row
     return table
 
@@ -502,5 +511,5 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
     return chosen
 
 
-__all__ = ["DICE_SWEEP_THRESHOLDS", "SEVERITY_SWEEP_THRESHOLDS", "by_source", "clinical_course_metrics", "mean_intensity",
+__all__ = ["DICE_SWEEP_THRESHOLDS", "GOAL_MIN_SENSITIVITY", "SEVERITY_SWEEP_THRESHOLDS", "by_source", "clinical_course_metrics", "mean_intensity",
            "sweep_scores", "Evaluation", "EvaluationSettings", "evaluate_matched", "high_specificity_point", "operating_point"]

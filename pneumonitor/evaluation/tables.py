@@ -69,6 +69,32 @@ def table_sources(metrics: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def table_source_bounds(metrics: Sequence[dict[str, Any]]) -> str:
+    """Per source of both classes, the two ends of its ROC that the project's goals name (the best any threshold
+    allows on these data): how far a source is from meeting both goals at one threshold, apart from where the
+    shipped operating point sits."""
+    from pneumonitor.evaluation.suite import GOAL_MIN_SENSITIVITY, HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE
+
+    lines = [f"| Dataset | source | n (pos) | AUC | best sensitivity, normals positive <= "
+             f"{HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE:.0%} | fewest normals positive, sensitivity >= "
+             f"{GOAL_MIN_SENSITIVITY:.0%} |", "|---|---|---|---|---|---|"]
+    for block in metrics:
+        for source, row in ((block.get("classification") or {}).get("by_source") or {}).items():
+            if row.get("best_sensitivity") is not None:
+                lines.append(f"| {block['name']} | {source} | {row['n']} ({row['n_positive']}) | "
+                             f"{_number(row['auc'])} | {_number(row['best_sensitivity'])} | "
+                             f"{_number(row['fewest_false_positives'])} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _goal_auc() -> float:
+    """The binormal AUC the two classification goals need at one threshold (the bounds table's caption)."""
+    from pneumonitor.evaluation.classification import binormal_auc_needed
+    from pneumonitor.evaluation.suite import GOAL_MIN_SENSITIVITY, HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE
+
+    return binormal_auc_needed(GOAL_MIN_SENSITIVITY, 1.0 - HIGH_SPECIFICITY_MAX_FALSE_POSITIVE_RATE)
+
+
 def _share(row: dict[str, Any], key: str) -> str:
     """A per-source share called positive, with its CI when the evaluation bootstrapped one."""
     value, ci = row.get(f"called_positive_{key}"), row.get(f"called_positive_{key}_ci")
@@ -185,6 +211,9 @@ def markdown_report(metrics: Sequence[dict[str, Any]]) -> str:
         ("Classification by data source", table_sources(metrics),
          "Per source of the reference items, at the threshold above (shares with their 95 % CI, bootstrapped over "
          "the source's patients, or its images without patient ids); n/a: the source holds one class only."),
+        ("Classification by data source: the best its ROC allows", table_source_bounds(metrics),
+         "Thresholds read off these data, one per column: bounds, not operating points. Both goals at one threshold "
+         f"need, under an equal-variance binormal ROC, an AUC of about {_goal_auc():.2f}."),
         ("Localization: RSNA mAP vs heatmap threshold (Fig. 8a)", table_localization(metrics),
          "Per image TP/(TP+FP+FN) over IoU 0.40-0.75 (step 0.05), mean over images; images with no true and no "
          "predicted box are skipped (RSNA convention) unless --empty-policy one."),
@@ -365,4 +394,5 @@ def write_report(out_dir: str | Path, evaluations: Sequence[Any], settings: dict
 
 
 __all__ = ["html_report", "markdown_report", "plot_confusion", "plot_map_sweep", "plot_roc", "plot_severity_scatter",
-           "table_classification", "table_localization", "table_segmentation", "table_severity", "write_report"]
+           "table_classification", "table_localization", "table_segmentation", "table_severity", "table_source_bounds",
+           "table_sources", "write_report"]
