@@ -511,5 +511,6 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
     return chosen
 
 
-__all__ = ["DICE_SWEEP_THRESHOLDS", "GOAL_MIN_SENSITIVITY", "SEVERITY_SWEEP_THRESHOLDS", "by_source", "clinical_course_metrics", "mean_intensity",
-           "sweep_scores", "Evaluation", "EvaluationSettings", "evaluate_matched", "high_specificity_point", "operating_point"]
+__all__ = ["DICE_SWEEP_THRESHOLDS", "GOAL_MIN_SENSITIVITY", "SEVERITY_SWEEP_THRESHOLDS", "by_source",
+           "clinical_course_metrics", "mean_intensity", "sweep_scores", "Evaluation", "EvaluationSettings",
+           "evaluate_matched", "high_specificity_point", "operating_point"]
