@@ -432,3 +432,39 @@ def test_severity_is_measured_at_the_evaluated_threshold_not_analyzes(tmp_path: 
     laxer = measured(0.25).metrics  # c (0.3) was never scored: said, in the metrics and under the table
     assert laxer["unscored_at_threshold"]["n"] == 1
     assert "analyze again at this threshold" in table_severity([laxer])
+
+
+def test_severity_by_source_and_mask_placement_at_the_reference_area(tmp_path: Path):
+    from pneumonitor.evaluation.tables import markdown_report
+
+    reference, results = make_scored_set(tmp_path)
+    items = json.loads(reference.read_text())
+    rows = list(csv.DictReader(open(results / "results.csv")))
+    for index, (item, row) in enumerate(zip(items["validation"][:32], rows[:32])):
+        if index >= 16:  # a second source: scores 4 / 6 against experts' 4 / 5 (r 1, MAE 0.5, bias +0.5)
+            item["source"], item["severity"] = "other", 4.0 + index % 2
+            row["score_total"] = 4 + 2 * (index % 2)
+        if index < 2:  # radiologist masks: lung rows 11-22 (40 %, the 0.4 band) and rows 5-16
+            mask = np.zeros((40, 40), bool)
+            mask[(11, 5)[index]:(23, 17)[index], 2:17] = mask[(11, 5)[index]:(23, 17)[index], 22:37] = True
+            item["mask"] = str(write_png(tmp_path / "ref" / f"mask{index}.png", mask))
+            row["pneumonia_mask"] = f"masks/pneumonia{index}.png"
+            write_png(results / "masks" / f"pneumonia{index}.png", mask)
+    reference.write_text(json.dumps(items))
+    with open(results / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["evaluate", "--results", str(results), "--reference", str(reference), "--split", "validation",
+                 "--out", str(tmp_path / "e"), "--n-bootstrap", "20", "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["datasets"][0]
+    by_source = metrics["severity"]["by_source"]
+    assert by_source["synthetic"]["mae"] == pytest.approx(4.0) and by_source["synthetic"]["bias"] == pytest.approx(4.0)
+    assert by_source["other"]["pearson_r"] == pytest.approx(1.0) and by_source["other"]["mae"] == pytest.approx(0.5)
+    assert by_source["other"]["mae_reference_mean"] == pytest.approx(0.5)
+    # 40 % of each lung at the heatmap's highest pixels = rows 5-16: half the first mask, all of the second
+    placed = metrics["pneumonia_segmentation"]["reference_area"]["dice"]
+    assert placed["n"] == 2 and placed["mean"] == pytest.approx((0.5 + 1.0) / 2)
+    report = markdown_report([metrics])
+    assert "| other | 16 | 1.00 | 0.50 | 0.50 | 4.50 | 0.50 |" in report
+    assert "(placement only) | 0.75 ± 0.35 |" in report

@@ -7,6 +7,11 @@ otherwise (an empty reference is a real answer, e.g. a negative image's pneumoni
 "ignore" in the reference (V7 lung masks: value 127) are removed from both masks before scoring. When the
 prediction's size differs from the reference's (e.g. an image stored at another resolution), it is resized to the
 reference with nearest neighbour.
+
+:func:`reference_area_region` separates the two errors of a pneumonia mask cut from a heatmap: it takes from each
+lung as much area as the reference involves there, at the heatmap's highest pixels, so its Dice measures only
+where the heatmap points (placement), not how much it calls (area). It is a diagnostic that reads the reference's
+area, never a result.
 """
 
 from __future__ import annotations
@@ -42,6 +47,22 @@ def overlap(pred: np.ndarray, reference: np.ndarray, ignore: np.ndarray | None =
     return dice, jaccard
 
 
+def reference_area_region(heatmap: np.ndarray, right_lung: np.ndarray, left_lung: np.ndarray,
+                          reference: np.ndarray) -> np.ndarray:
+    """Per lung, the heatmap's highest pixels covering the share of that lung the ``reference`` mask covers
+    (:func:`pneumonitor.severity.top_fraction_region`); boolean, the lungs' shape. ``reference`` is resized to the
+    lungs with nearest neighbour."""
+    from pneumonitor.severity import pneumonia_ratio, top_fraction_region
+
+    right, left = np.asarray(right_lung, dtype=bool), np.asarray(left_lung, dtype=bool)
+    reference = _resize_nearest(np.asarray(reference) > 0, right.shape)
+    region = np.zeros(right.shape, dtype=bool)
+    for lung in (right, left):
+        if lung.any():
+            region |= top_fraction_region(heatmap, lung, pneumonia_ratio(reference, lung))
+    return region
+
+
 @dataclass
 class MeanSd:
     """Mean and (sample, ddof=1) standard deviation over images."""
@@ -62,4 +83,4 @@ def mean_sd(values: Sequence[float]) -> MeanSd:
     return MeanSd(float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0, int(array.size))
 
 
-__all__ = ["MeanSd", "mean_sd", "overlap"]
+__all__ = ["MeanSd", "mean_sd", "overlap", "reference_area_region"]

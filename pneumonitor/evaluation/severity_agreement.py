@@ -6,6 +6,9 @@
   and even negative; the paper's R^2 = 0.38 with r = 0.75 is of this kind); ``r_squared_fit`` is r^2 of the
   least-squares line ``predicted = slope * reference + intercept`` (drawn on the scatter plot);
 * ``mae``: mean absolute error in score points;
+* per data source (:func:`agreement_by_source`): the same, with the bias and the MAE of predicting that source's own
+  reference mean, because a pooled r can hide a source the model never saw (a new hospital) on which it tracks the
+  experts far worse;
 * a 9x9 confusion matrix of predicted vs reference total scores (0-8); reference scores that are means of raters are
   rounded half up to the nearest integer and clipped to 0-8.
 """
@@ -61,6 +64,28 @@ def agreement(predicted: Sequence[float], reference: Sequence[float]) -> Agreeme
     return Agreement(n, float(r), float(p), r2, float(fit.rvalue**2), float(fit.slope), float(fit.intercept), mae)
 
 
+def agreement_by_source(predicted: Sequence[float], reference: Sequence[float],
+                        sources: Sequence[str | None]) -> dict[str, dict]:
+    """Per source (``None`` reads "unknown"): :func:`agreement` plus ``bias`` = mean(pred - ref),
+    ``reference_mean`` and ``mae_reference_mean`` (the MAE of predicting the source's own reference mean: the
+    trivial baseline on the same images)."""
+    pred = np.asarray(predicted, dtype=np.float64).ravel()
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    names = np.asarray(["unknown" if source is None else str(source) for source in sources])
+    if not pred.shape == ref.shape == names.shape:
+        raise ValueError(f"{pred.size} predictions, {ref.size} reference values and {names.size} sources")
+    table: dict[str, dict] = {}
+    for name in sorted(set(names)):
+        pick = (names == name) & np.isfinite(pred) & np.isfinite(ref)
+        if not pick.any():
+            continue
+        row = agreement(pred[pick], ref[pick]).to_dict()
+        row.update(bias=float(np.mean(pred[pick] - ref[pick])), reference_mean=float(ref[pick].mean()),
+                   mae_reference_mean=float(np.mean(np.abs(ref[pick] - ref[pick].mean()))))
+        table[name] = row
+    return table
+
+
 def round_scores(values: Sequence[float], n_scores: int = N_SCORES) -> np.ndarray:
     """Round half up and clip to 0..n_scores-1 (reference means of raters -> integer scores)."""
     array = np.asarray(values, dtype=np.float64)
@@ -77,4 +102,4 @@ def confusion_matrix(predicted: Sequence[float], reference: Sequence[float], n_s
     return matrix
 
 
-__all__ = ["Agreement", "N_SCORES", "agreement", "confusion_matrix", "round_scores"]
+__all__ = ["Agreement", "N_SCORES", "agreement", "agreement_by_source", "confusion_matrix", "round_scores"]

@@ -7,12 +7,16 @@ Tasks run when the reference has what they need:
 * lung segmentation (Table III): reference ``lung_mask`` + result ``lung_mask`` (nonzero = lung);
 * pneumonia segmentation: reference ``mask`` + result ``pneumonia_mask``; with result ``heatmap`` and ``lung_mask`` too,
   a sweep of mean Dice of ``(heatmap >= t) ∩ lungs`` over ``DICE_SWEEP_THRESHOLDS`` (not gated by classification: it
-  measures the heatmap), whose best threshold is the heatmap operating point :func:`operating_point` picks;
+  measures the heatmap), whose best threshold is the heatmap operating point :func:`operating_point` picks; and
+  ``reference_area``: the Dice of the heatmap's highest pixels at the share of each lung the reference covers
+  (:func:`~pneumonitor.evaluation.segmentation.reference_area_region`; analyze's right/left lung labels): where the
+  heatmap points, apart from how much it calls (a diagnostic that reads the reference's area, not a result);
 * severity (Fig. 10, Table IV): reference ``severity`` (0-8) + ``score_total``; per lung: reference
   ``involvement_right/left`` (percent, mask-derived) vs ``ratio_right/left`` and ``severity_right/left`` vs
   ``score_right/left``; with the result ``heatmap`` and ``lung_mask`` PNGs, a sweep of the 0-8 score's MAE and bias
   against the expert scores over ``SEVERITY_SWEEP_THRESHOLDS`` (gated by classification, as the system scores),
-  whose lowest MAE is the heatmap operating point :func:`operating_point` prefers;
+  whose lowest MAE is the heatmap operating point :func:`operating_point` prefers; with several reference sources,
+  the agreement per source (``by_source``, each beside its own reference mean's MAE);
 * clinical course (Hannover): reference ``icu_at_exam`` / ``died`` vs ``score_total``, ``ratio_total`` and the
   probability (AUC, means per group).
 
@@ -40,8 +44,9 @@ from pneumonitor.datasets.images import image_size, read_gray
 from pneumonitor.evaluation.classification import evaluate_classification, group_specificity_threshold, roc_auc
 from pneumonitor.evaluation.localization import HEATMAP_THRESHOLDS, heatmap_threshold_sweep
 from pneumonitor.evaluation.matching import MatchedSet
-from pneumonitor.evaluation.segmentation import mean_sd, overlap
-from pneumonitor.evaluation.severity_agreement import agreement, confusion_matrix
+from pneumonitor.severity import LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE
+from pneumonitor.evaluation.segmentation import mean_sd, overlap, reference_area_region
+from pneumonitor.evaluation.severity_agreement import agreement, agreement_by_source, confusion_matrix
 
 
 LOGGER = logging.getLogger(__name__)
@@ -270,6 +275,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     truths: list[list[list[float]]] = []
     dice_sweep: list[list[float]] = []
     whole_lung_dice: list[float] = []
+    reference_area_dice: list[float] = []  # the heatmap's placement at the reference's own area (a diagnostic)
     severity_sweep: list[tuple[float, list[int]]] = []  # (reference, score_total per threshold)
     for index, (item, row) in enumerate(tqdm(matched.pairs, desc=f"{name}: masks", unit="img", leave=False)):
         record = per_image[index]
@@ -303,9 +309,15 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                     whole_lung_dice.append(overlap(read_gray(lung_path) > 0, reference_mask)[0])
                 if heat_path is not None and heat_path.is_file() and lung_path is not None and lung_path.is_file():
                     heat = read_gray(heat_path).astype(np.float32) / 255.0
-                    lungs = read_gray(lung_path) > 0
+                    labels = read_gray(lung_path)
+                    lungs = labels > 0
                     if heat.shape == reference_mask.shape == lungs.shape:
                         dice_sweep.append([overlap((heat >= t) & lungs, reference_mask)[0] for t in DICE_SWEEP_THRESHOLDS])
+                        right, left = labels == RIGHT_LUNG_VALUE, labels == LEFT_LUNG_VALUE
+                        if right.any() and left.any():  # analyze's lung labels: the area the reference gives
+                            placed = overlap(reference_area_region(heat, right, left, reference_mask), reference_mask)[0]
+                            reference_area_dice.append(placed)
+                            record.update(pneumonia_dice_reference_area=placed)
         # mix items with has_localization == 0 are positives whose location is unknown: their [] is not a truth
         if "localization" in tasks and isinstance(item.get("boxes"), list) and item.get("has_localization", 1) != 0:
             heat_path = matched.result_path(row, "heatmap")
@@ -322,6 +334,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                             "jaccard": vars(mean_sd([s[1] for s in scores]))}
     if whole_lung_dice:
         metrics.setdefault("baselines", {})["pneumonia_dice_whole_lung"] = vars(mean_sd(whole_lung_dice))
+    if reference_area_dice:
+        metrics.setdefault("pneumonia_segmentation", {})["reference_area"] = {"dice": vars(mean_sd(reference_area_dice))}
     if severity_sweep:
         reference = np.asarray([r for r, _ in severity_sweep])
         predicted = np.asarray([scores for _, scores in severity_sweep], dtype=float)  # [images, thresholds]
@@ -355,12 +369,13 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
         }
 
     # severity
-    pred_total, ref_total = [], []
+    pred_total, ref_total, severity_sources = [], [], []
     if "severity" in tasks:
         for index, (item, row) in enumerate(regated_pairs):
             if _finite(item.get("severity")) and _finite(row.get("score_total")):
                 pred_total.append(row["score_total"])
                 ref_total.append(float(item["severity"]))
+                severity_sources.append(item.get("source"))
                 per_image[index].update(severity_reference=float(item["severity"]), severity_predicted=row["score_total"])
         if pred_total:
             block: dict[str, Any] = {
@@ -368,6 +383,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                           "bias": float(np.mean(np.subtract(pred_total, ref_total)))},
                 "confusion_matrix": confusion_matrix(pred_total, ref_total).tolist(),
             }
+            if len(set(severity_sources)) > 1:
+                block["by_source"] = agreement_by_source(pred_total, ref_total, severity_sources)
             severity_images = [row["image"] for item, row in regated_pairs
                                if _finite(item.get("severity")) and _finite(row.get("score_total"))]
             intensity = [intensity_of(image) for image in severity_images]
@@ -425,7 +442,7 @@ def sweep_scores(
     lung = 255, left = 128, as ``pneumonitor analyze`` writes them); 0 everywhere when its probability is below
     ``gate_threshold`` (the classification threshold of this evaluation, which may be the one being chosen: not
     analyze's ``positive``; None = no gate). None when the files are missing or their sizes differ."""
-    from pneumonitor.severity import LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE, lung_score, pneumonia_ratio
+    from pneumonitor.severity import lung_score, pneumonia_ratio
 
     if gate_threshold is not None and float(row["pneumonia_probability"]) < gate_threshold:
         return [0] * len(thresholds)
