@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from pneumonitor.severity import pneumonia_ratio, top_fraction_region
+
 
 def _resize_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if mask.shape == shape:
@@ -52,8 +54,6 @@ def reference_area_region(heatmap: np.ndarray, right_lung: np.ndarray, left_lung
     """Per lung, the heatmap's highest pixels covering the share of that lung the ``reference`` mask covers
     (:func:`pneumonitor.severity.top_fraction_region`); boolean, the lungs' shape. ``reference`` is resized to the
     lungs with nearest neighbour."""
-    from pneumonitor.severity import pneumonia_ratio, top_fraction_region
-
     right, left = np.asarray(right_lung, dtype=bool), np.asarray(left_lung, dtype=bool)
     reference = _resize_nearest(np.asarray(reference) > 0, right.shape)
     region = np.zeros(right.shape, dtype=bool)
