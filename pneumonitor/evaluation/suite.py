@@ -44,9 +44,9 @@ from pneumonitor.datasets.images import image_size, read_gray
 from pneumonitor.evaluation.classification import evaluate_classification, group_specificity_threshold, roc_auc
 from pneumonitor.evaluation.localization import HEATMAP_THRESHOLDS, heatmap_threshold_sweep
 from pneumonitor.evaluation.matching import MatchedSet
-from pneumonitor.severity import LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE
 from pneumonitor.evaluation.segmentation import mean_sd, overlap, reference_area_region
 from pneumonitor.evaluation.severity_agreement import agreement, agreement_by_source, confusion_matrix
+from pneumonitor.severity import LEFT_LUNG_VALUE, RIGHT_LUNG_VALUE, lung_score, pneumonia_ratio
 
 
 LOGGER = logging.getLogger(__name__)
@@ -305,12 +305,12 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 pneumonia_scores.append((dice, jaccard))
                 record.update(pneumonia_dice=dice, pneumonia_jaccard=jaccard)
                 heat_path, lung_path = matched.result_path(row, "heatmap"), matched.result_path(row, "lung_mask")
-                if lung_path is not None and lung_path.is_file():  # baseline: the whole lung is pneumonia
-                    whole_lung_dice.append(overlap(read_gray(lung_path) > 0, reference_mask)[0])
-                if heat_path is not None and heat_path.is_file() and lung_path is not None and lung_path.is_file():
+                labels = read_gray(lung_path) if lung_path is not None and lung_path.is_file() else None
+                lungs = None if labels is None else labels > 0
+                if lungs is not None:  # baseline: the whole lung is pneumonia
+                    whole_lung_dice.append(overlap(lungs, reference_mask)[0])
+                if heat_path is not None and heat_path.is_file() and lungs is not None:
                     heat = read_gray(heat_path).astype(np.float32) / 255.0
-                    labels = read_gray(lung_path)
-                    lungs = labels > 0
                     if heat.shape == reference_mask.shape == lungs.shape:
                         dice_sweep.append([overlap((heat >= t) & lungs, reference_mask)[0] for t in DICE_SWEEP_THRESHOLDS])
                         right, left = labels == RIGHT_LUNG_VALUE, labels == LEFT_LUNG_VALUE
@@ -442,8 +442,6 @@ def sweep_scores(
     lung = 255, left = 128, as ``pneumonitor analyze`` writes them); 0 everywhere when its probability is below
     ``gate_threshold`` (the classification threshold of this evaluation, which may be the one being chosen: not
     analyze's ``positive``; None = no gate). None when the files are missing or their sizes differ."""
-    from pneumonitor.severity import lung_score, pneumonia_ratio
-
     if gate_threshold is not None and float(row["pneumonia_probability"]) < gate_threshold:
         return [0] * len(thresholds)
     heat_path, lung_path = matched.result_path(row, "heatmap"), matched.result_path(row, "lung_mask")

@@ -109,7 +109,7 @@ def table_segmentation(metrics: Sequence[dict[str, Any]]) -> str:
     for block in metrics:
         for key, label in (("lung_segmentation", "lungs"), ("pneumonia_segmentation", "pneumonia")):
             seg = block.get(key)
-            if seg and "jaccard" in seg:
+            if seg:
                 lines.append(f"| {block['name']} | {label} | {_mean_sd(seg['dice'])} | {_mean_sd(seg['jaccard'])} | "
                              f"{seg['dice']['n']} |")
             placed = (seg or {}).get("reference_area")
