@@ -1,13 +1,15 @@
 """Workflow pieces the MONAI bundles of DLNet and LSNet wire into MONAI's ``SupervisedTrainer``/``SupervisedEvaluator``,
 split by kind as MONAI splits its own: batch preparation (:mod:`.batches`), losses in the engines' call form
 (:mod:`.loss_adapters`), sampling weights (:mod:`.sampling`), output post-processing (:mod:`.outputs`), cumulative
-metrics (:mod:`.metrics`), Ignite handlers (:mod:`.handlers`) and writers (:mod:`.writers`).
+metrics (:mod:`.metrics`), Ignite handlers (:mod:`.handlers`), writers (:mod:`.writers`) and the end of a
+multi-process run (:mod:`.distributed`).
 
 The bundle configs name them through this package (``pneumonitor.engines.DLNetPrepareBatch``), as MONAI's configs
 name ``monai.handlers.ValidationHandler``.
 """
 
 from pneumonitor.engines.batches import DLNetPrepareBatch
+from pneumonitor.engines.distributed import finish_process_group
 from pneumonitor.engines.handlers import HeatmapBoxPrecision, ItemMean, ResumeCheckpoint, ROCOperatingPoint
 from pneumonitor.engines.loss_adapters import DLNetEngineLoss, MaskedBinaryDiceLoss
 from pneumonitor.engines.metrics import (
@@ -37,4 +39,5 @@ __all__ = [
     "ItemMean",
     "ItemMeanMetric",
     "group_balanced_weights",
+    "finish_process_group",
 ]
