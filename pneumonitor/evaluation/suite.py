@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -279,10 +280,13 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     severity_sweep: list[tuple[float, list[int]]] = []  # (reference, score_total per threshold)
     for index, (item, row) in enumerate(tqdm(matched.pairs, desc=f"{name}: masks", unit="img", leave=False)):
         record = per_image[index]
+        maps = ResultMaps(matched, row)
         if "severity" in tasks and _finite(item.get("severity")) and _finite(row.get("score_total")):
             gate = metrics.get("classification", {}).get("threshold", settings.threshold)
-            scores = sweep_scores(matched, row, SEVERITY_SWEEP_THRESHOLDS,
-                                  gate if settings.gate_by_classification else None)
+            if settings.gate_by_classification and float(row["pneumonia_probability"]) < gate:
+                scores = [0] * len(SEVERITY_SWEEP_THRESHOLDS)  # below the evaluated threshold: no pneumonia
+            else:
+                scores = sweep_scores(maps.heatmap, maps.lung_labels, SEVERITY_SWEEP_THRESHOLDS)
             if scores is not None:
                 severity_sweep.append((float(item["severity"]), scores))
         if "lung_segmentation" in tasks and item.get("lung_mask"):
@@ -304,13 +308,11 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 dice, jaccard = overlap(predicted_mask, reference_mask)
                 pneumonia_scores.append((dice, jaccard))
                 record.update(pneumonia_dice=dice, pneumonia_jaccard=jaccard)
-                heat_path, lung_path = matched.result_path(row, "heatmap"), matched.result_path(row, "lung_mask")
-                labels = read_gray(lung_path) if lung_path is not None and lung_path.is_file() else None
+                labels, heat = maps.lung_labels, maps.heatmap
                 lungs = None if labels is None else labels > 0
                 if lungs is not None:  # baseline: the whole lung is pneumonia
                     whole_lung_dice.append(overlap(lungs, reference_mask)[0])
-                if heat_path is not None and heat_path.is_file() and lungs is not None:
-                    heat = read_gray(heat_path).astype(np.float32) / 255.0
+                if heat is not None and lungs is not None:
                     if heat.shape == reference_mask.shape == lungs.shape:
                         dice_sweep.append([overlap((heat >= t) & lungs, reference_mask)[0] for t in DICE_SWEEP_THRESHOLDS])
                         right, left = labels == RIGHT_LUNG_VALUE, labels == LEFT_LUNG_VALUE
@@ -320,10 +322,9 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                             record.update(pneumonia_dice_reference_area=placed)
         # mix items with has_localization == 0 are positives whose location is unknown: their [] is not a truth
         if "localization" in tasks and isinstance(item.get("boxes"), list) and item.get("has_localization", 1) != 0:
-            heat_path = matched.result_path(row, "heatmap")
-            if heat_path is None or not heat_path.is_file():
+            heatmap = maps.heatmap
+            if heatmap is None:
                 continue
-            heatmap = read_gray(heat_path).astype(np.float32) / 255.0
             boxes = _scale_boxes(item["boxes"], _reference_shape(item), heatmap.shape)
             called_negative = settings.gate_by_classification and regated[index][0].get("positive") == 0
             heatmaps.append(None if called_negative else heatmap)
@@ -435,26 +436,38 @@ def _best_direction_auc(labels: Sequence[int], values: Sequence[float]) -> float
     return float(max(auc, 1.0 - auc))
 
 
-def sweep_scores(
-    matched: MatchedSet, row: dict[str, Any], thresholds: Sequence[float], gate_threshold: float | None
-) -> list[int] | None:
-    """The 0-8 score of one analyzed image at each heatmap threshold, from its heatmap and lung-label PNGs (right
-    lung = 255, left = 128, as ``pneumonitor analyze`` writes them); 0 everywhere when its probability is below
-    ``gate_threshold`` (the classification threshold of this evaluation, which may be the one being chosen: not
-    analyze's ``positive``; None = no gate). None when the files are missing or their sizes differ."""
-    if gate_threshold is not None and float(row["pneumonia_probability"]) < gate_threshold:
-        return [0] * len(thresholds)
-    heat_path, lung_path = matched.result_path(row, "heatmap"), matched.result_path(row, "lung_mask")
-    if heat_path is None or lung_path is None or not heat_path.is_file() or not lung_path.is_file():
+class ResultMaps:
+    """One analyzed image's heatmap (float in [0, 1]) and lung-label image (right lung = 255, left = 128, as
+    ``pneumonitor analyze`` writes them), each read from its PNG at most once and only when asked for; None when
+    the file is missing."""
+
+    def __init__(self, matched: MatchedSet, row: dict[str, Any]):
+        self._matched, self._row = matched, row
+
+    def _read(self, column: str) -> np.ndarray | None:
+        path = self._matched.result_path(self._row, column)
+        return read_gray(path) if path is not None and path.is_file() else None
+
+    @cached_property
+    def heatmap(self) -> np.ndarray | None:
+        pixels = self._read("heatmap")
+        return None if pixels is None else pixels.astype(np.float32) / 255.0
+
+    @cached_property
+    def lung_labels(self) -> np.ndarray | None:
+        return self._read("lung_mask")
+
+
+def sweep_scores(heatmap: np.ndarray | None, lung_labels: np.ndarray | None,
+                 thresholds: Sequence[float]) -> list[int] | None:
+    """The 0-8 score of one analyzed image at each heatmap threshold (the paper's rule), from its
+    :class:`ResultMaps`; None when either is missing, their sizes differ or a lung is missing."""
+    if heatmap is None or lung_labels is None or heatmap.shape != lung_labels.shape:
         return None
-    heat = read_gray(heat_path).astype(np.float32) / 255.0
-    lungs = read_gray(lung_path)
-    if heat.shape != lungs.shape:
-        return None
-    right, left = lungs == RIGHT_LUNG_VALUE, lungs == LEFT_LUNG_VALUE
+    right, left = lung_labels == RIGHT_LUNG_VALUE, lung_labels == LEFT_LUNG_VALUE
     if not right.any() or not left.any():
         return None
-    return [lung_score(pneumonia_ratio(heat >= t, right)) + lung_score(pneumonia_ratio(heat >= t, left))
+    return [lung_score(pneumonia_ratio(heatmap >= t, right)) + lung_score(pneumonia_ratio(heatmap >= t, left))
             for t in thresholds]
 
 
@@ -527,5 +540,5 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["DICE_SWEEP_THRESHOLDS", "GOAL_MIN_SENSITIVITY", "SEVERITY_SWEEP_THRESHOLDS", "by_source",
-           "clinical_course_metrics", "mean_intensity", "sweep_scores", "Evaluation", "EvaluationSettings",
+           "clinical_course_metrics", "mean_intensity", "sweep_scores", "ResultMaps", "Evaluation", "EvaluationSettings",
            "evaluate_matched", "high_specificity_point", "operating_point"]
