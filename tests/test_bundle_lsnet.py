@@ -169,6 +169,19 @@ def test_command_line_run_training(tmp_path: Path, trained: dict[str, Path]) -> 
                    str(trained["data"]), "--max_epochs", "1", *_override_args()])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (bundle / "models" / "model.pt").is_file()
+    # a killed run resumes (as DLNet's): the per-epoch state is there, and a second call runs only the epochs left
+    resume = bundle / "models" / "resume.pt"
+    state = torch.load(resume, map_location="cpu", weights_only=False)
+    assert {"network", "optimizer", "trainer", "best_model_saver"} <= set(state)
+    assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]  # one epoch done
+    again = _cli([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                  str(BUNDLE / "configs" / "train.json"), "--bundle_root", str(bundle), "--dataset_dir",
+                  str(trained["data"]), "--max_epochs", "2", *_override_args()])
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert "resuming from" in log and "Epoch: 2/2" in log and "Epoch: 1/2" not in log
+    trainer = torch.load(resume, map_location="cpu", weights_only=False)["trainer"]
+    assert trainer["iteration"] == 2 * trainer["epoch_length"]
 
 
 def test_multi_gpu_config_with_two_cpu_processes(tmp_path: Path, trained: dict[str, Path]) -> None:
