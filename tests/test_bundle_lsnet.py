@@ -187,8 +187,8 @@ def test_command_line_run_training(tmp_path: Path, trained: dict[str, Path]) -> 
 def test_multi_gpu_config_with_two_cpu_processes(tmp_path: Path, trained: dict[str, Path]) -> None:
     bundle = tmp_path / "bundle"
     configs = BUNDLE / "configs"
-    result = _cli([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-                   "training", "--config_file",
+    result = _cli([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+                   "-m", "monai.bundle", "run", "training", "--config_file",
                    json.dumps([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
                    "--bundle_root", str(bundle), "--dataset_dir", str(trained["data"]), "--max_epochs", "1",
                    *_override_args()])

@@ -290,12 +290,11 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             if scores is not None:
                 severity_sweep.append((float(item["severity"]), scores))
         if "lung_segmentation" in tasks and item.get("lung_mask"):
-            pred_path = matched.result_path(row, "lung_mask")
-            if pred_path is not None and pred_path.is_file():
+            if maps.lung_labels is not None:
                 reference = read_gray(item["lung_mask"])
                 ignore_value = item.get("lung_mask_ignore_value")
                 ignore = reference == int(ignore_value) if ignore_value is not None else None
-                dice, jaccard = overlap(read_gray(pred_path), reference, ignore)
+                dice, jaccard = overlap(maps.lung_labels, reference, ignore)
                 lung_scores.append((dice, jaccard))
                 record.update(lung_dice=dice, lung_jaccard=jaccard)
         if "pneumonia_segmentation" in tasks and item.get("mask"):
@@ -312,14 +311,13 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 lungs = None if labels is None else labels > 0
                 if lungs is not None:  # baseline: the whole lung is pneumonia
                     whole_lung_dice.append(overlap(lungs, reference_mask)[0])
-                if heat is not None and lungs is not None:
-                    if heat.shape == reference_mask.shape == lungs.shape:
-                        dice_sweep.append([overlap((heat >= t) & lungs, reference_mask)[0] for t in DICE_SWEEP_THRESHOLDS])
-                        right, left = labels == RIGHT_LUNG_VALUE, labels == LEFT_LUNG_VALUE
-                        if right.any() and left.any():  # analyze's lung labels: the area the reference gives
-                            placed = overlap(reference_area_region(heat, right, left, reference_mask), reference_mask)[0]
-                            reference_area_dice.append(placed)
-                            record.update(pneumonia_dice_reference_area=placed)
+                if heat is not None and lungs is not None and heat.shape == reference_mask.shape == lungs.shape:
+                    dice_sweep.append([overlap((heat >= t) & lungs, reference_mask)[0] for t in DICE_SWEEP_THRESHOLDS])
+                    right, left = labels == RIGHT_LUNG_VALUE, labels == LEFT_LUNG_VALUE
+                    if right.any() and left.any():  # analyze's lung labels: the area the reference gives
+                        placed = overlap(reference_area_region(heat, right, left, reference_mask), reference_mask)[0]
+                        reference_area_dice.append(placed)
+                        record.update(pneumonia_dice_reference_area=placed)
         # mix items with has_localization == 0 are positives whose location is unknown: their [] is not a truth
         if "localization" in tasks and isinstance(item.get("boxes"), list) and item.get("has_localization", 1) != 0:
             heatmap = maps.heatmap
@@ -540,5 +538,5 @@ def operating_point(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["DICE_SWEEP_THRESHOLDS", "GOAL_MIN_SENSITIVITY", "SEVERITY_SWEEP_THRESHOLDS", "by_source",
-           "clinical_course_metrics", "mean_intensity", "sweep_scores", "ResultMaps", "Evaluation", "EvaluationSettings",
-           "evaluate_matched", "high_specificity_point", "operating_point"]
+           "clinical_course_metrics", "mean_intensity", "sweep_scores", "ResultMaps", "Evaluation",
+           "EvaluationSettings", "evaluate_matched", "high_specificity_point", "operating_point"]
