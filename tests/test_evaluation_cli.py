@@ -96,11 +96,22 @@ def test_evaluate_end_to_end(tmp_path: Path):
     assert severity["total"]["n"] == 8 and severity["total"]["mae"] == pytest.approx((0.3 + 1.0) / 8)
     assert severity["involvement_right"]["mae_percent"] == pytest.approx(0.0)
     assert np.asarray(severity["confusion_matrix"]).sum() == 8
+    # each number beside its baseline on the same images, resampled together over the 8 patients
+    compared = metrics["baseline_comparisons"]
+    assert set(compared) == {"classification_auc", "pneumonia_dice", "severity_mae", "severity_r",
+                             "involvement_right_mae", "involvement_left_mae"}
+    dice = compared["pneumonia_dice"]  # perfect masks against the whole lung (negatives: empty vs lungs = 0)
+    assert dice["model"]["value"] == pytest.approx(1.0) and dice["verdict"] == "beats"
+    assert dice["bootstrap"] == "patients (n=8)" and dice["n"] == 8
+    assert compared["severity_mae"]["model"]["value"] == pytest.approx(severity["total"]["mae"])
+    assert severity["total"]["bias_ci"]["low"] <= severity["total"]["bias"] <= severity["total"]["bias_ci"]["high"]
     for name in ("roc.png", "map_vs_threshold.png", "severity_scatter.png", "severity_confusion.png", "tables.md",
                  "per_image.csv", "report.html"):
         assert (out / name).stat().st_size > 0
     tables = (out / "tables.md").read_text()
     assert "| Tiny | 0.94 [" in tables and "Table III" in tables and "Table IV" in tables
+    assert "| Tiny | pneumonia-mask Dice | 1.00 [1.00, 1.00] | calling the whole lung |" in tables
+    assert "| higher | **beats** | 8 |" in tables
     page = (out / "report.html").read_text()
     assert '<img src="roc.png"' in page and "<td>Tiny</td>" in page
     assert not list(out.glob(".*"))

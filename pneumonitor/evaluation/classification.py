@@ -17,20 +17,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-
-@dataclass
-class Estimate:
-    """A point estimate with its 95 % CI (``low``, ``high``); NaN when undefined."""
-
-    value: float
-    low: float
-    high: float
-
-    def format(self, digits: int = 2) -> str:
-        """``0.93 [0.92, 0.94]`` as in the paper's tables."""
-        if np.isnan(self.value):
-            return "n/a"
-        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+from pneumonitor.evaluation.bootstrap import (Estimate, bootstrap_unit, cluster_bootstrap_indices, percentile_interval,
+                                              resample_indices)
 
 
 def _as_arrays(labels: Sequence[float], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -179,18 +167,6 @@ def rates(labels: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
         }
 
 
-def cluster_bootstrap_indices(groups: Sequence, n_bootstrap: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``n_bootstrap`` index arrays, each drawing as many groups (patients) as there are, with replacement, and taking
-    every member of each drawn group (so the resamples differ in length)."""
-    _, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)]
-    samples = []
-    for _ in range(n_bootstrap):
-        drawn = rng.integers(0, len(members), size=len(members))
-        samples.append(np.concatenate([members[g] for g in drawn]))
-    return samples
-
-
 def rate_interval(
     hits: Sequence[bool], groups: Sequence | None = None, n_bootstrap: int = 1000, seed: int = 0,
     confidence: float = 0.95,
@@ -201,13 +177,8 @@ def rate_interval(
     if hits.size == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    if groups is None:
-        means = hits[rng.integers(0, hits.size, size=(n_bootstrap, hits.size))].mean(axis=1)
-    else:
-        means = np.asarray([hits[i].mean() for i in cluster_bootstrap_indices(groups, n_bootstrap, rng)])
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
-    return float(low), float(high)
+    means = [hits[index].mean() for index in resample_indices(hits.size, groups, n_bootstrap, rng)]
+    return percentile_interval(means, confidence)
 
 
 @dataclass
@@ -262,23 +233,16 @@ def evaluate_classification(
     if groups is None:
         index = rng.integers(0, y.size, size=(n_bootstrap, y.size))
         boot_y, boot_s, boot_p = y[index], s[index], predicted[index]
-        boot = {"auc": rank_auc(boot_y, boot_s), **rates(boot_y, boot_p)}
-        unit = f"images (n={y.size})"
+        boot = {"auc": rank_auc(boot_y, boot_s), **rates(boot_y, boot_p)}  # vectorised: one call for all
     else:
         if len(groups) != y.size:
             raise ValueError(f"{len(groups)} patient ids for {y.size} images")
         samples = cluster_bootstrap_indices(groups, n_bootstrap, rng)
         per_sample = [{"auc": rank_auc(y[i], s[i]), **rates(y[i], predicted[i])} for i in samples]
         boot = {name: np.asarray([float(row[name]) for row in per_sample]) for name in per_sample[0]}
-        unit = f"patients (n={len(set(map(str, groups)))})"
-    tail = 100.0 * (1.0 - confidence) / 2.0
 
     def estimate(name: str, value: float) -> Estimate:
-        values = boot[name][np.isfinite(boot[name])]
-        if values.size == 0:
-            return Estimate(value, float("nan"), float("nan"))
-        low, high = np.percentile(values, [tail, 100.0 - tail])
-        return Estimate(value, float(low), float(high))
+        return Estimate(value, *percentile_interval(boot[name], confidence))
 
     fpr, tpr, _ = roc_curve(y, s)
     return ClassificationResult(
@@ -286,7 +250,7 @@ def evaluate_classification(
         n_positive=int(y.sum()),
         threshold=float(threshold),
         threshold_rule=rule,
-        bootstrap=unit,
+        bootstrap=bootstrap_unit(int(y.size), groups),
         auc=estimate("auc", auc),
         sensitivity=estimate("sensitivity", point["sensitivity"]),
         specificity=estimate("specificity", point["specificity"]),

@@ -28,7 +28,10 @@ analyze called negative at or above it were never scored, which ``unscored_at_th
 Every quality number comes with a trivial baseline measured on the same images (``baselines``): the mean image
 intensity as a classifier and as a severity predictor, predicting the reference mean (score, per-lung involvement),
 and calling the whole lung pneumonia (mask Dice, involvement). A number that does not beat its baseline is a finding.
-CIs of the classification come from a patient-level (cluster) bootstrap when the reference has ``patient_id``s.
+CIs of the classification come from a patient-level (cluster) bootstrap when the reference has ``patient_id``s; so
+do those of the 0-8 score's r, MAE and bias, and ``baseline_comparisons``: each model number against its baseline,
+both recomputed on the same resamples, with the CI of their difference and whether it beats the baseline
+(:func:`~pneumonitor.evaluation.bootstrap.compare_to_baseline`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from pneumonitor.datasets.images import image_size, read_gray
-from pneumonitor.evaluation.classification import evaluate_classification, group_specificity_threshold, roc_auc
+from pneumonitor.evaluation.bootstrap import bootstrap_estimate, compare_to_baseline
+from pneumonitor.evaluation.classification import (evaluate_classification, group_specificity_threshold, rank_auc,
+                                                   roc_auc)
 from pneumonitor.evaluation.localization import HEATMAP_THRESHOLDS, heatmap_threshold_sweep
 from pneumonitor.evaluation.matching import MatchedSet
 from pneumonitor.evaluation.segmentation import mean_sd, overlap, reference_area_region
@@ -221,6 +226,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
         per_image.append({"image": item["image"], "result_image": row["image"]})
 
     tasks = set(settings.tasks)
+    comparisons: dict[str, dict[str, Any]] = {}  # each model number against its baseline, resampled together
+    resampling = {"n_bootstrap": settings.n_bootstrap, "seed": settings.seed}
     intensities: dict[str, float] = {}  # each image is read once for both brightness baselines
 
     def intensity_of(image: str) -> float:
@@ -250,8 +257,13 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             if high:
                 metrics["classification"]["high_specificity"] = high
         intensity = [intensity_of(image) for image in images]
-        metrics.setdefault("baselines", {})["classification_auc_mean_intensity"] = _best_direction_auc(
-            labels, intensity)
+        metrics.setdefault("baselines", {})["classification_auc_mean_intensity"] = _auc_or_nan(
+            labels, intensity, best_direction=True)
+        comparisons["classification_auc"] = compare_to_baseline(
+            {"label": labels, "score": scores, "intensity": intensity},
+            lambda c: _auc_or_nan(c["label"], c["score"]),
+            lambda c: _auc_or_nan(c["label"], c["intensity"], best_direction=True),
+            higher_is_better=True, groups=_groups(patients, images), **resampling).to_dict()
     elif "classification" in tasks and cls:
         metrics["classification"] = {"skipped": "the reference holds a single class: no ROC"}
 
@@ -276,6 +288,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     truths: list[list[list[float]]] = []
     dice_sweep: list[list[float]] = []
     whole_lung_dice: list[float] = []
+    dice_pairs: list[tuple[float, float, Any, str]] = []  # (mask Dice, whole-lung Dice, patient, image)
     reference_area_dice: list[float] = []  # the heatmap's placement at the reference's own area (a diagnostic)
     severity_sweep: list[tuple[float, list[int]]] = []  # (reference, score_total per threshold)
     for index, (item, row) in enumerate(tqdm(matched.pairs, desc=f"{name}: masks", unit="img", leave=False)):
@@ -311,6 +324,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 lungs = None if labels is None else labels > 0
                 if lungs is not None:  # baseline: the whole lung is pneumonia
                     whole_lung_dice.append(overlap(lungs, reference_mask)[0])
+                    dice_pairs.append((dice, whole_lung_dice[-1], item.get("patient_id"), item["image"]))
                 if heat is not None and lungs is not None and heat.shape == reference_mask.shape == lungs.shape:
                     dice_sweep.append([overlap((heat >= t) & lungs, reference_mask)[0] for t in DICE_SWEEP_THRESHOLDS])
                     right, left = labels == RIGHT_LUNG_VALUE, labels == LEFT_LUNG_VALUE
@@ -333,6 +347,12 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                             "jaccard": vars(mean_sd([s[1] for s in scores]))}
     if whole_lung_dice:
         metrics.setdefault("baselines", {})["pneumonia_dice_whole_lung"] = vars(mean_sd(whole_lung_dice))
+    if dice_pairs:
+        dice, whole, patients, images = zip(*dice_pairs)
+        comparisons["pneumonia_dice"] = compare_to_baseline(
+            {"model": dice, "baseline": whole}, lambda c: float(np.mean(c["model"])),
+            lambda c: float(np.mean(c["baseline"])), higher_is_better=True, groups=_groups(patients, images),
+            **resampling).to_dict()
     if reference_area_dice:
         metrics.setdefault("pneumonia_segmentation", {})["reference_area"] = {"dice": vars(mean_sd(reference_area_dice))}
     if severity_sweep:
@@ -368,13 +388,14 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
         }
 
     # severity
-    pred_total, ref_total, severity_sources = [], [], []
+    pred_total, ref_total, severity_sources, severity_patients = [], [], [], []
     if "severity" in tasks:
         for index, (item, row) in enumerate(regated_pairs):
             if _finite(item.get("severity")) and _finite(row.get("score_total")):
                 pred_total.append(row["score_total"])
                 ref_total.append(float(item["severity"]))
                 severity_sources.append(item.get("source"))
+                severity_patients.append(item.get("patient_id"))
                 per_image[index].update(severity_reference=float(item["severity"]), severity_predicted=row["score_total"])
         if pred_total:
             block: dict[str, Any] = {
@@ -391,9 +412,22 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 "severity_mae_reference_mean": float(np.mean(np.abs(np.asarray(ref_total) - np.mean(ref_total)))),
                 "severity_r_mean_intensity": agreement(intensity, ref_total).pearson_r,
             })
+            columns = {"predicted": np.asarray(pred_total, dtype=float), "reference": np.asarray(ref_total),
+                       "intensity": np.asarray(intensity, dtype=float)}
+            groups = _groups(severity_patients, severity_images)
+            comparisons["severity_mae"] = compare_to_baseline(
+                columns, _mae, _mae_of_reference_mean, higher_is_better=False, groups=groups, **resampling).to_dict()
+            comparisons["severity_r"] = compare_to_baseline(
+                columns, lambda c: _pearson(c["predicted"], c["reference"]),
+                lambda c: abs(_pearson(c["intensity"], c["reference"])), higher_is_better=True, groups=groups,
+                **resampling).to_dict()
+            block["total"]["bias_ci"] = vars(bootstrap_estimate(
+                columns, lambda c: float(np.mean(c["predicted"] - c["reference"])), groups, **resampling))
             for side in ("right", "left"):
                 ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in regated_pairs
                           if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
+                ratio_items = [item for item, row in regated_pairs
+                               if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
                 scores = [(row[f"score_{side}"], item[f"severity_{side}"]) for item, row in regated_pairs
                           if _finite(item.get(f"severity_{side}")) and _finite(row.get(f"score_{side}"))]
                 if ratios:
@@ -404,10 +438,16 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                         f"involvement_{side}_mae_reference_mean": float(np.mean(np.abs(ref - ref.mean()))),
                         f"involvement_{side}_mae_whole_lung": float(np.mean(np.abs(100.0 - ref))),
                     })
+                    comparisons[f"involvement_{side}_mae"] = compare_to_baseline(
+                        {"predicted": pred, "reference": ref}, _mae, _mae_of_reference_mean, higher_is_better=False,
+                        groups=_groups([i.get("patient_id") for i in ratio_items], [i["image"] for i in ratio_items]),
+                        **resampling).to_dict()
                 if scores:
                     pred, ref = np.asarray(scores).T
                     block[f"score_{side}"] = agreement(pred, ref).to_dict()
             metrics["severity"] = block
+    if comparisons:
+        metrics["baseline_comparisons"] = comparisons
     clinical = clinical_course_metrics(replace(matched, pairs=regated_pairs))
     if clinical:
         metrics["clinical_course"] = clinical
@@ -424,14 +464,35 @@ def mean_intensity(image: str) -> float:
     return float(pixels.astype(np.float64).mean() / (65535.0 if pixels.dtype == np.uint16 else 255.0))
 
 
-def _best_direction_auc(labels: Sequence[int], values: Sequence[float]) -> float:
-    """AUC of a baseline score in whichever direction ranks better (a baseline gets its best chance)."""
-    y, v = np.asarray(labels), np.asarray(values, dtype=float)
-    keep = np.isfinite(v)
-    if len(set(y[keep].tolist())) < 2:
+def _groups(patients: Sequence[Any], images: Sequence[str]) -> list[str]:
+    """Bootstrap clusters: each item's patient, or its own image where the reference has no patient id."""
+    return [str(patient) if patient else f"image:{image}" for patient, image in zip(patients, images)]
+
+
+def _mae(columns: dict[str, np.ndarray]) -> float:
+    return float(np.mean(np.abs(columns["predicted"] - columns["reference"])))
+
+
+def _mae_of_reference_mean(columns: dict[str, np.ndarray]) -> float:
+    """The trivial baseline: predicting the (resampled) reference's own mean for every image."""
+    reference = columns["reference"]
+    return float(np.mean(np.abs(reference - reference.mean())))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r; NaN where it is undefined (fewer than 3 items, a constant column)."""
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
-    auc = roc_auc(y[keep], v[keep])
-    return float(max(auc, 1.0 - auc))
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _auc_or_nan(labels: Sequence[int], values: Sequence[float], best_direction: bool = False) -> float:
+    """ROC AUC over the items with a finite value; NaN where one class is absent (a resample can hold one);
+    ``best_direction``: max(AUC, 1 - AUC), for a baseline score, which gets its best chance."""
+    y, v = np.asarray(labels, dtype=np.int64), np.asarray(values, dtype=float)
+    keep = np.isfinite(v)
+    auc = float(rank_auc(y[keep], v[keep]))
+    return max(auc, 1.0 - auc) if best_direction and math.isfinite(auc) else auc
 
 
 class ResultMaps:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pneumonitor.evaluation.classification import Estimate
+from pneumonitor.evaluation.bootstrap import Estimate
 from pneumonitor.evaluation.severity_agreement import N_SCORES
 from pneumonitor.publishing import atomic_path, html_page, save_figure, write_json, write_text
 
@@ -119,20 +119,30 @@ def table_segmentation(metrics: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def _with_interval(value: Any, comparison: dict[str, Any] | None, key: str = "model", digits: int = 2) -> str:
+    """``value`` with the bootstrap interval of ``comparison[key]`` when the evaluation has it."""
+    block = (comparison or {}).get(key)
+    return Estimate(block["value"], block["low"], block["high"]).format(digits) if block else _number(value, digits)
+
+
 def table_severity(metrics: Sequence[dict[str, Any]]) -> str:
-    """Table IV: Pearson r (p), R^2, MAE of predicted vs reference 0-8 scores; per-lung involvement MAE."""
-    lines = ["| Method | r | p | R² | MAE | bias | n | involvement MAE right / left (%) |",
+    """Table IV: Pearson r (p), R^2, MAE of predicted vs reference 0-8 scores, with their patient-bootstrap CIs;
+    per-lung involvement MAE."""
+    lines = ["| Method | r [95% CI] | p | R² | MAE [95% CI] | bias [95% CI] | n | involvement MAE right / left (%) |",
              "|---|---|---|---|---|---|---|---|"]
     for block in metrics:
         sev = block.get("severity")
         if not sev:
             continue
-        total = sev["total"]
+        total, compared = sev["total"], block.get("baseline_comparisons") or {}
         per_lung = " / ".join(_number(sev.get(f"involvement_{side}", {}).get("mae_percent"), 1) for side in ("right", "left"))
         p = total["p_value"]
         p_text = "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-        lines.append(f"| {block['name']} | {_number(total['pearson_r'])} | {p_text} | {_number(total['r2'])} | "
-                     f"{_number(total['mae'])} | {_number(total.get('bias'))} | {total['n']} | {per_lung} |")
+        bias = _with_interval(total.get("bias"), {"model": total["bias_ci"]} if total.get("bias_ci") else None)
+        r = _with_interval(total["pearson_r"], compared.get("severity_r"))
+        mae = _with_interval(total["mae"], compared.get("severity_mae"))
+        lines.append(f"| {block['name']} | {r} | {p_text} | {_number(total['r2'])} | {mae} | {bias} | {total['n']} | "
+                     f"{per_lung} |")
     notes = [f"**{block['name']}: {block['unscored_at_threshold']['note']}.**" for block in metrics
              if block.get("severity") and block.get("unscored_at_threshold")]
     return "\n".join(lines + ([""] + notes if notes else [])) if len(lines) > 2 else ""
@@ -185,6 +195,33 @@ def table_baselines(metrics: Sequence[dict[str, Any]]) -> str:
         for key, value in (block.get("baselines") or {}).items():
             shown = _mean_sd(value) if isinstance(value, dict) else _number(value)
             lines.append(f"| {block['name']} | {BASELINE_LABELS.get(key, key)} | {shown} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+#: baseline comparison keys -> (the model's number, the baseline it stands beside)
+COMPARISON_LABELS = {
+    "classification_auc": ("classification AUC", "mean image intensity (better direction)"),
+    "severity_mae": ("0-8 score MAE", "predicting the reference mean"),
+    "severity_r": ("0-8 score Pearson r", "mean image intensity (r in its better direction)"),
+    "pneumonia_dice": ("pneumonia-mask Dice", "calling the whole lung"),
+    "involvement_right_mae": ("right-lung involvement MAE (%)", "predicting the reference mean"),
+    "involvement_left_mae": ("left-lung involvement MAE (%)", "predicting the reference mean"),
+}
+
+
+def table_comparisons(metrics: Sequence[dict[str, Any]]) -> str:
+    """Each model number against its trivial baseline on the same images: both with CIs, their difference with its
+    CI from the same resamples, and whether the model beats the baseline on these data."""
+    lines = ["| Dataset | metric | model [95% CI] | baseline | baseline [95% CI] | model - baseline [95% CI] | "
+             "better | verdict | n |", "|---|---|---|---|---|---|---|---|---|"]
+    for block in metrics:
+        for key, row in (block.get("baseline_comparisons") or {}).items():
+            metric, baseline = COMPARISON_LABELS.get(key, (key, ""))
+            estimates = {name: Estimate(row[name]["value"], row[name]["low"], row[name]["high"]).format()
+                         for name in ("model", "baseline", "difference")}
+            lines.append(f"| {block['name']} | {metric} | {estimates['model']} | {baseline} | {estimates['baseline']} "
+                         f"| {estimates['difference']} | {'higher' if row['higher_is_better'] else 'lower'} | "
+                         f"**{row['verdict']}** | {row['n']} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -247,6 +284,12 @@ def markdown_report(metrics: Sequence[dict[str, Any]]) -> str:
          "icu_at_exam: in an ICU on the day of the exam; died: a death date exists. AUC of each output for it."),
         ("Baselines (same images)", table_baselines(metrics),
          "A model number that does not beat its baseline is a finding, not a result."),
+        ("Model against its baselines (same images, resampled together)", table_comparisons(metrics),
+         "Percentile bootstrap over patients (images without a patient id count as their own); the model's and the "
+         "baseline's number are recomputed on the same resamples, so the difference's CI says whether the model beats "
+         "the baseline on these data: 'beats' when it lies wholly on the better side, 'worse' on the other, else "
+         "'not distinguishable'. The reference mean is the resample's own (a baseline that knows the answer's "
+         "mean)."),
     )
     for title, table, note in sections:
         if table:
