@@ -241,7 +241,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
            for item, row in matched.pairs if item.get("label") in (0, 1) and _finite(row.get("pneumonia_probability"))]
     if "classification" in tasks and cls and len({c[0] for c in cls}) == 2:
         labels, scores, sources, patients, totals, images, positives = zip(*cls)
-        groups = patients if all(patients) else None
+        groups = _groups(patients, images)
         result = evaluate_classification(labels, scores, settings.threshold, settings.n_bootstrap, settings.seed,
                                          groups=groups)
         metrics["classification"] = result.to_dict()
@@ -263,7 +263,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             {"label": labels, "score": scores, "intensity": intensity},
             lambda c: _auc_or_nan(c["label"], c["score"]),
             lambda c: _auc_or_nan(c["label"], c["intensity"], best_direction=True),
-            higher_is_better=True, groups=_groups(patients, images), **resampling).to_dict()
+            higher_is_better=True, groups=groups, **resampling).to_dict()
     elif "classification" in tasks and cls:
         metrics["classification"] = {"skipped": "the reference holds a single class: no ROC"}
 
@@ -424,10 +424,9 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             block["total"]["bias_ci"] = vars(bootstrap_estimate(
                 columns, lambda c: float(np.mean(c["predicted"] - c["reference"])), groups, **resampling))
             for side in ("right", "left"):
-                ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in regated_pairs
-                          if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
-                ratio_items = [item for item, row in regated_pairs
-                               if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
+                involved = [(item, row) for item, row in regated_pairs
+                            if _finite(item.get(f"involvement_{side}")) and _finite(row.get(f"ratio_{side}"))]
+                ratios = [(row[f"ratio_{side}"], item[f"involvement_{side}"]) for item, row in involved]
                 scores = [(row[f"score_{side}"], item[f"severity_{side}"]) for item, row in regated_pairs
                           if _finite(item.get(f"severity_{side}")) and _finite(row.get(f"score_{side}"))]
                 if ratios:
@@ -440,7 +439,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                     })
                     comparisons[f"involvement_{side}_mae"] = compare_to_baseline(
                         {"predicted": pred, "reference": ref}, _mae, _mae_of_reference_mean, higher_is_better=False,
-                        groups=_groups([i.get("patient_id") for i in ratio_items], [i["image"] for i in ratio_items]),
+                        groups=_groups([item.get("patient_id") for item, _ in involved],
+                                       [item["image"] for item, _ in involved]),
                         **resampling).to_dict()
                 if scores:
                     pred, ref = np.asarray(scores).T
@@ -464,8 +464,11 @@ def mean_intensity(image: str) -> float:
     return float(pixels.astype(np.float64).mean() / (65535.0 if pixels.dtype == np.uint16 else 255.0))
 
 
-def _groups(patients: Sequence[Any], images: Sequence[str]) -> list[str]:
-    """Bootstrap clusters: each item's patient, or its own image where the reference has no patient id."""
+def _groups(patients: Sequence[Any], images: Sequence[str]) -> list[str] | None:
+    """Bootstrap clusters: each item's patient, or its own image where the reference has no patient id; None (resample
+    images) when no item has one."""
+    if not any(patients):
+        return None
     return [str(patient) if patient else f"image:{image}" for patient, image in zip(patients, images)]
 
 
