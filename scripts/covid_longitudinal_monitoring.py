@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +43,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from pneumonitor.monitoring import MetadataColumns
-from pneumonitor.monitoring.compare import compare_profiles, join_profiles
+from pneumonitor.monitoring.compare import (against_constant_profiles, compare_profiles, describe_against_constant,
+                                           join_profiles)
 from pneumonitor.monitoring.runner import run_monitoring
 from pneumonitor.publishing import atomic_folder, write_json
 
@@ -153,15 +153,6 @@ def run_analyze(series: pd.DataFrame, out_dir: Path, dlnet: str | None, lsnet: s
     return out_dir / "results.csv"
 
 
-def constant_baseline(joined: pd.DataFrame) -> float:
-    """Agreement of a profile that never increases (all labels 0) with the reference: share of non-increases."""
-    labels = []
-    for _, part in joined.groupby("patient", sort=False):
-        values = part["b"].to_numpy(float)
-        labels.extend((values[1:] > values[:-1]).astype(int).tolist())
-    return float(1 - np.mean(labels)) if labels else math.nan
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", choices=("model", "annotations"), required=True)
@@ -210,21 +201,20 @@ def main(argv: list[str] | None = None) -> int:
                                   "excluded_training_patients": excluded_patients,
                                   "dated_studies": summary.n_dated_studies, "agreement": {}}
     lines = ["| profile | reference | patients (>= 2 scored) | transitions | trend agreement "
-             "| never-increases baseline |",
+             "| against the constant profiles (same transitions) |",
              "|---|---|---|---|---|---|"]
     for column in ("score_total", "ratio_total"):
         for reference in REFERENCES:
             joined = join_profiles(timelines, None, column, reference, "patient_id", "day")
             _, pooled = compare_profiles(joined)
-            baseline = constant_baseline(joined)
+            baselines = against_constant_profiles(joined)
             numbers["agreement"][f"{column} vs {reference}"] = {
                 "accuracy": pooled.accuracy, "n_agree": pooled.n_agree, "n_transitions": pooled.n_transitions,
-                "n_patients": pooled.n_patients, "mean_per_patient": pooled.mean_per_patient,
-                "never_increases_baseline": baseline}
+                "n_patients": pooled.n_patients, "mean_per_patient": pooled.mean_per_patient, **baselines}
             accuracy = (f"{pooled.accuracy:.3f} ({pooled.n_agree}/{pooled.n_transitions})"
                         if pooled.n_transitions else "n/a")
             lines.append(f"| {column} | {reference} | {pooled.n_patients} | {pooled.n_transitions} | {accuracy} "
-                         f"| {baseline:.3f} |")
+                         f"| {describe_against_constant(baselines, column)} |")
     # Agreement between two expert scoring systems on the same images: what "good" looks like for any method.
     experts = series.rename(columns={"patientid": "patient_id", "offset_days": "day"})
     joined = join_profiles(experts, None, "covidnet_geographic", "brixia_S_global", "patient_id", "day")

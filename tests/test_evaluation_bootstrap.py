@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumonitor.evaluation.bootstrap import (BEATS, NOT_DISTINGUISHABLE, WORSE, bootstrap_estimate,
-                                              compare_to_baseline, percentile_interval)
+from pneumonitor.evaluation.bootstrap import (BEATS, MIN_UNITS, NOT_DISTINGUISHABLE, TOO_FEW, WORSE,
+                                              bootstrap_estimate, compare_to_baseline, percentile_interval)
 
 
 def mae(columns):
@@ -67,3 +67,15 @@ def test_columns_of_different_lengths_and_patient_ids_are_refused():
         compare_to_baseline({"a": [1, 2], "b": [1]}, mae, mae, higher_is_better=False)
     with pytest.raises(ValueError, match="3 patient ids for 2 items"):
         bootstrap_estimate({"predicted": [1.0, 2.0], "reference": [1.0, 2.0]}, mae, groups=[1, 2, 3])
+
+
+def test_too_few_patients_give_no_interval_and_no_verdict():
+    columns = scored(0.1, n=4 * (MIN_UNITS - 1))
+    patients = np.repeat(np.arange(MIN_UNITS - 1), 4)  # many images, too few patients
+    few = compare_to_baseline(columns, mae, mae_of_mean, higher_is_better=False, groups=patients, n_bootstrap=100)
+    assert few.verdict == TOO_FEW and np.isnan([few.difference.low, few.difference.high]).all()
+    assert few.difference.value == pytest.approx(few.model.value - few.baseline.value)
+    assert few.model.format() == f"{few.model.value:.2f} [no CI]"
+    assert np.isnan(bootstrap_estimate(columns, mae, groups=patients).low)
+    enough = compare_to_baseline(columns, mae, mae_of_mean, higher_is_better=False, n_bootstrap=100)  # 16 images
+    assert enough.verdict == BEATS

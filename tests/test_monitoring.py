@@ -322,3 +322,23 @@ def test_ratio_sd_from_analyze_widens_the_change_margin(tmp_path):
         (profile,), _ = build_profiles(attach_patient_and_time(table.rows))
         assert profile.timeline["change"].tolist() == ["baseline", change]
         assert profile.timeline["change_margin"].tolist()[1] == pytest.approx(margin)
+
+
+def test_trend_agreement_against_the_constant_profiles_on_the_same_transitions():
+    import pandas as pd
+
+    from pneumonitor.monitoring.compare import against_constant_profiles
+
+    def joined(model: list[float]) -> pd.DataFrame:
+        rows = [{"patient": str(p), "time": t, "a": a, "b": b} for p in range(12)
+                for t, (a, b) in enumerate(zip(model, [1.0, 2.0, 1.0]))]  # the expert rises, then falls
+        return pd.DataFrame(rows)
+
+    follows = against_constant_profiles(joined([0.0, 3.0, 2.0]), n_bootstrap=200)
+    assert follows["always_increases"] == follows["never_increases"] == 0.5
+    versus = follows["against_best_constant"]
+    assert versus["model"]["value"] == 1.0 and versus["difference"]["value"] == 0.5 and versus["verdict"] == "beats"
+    assert versus["bootstrap"] == "patients (n=12)"
+    rises = against_constant_profiles(joined([1.0, 2.0, 3.0]), n_bootstrap=200)["against_best_constant"]
+    assert rises["difference"]["value"] == 0.0 and rises["verdict"] == "not distinguishable"
+    assert against_constant_profiles(pd.DataFrame(columns=["patient", "time", "a", "b"])) == {}

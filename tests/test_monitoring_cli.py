@@ -176,7 +176,12 @@ def test_trend_agreement_cli(tmp_path, capsys):
                  "--out", str(per_patient)])
     assert code == 0
     # a: model [1, 0] vs expert [1, 0] -> 2/2; b: model [0] vs expert [1] -> 0/1
-    assert "0.667 (2/3 transitions agree, 2 patients" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "0.667 (2/3 transitions agree, 2 patients" in printed
+    # the expert rose in 2 of the 3 transitions: "always increases" agrees as often as the model does; two patients
+    # give no interval
+    assert "always increases 0.667, never increases 0.333; score_total - the better constant +0.000" in printed
+    assert "(patients (n=2)): too few to tell" in printed
     assert pd.read_csv(per_patient)["agreement"].tolist() == [1.0, 0.0]
     assert main(["trend-agreement", str(model), "--a", "score_total", "--b", "missing"]) == 2
     assert re.search(r"lacks column\(s\) missing", capsys.readouterr().err)

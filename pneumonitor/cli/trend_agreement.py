@@ -3,7 +3,8 @@
 Trend agreement of Amer et al. 2020 (Sec. V-C-3): each time point after a patient's first gets the label 1 if
 value/previous > 1 else 0 (previous 0: 1 if the value is above 0); the agreement is the fraction of equal labels.
 Both columns from one table (e.g. DIR/timelines.csv of ``pneumonitor monitor``), or column A from TABLE and column B
-from OTHER, joined on patient and time.
+from OTHER, joined on patient and time. Printed beside the trivial profiles on the same transitions (always rises,
+never rises) and, with a CI over patients, against the better of the two.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patient-column", default="patient_id", help="patient column (default: patient_id)")
     parser.add_argument("--time-column", default="day", help="time column, numbers or dates (default: day)")
     parser.add_argument("--out", help="write the per-patient table to this CSV")
+    parser.add_argument("--n-bootstrap", type=int, default=1000,
+                        help="resamples of patients for the CI against the constant profiles (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pneumonitor.monitoring import MonitoringInputError
-    from pneumonitor.monitoring.compare import compare_profiles, join_profiles, read_table
+    from pneumonitor.monitoring.compare import (against_constant_profiles, compare_profiles, describe_against_constant,
+                                                join_profiles, read_table)
     from pneumonitor.publishing import atomic_path
 
     try:
@@ -55,4 +60,6 @@ def run(args: argparse.Namespace) -> int:
         f"({pooled.n_agree}/{pooled.n_transitions} transitions agree, {pooled.n_patients} patients with >= 2 points; "
         f"mean per patient {pooled.mean_per_patient:.3f})"
     )
+    baselines = against_constant_profiles(joined, args.n_bootstrap, args.seed)
+    print(f"baselines on the same transitions: {describe_against_constant(baselines, args.a_column)}")
     return 0

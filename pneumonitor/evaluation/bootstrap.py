@@ -9,8 +9,8 @@ mask's Dice and that of calling the whole lung) are measured on the same images,
 each resample recomputes both and their difference. Their separate intervals overlap far more often than the
 difference's interval holds 0, so only the difference says whether the model beats the baseline on these data:
 ``beats`` when the whole interval of ``model - baseline`` lies on the model's better side, ``worse`` when it lies on
-the other, ``not distinguishable`` otherwise. A baseline that is recomputed per resample (the reference mean) is a
-function of the resample, as it is of the data.
+the other, ``not distinguishable`` otherwise, ``too few to tell`` below ``MIN_UNITS`` patients. A baseline that is
+recomputed per resample (the reference mean) is a function of the resample, as it is of the data.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-#: what :func:`compare_to_baseline` calls the three outcomes
-BEATS, WORSE, NOT_DISTINGUISHABLE = "beats", "worse", "not distinguishable"
+#: what :func:`compare_to_baseline` calls its outcomes
+BEATS, WORSE, NOT_DISTINGUISHABLE, TOO_FEW = "beats", "worse", "not distinguishable", "too few to tell"
+#: fewest resampled units (patients, or images without patient ids) an interval is drawn from: resampling one patient
+#: gives the same number every time, an interval of width 0 that says nothing
+MIN_UNITS = 5
 
 Columns = Mapping[str, np.ndarray]
 Statistic = Callable[[Columns], float]
@@ -36,9 +39,14 @@ class Estimate:
     high: float
 
     def format(self, digits: int = 2) -> str:
-        """``0.93 [0.92, 0.94]`` as in the paper's tables."""
-        if np.isnan(self.value):
+        """``0.93 [0.92, 0.94]`` as in the paper's tables; ``0.93 [no CI]`` where the interval is undefined."""
+        def missing(number: float | None) -> bool:  # NaN, or None as metrics.json stores NaN
+            return number is None or bool(np.isnan(number))
+
+        if missing(self.value):
             return "n/a"
+        if missing(self.low) or missing(self.high):
+            return f"{self.value:.{digits}f} [no CI]"
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
@@ -64,9 +72,17 @@ def resample_indices(n: int, groups: Sequence | None, n_bootstrap: int, rng: np.
     return cluster_bootstrap_indices(groups, n_bootstrap, rng)
 
 
+def resampled_units(n: int, groups: Sequence | None) -> int:
+    """How many units a resample draws: patients when ``groups`` are given, else items."""
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"{len(groups)} patient ids for {n} items")
+    return len(set(map(str, groups))) if groups is not None else n
+
+
 def bootstrap_unit(n: int, groups: Sequence | None) -> str:
     """What was resampled, for the tables: ``patients (n=20)`` or ``images (n=160)``."""
-    return f"patients (n={len(set(map(str, groups)))})" if groups is not None else f"images (n={n})"
+    units = resampled_units(n, groups)
+    return f"patients (n={units})" if groups is not None else f"images (n={units})"
 
 
 def percentile_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -96,10 +112,12 @@ def bootstrap_estimate(columns: Mapping[str, Sequence], statistic: Statistic, gr
                        n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95) -> Estimate:
     """``statistic(columns)`` with its percentile bootstrap interval; ``columns`` are per-image arrays of one length,
     resampled together (over patients when ``groups`` are given). Resamples where the statistic is undefined (NaN:
-    a constant column's r) are left out."""
+    a constant column's r) are left out; fewer than ``MIN_UNITS`` units give no interval (NaN)."""
     arrays, n = _columns(columns)
     if n == 0:
         return Estimate(float("nan"), float("nan"), float("nan"))
+    if resampled_units(n, groups) < MIN_UNITS:
+        return Estimate(float(statistic(arrays)), float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     values = [statistic(_take(arrays, index)) for index in resample_indices(n, groups, n_bootstrap, rng)]
     return Estimate(float(statistic(arrays)), *percentile_interval(values, confidence))
@@ -115,7 +133,7 @@ class Comparison:
     model: Estimate
     baseline: Estimate
     difference: Estimate  # model - baseline
-    verdict: str  # BEATS, WORSE or NOT_DISTINGUISHABLE
+    verdict: str  # BEATS, WORSE, NOT_DISTINGUISHABLE or TOO_FEW
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,13 +143,19 @@ def compare_to_baseline(columns: Mapping[str, Sequence], model: Statistic, basel
                         higher_is_better: bool, groups: Sequence | None = None, n_bootstrap: int = 1000,
                         seed: int = 0, confidence: float = 0.95) -> Comparison:
     """``model(columns)`` against ``baseline(columns)`` with intervals of both and of their difference, from the
-    same resamples (over patients when ``groups`` are given); the verdict reads the difference's interval."""
+    same resamples (over patients when ``groups`` are given); the verdict reads the difference's interval
+    (``TOO_FEW``, and no intervals, below ``MIN_UNITS`` units)."""
     arrays, n = _columns(columns)
+    point_model, point_baseline = float(model(arrays)), float(baseline(arrays))
+    if resampled_units(n, groups) < MIN_UNITS:
+        nan = float("nan")
+        return Comparison(n=n, bootstrap=bootstrap_unit(n, groups), higher_is_better=higher_is_better,
+                          model=Estimate(point_model, nan, nan), baseline=Estimate(point_baseline, nan, nan),
+                          difference=Estimate(point_model - point_baseline, nan, nan), verdict=TOO_FEW)
     rng = np.random.default_rng(seed)
     pairs = np.asarray([(model(sample), baseline(sample)) for sample in
                         (_take(arrays, index) for index in resample_indices(n, groups, n_bootstrap, rng))]
                        ).reshape(-1, 2)
-    point_model, point_baseline = float(model(arrays)), float(baseline(arrays))
     low, high = percentile_interval(pairs[:, 0] - pairs[:, 1], confidence)
     better_side = low > 0 if higher_is_better else high < 0
     worse_side = high < 0 if higher_is_better else low > 0
@@ -145,6 +169,7 @@ def compare_to_baseline(columns: Mapping[str, Sequence], model: Statistic, basel
 
 
 __all__ = [
-    "BEATS", "NOT_DISTINGUISHABLE", "WORSE", "Comparison", "Estimate", "bootstrap_estimate", "bootstrap_unit",
-    "cluster_bootstrap_indices", "compare_to_baseline", "percentile_interval", "resample_indices",
+    "BEATS", "MIN_UNITS", "NOT_DISTINGUISHABLE", "TOO_FEW", "WORSE", "Comparison", "Estimate", "bootstrap_estimate",
+    "bootstrap_unit", "cluster_bootstrap_indices", "compare_to_baseline", "percentile_interval", "resample_indices",
+    "resampled_units",
 ]

@@ -7,7 +7,7 @@ import pandas as pd
 
 from pneumonitor.monitoring.profiles import natural_key
 from pneumonitor.monitoring.studies import MonitoringInputError
-from pneumonitor.monitoring.trend import PooledTrendAgreement, pooled_trend_agreement, trend_agreement
+from pneumonitor.monitoring.trend import PooledTrendAgreement, pooled_trend_agreement, trend_agreement, trend_labels
 
 
 def _sortable_time(values: pd.Series) -> pd.Series:
@@ -82,6 +82,48 @@ def compare_profiles(joined: pd.DataFrame) -> tuple[pd.DataFrame, PooledTrendAgr
         pairs.append((a, b))
     per_patient = pd.DataFrame(rows, columns=["patient", "n_points", "n_transitions", "agreement"])
     return per_patient, pooled_trend_agreement(pairs)
+
+
+def transitions(joined: pd.DataFrame) -> pd.DataFrame:
+    """One row per transition (a time point after a patient's first) of the output of :func:`join_profiles`:
+    ``patient``, the trend labels ``a`` and ``b`` (1: the value rose)."""
+    rows = []
+    for patient, part in joined.groupby("patient", sort=False):
+        if len(part) >= 2:
+            for a, b in zip(trend_labels(part["a"].to_numpy(float)), trend_labels(part["b"].to_numpy(float))):
+                rows.append({"patient": patient, "a": int(a), "b": int(b)})
+    return pd.DataFrame(rows, columns=["patient", "a", "b"])
+
+
+def against_constant_profiles(joined: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Trend agreement of profile A with B beside the trivial profiles on the same transitions: one that always rises
+    (agrees wherever B rose) and one that never does; and A against the better of the two, both recomputed on the
+    same resamples of patients (:func:`~pneumonitor.evaluation.bootstrap.compare_to_baseline`), whose verdict says
+    whether A's trend beats a constant guess on these patients. Empty when there is no transition."""
+    from pneumonitor.evaluation.bootstrap import compare_to_baseline
+
+    table = transitions(joined)
+    if table.empty:
+        return {}
+    rose = table["b"].to_numpy(float)
+    comparison = compare_to_baseline(
+        {"agree": (table["a"] == table["b"]).to_numpy(float), "rose": rose},
+        lambda c: float(np.mean(c["agree"])), lambda c: float(max(np.mean(c["rose"]), 1.0 - np.mean(c["rose"]))),
+        higher_is_better=True, groups=table["patient"].tolist(), n_bootstrap=n_bootstrap, seed=seed)
+    return {"always_increases": float(rose.mean()), "never_increases": float(1.0 - rose.mean()),
+            "against_best_constant": comparison.to_dict()}
+
+
+def describe_against_constant(baselines: dict, profile: str = "the profile") -> str:
+    """One line of :func:`against_constant_profiles`' result, for the command line and reports."""
+    if not baselines:
+        return "no transition"
+    versus = baselines["against_best_constant"]
+    difference = versus["difference"]
+    interval = (f" [{difference['low']:+.3f}, {difference['high']:+.3f}] (95 % CI over {versus['bootstrap']})"
+                if np.isfinite([difference["low"], difference["high"]]).all() else f" ({versus['bootstrap']})")
+    return (f"always increases {baselines['always_increases']:.3f}, never increases {baselines['never_increases']:.3f}; "
+            f"{profile} - the better constant {difference['value']:+.3f}{interval}: {versus['verdict']}")
 
 
 def read_table(path: str) -> pd.DataFrame:
