@@ -135,6 +135,11 @@ def test_monitor_with_metadata_and_reference_scores(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "trend agreement score_total vs expert: 1.000 (3/3 transitions, 1 patients)" in printed
+    # beside the constant profiles: the expert rose once in 3 transitions; one patient gives no interval
+    assert "always increases 0.333, never increases 0.667; score_total - the better constant +0.333" in printed
+    assert "too few to tell" in printed and "too few to tell" in (out / "index.html").read_text()
+    against = json.loads((out / "monitor.json").read_text())["summary"]["trend_agreement"]["expert"]
+    assert against["never_increases"] == pytest.approx(2 / 3)
     agreement = pd.read_csv(out / "trend_agreement.csv")
     assert agreement.loc[0, ["patient_id", "n_points", "agreement"]].tolist() == [12, 4, 1.0]
     unassigned = pd.read_csv(out / "unassigned.csv")

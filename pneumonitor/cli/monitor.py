@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pneumonitor.monitoring import ChangeRule, MetadataColumns, MonitoringInputError
+    from pneumonitor.monitoring.compare import describe_against_constant
     from pneumonitor.monitoring.runner import run_monitoring
 
     if args.reference_column and not args.metadata:
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     for column, pooled in summary.pooled.items():
         if pooled.n_transitions:
             print(f"trend agreement {args.compare_column} vs {column}: {pooled.accuracy:.3f} "
-                  f"({pooled.n_agree}/{pooled.n_transitions} transitions, {pooled.n_patients} patients)")
+                  f"({pooled.n_agree}/{pooled.n_transitions} transitions, {pooled.n_patients} patients); "
+                  f"{describe_against_constant(summary.against_constants.get(column, {}), args.compare_column)}")
         else:
             print(f"trend agreement {args.compare_column} vs {column}: no patient with 2 time points having both")
     print(f"report: {summary.out_dir / 'index.html'}")

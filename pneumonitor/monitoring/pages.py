@@ -151,9 +151,14 @@ def write_index(
     settings: dict[str, object],
     pooled: dict[str, PooledTrendAgreement] | None = None,
     compare_column: str = "score_total",
+    against_constants: dict[str, dict] | None = None,
 ) -> Path:
-    """Write ``<out_dir>/index.html`` linking every patient page, with a one-line summary per patient."""
-    pooled = pooled or {}
+    """Write ``<out_dir>/index.html`` linking every patient page, with a one-line summary per patient; each pooled
+    trend agreement beside the constant profiles (``against_constants``: reference column ->
+    :func:`~pneumonitor.monitoring.compare.against_constant_profiles`)."""
+    from pneumonitor.monitoring.compare import describe_against_constant
+
+    pooled, against_constants = pooled or {}, against_constants or {}
     header = ["patient", "studies", "first", "last", "latest score (0-8)", "latest ratio %", "latest change",
               "worse", "improved", *[f"agreement vs {c}" for c in pooled]]
     rows = []
@@ -193,7 +198,8 @@ def write_index(
                 f"<p>Trend agreement of {_e(compare_column)} with {_e(column)}, pooled over {summary.n_patients} "
                 f"patients and {summary.n_transitions} transitions: <b>{summary.accuracy:.3f}</b> "
                 f"(mean of per-patient values {summary.mean_per_patient:.3f}). Label per transition: 1 if "
-                "value/previous &gt; 1, else 0 (previous 0: 1 if the value is above 0).</p>"
+                "value/previous &gt; 1, else 0 (previous 0: 1 if the value is above 0). On the same transitions: "
+                f"{_e(describe_against_constant(against_constants.get(column, {}), compare_column))}.</p>"
             )
     parts.append(f"<p class=\"note\">{change_rule_text(rule)}</p>")
     parts.append(_reason_list("Studies not assigned to a patient", unassigned))

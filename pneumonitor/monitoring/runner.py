@@ -33,6 +33,7 @@ from pneumonitor.monitoring.studies import (
     read_results,
     read_study_metadata,
 )
+from pneumonitor.monitoring.compare import against_constant_profiles
 from pneumonitor.monitoring.trend import ChangeRule, PooledTrendAgreement, pooled_trend_agreement
 from pneumonitor.publishing import atomic_folder, write_json
 
@@ -46,12 +47,15 @@ class MonitoringSummary:
         profiles: one profile per patient, sorted by patient id.
         unassigned: studies without a patient (columns ``image``, ``reason``).
         pooled: reference column -> trend agreement pooled over patients.
+        against_constants: reference column -> the same against the constant profiles
+            (:func:`~pneumonitor.monitoring.compare.against_constant_profiles`).
     """
 
     out_dir: Path
     profiles: list[PatientProfile]
     unassigned: pd.DataFrame
     pooled: dict[str, PooledTrendAgreement] = field(default_factory=dict)
+    against_constants: dict[str, dict] = field(default_factory=dict)
 
     @property
     def n_dated_studies(self) -> int:
@@ -142,10 +146,12 @@ def run_monitoring(
         unassigned.to_csv(built / "unassigned.csv", index=False)
 
         pooled: dict[str, PooledTrendAgreement] = {}
+        against_constants: dict[str, dict] = {}  # reference column -> against_constant_profiles
         if reference_columns:
             agreement_rows = []
             for column in reference_columns:
                 pairs = []
+                joined = []
                 for profile in profiles:
                     value, n_points = profile.agreement[column]
                     agreement_rows.append(
@@ -154,7 +160,11 @@ def run_monitoring(
                     )
                     pair = profile.timeline[[compare_column, column]].apply(pd.to_numeric, errors="coerce").dropna()
                     pairs.append((pair[compare_column].to_numpy(), pair[column].to_numpy()))
+                    joined.append(pd.DataFrame({"patient": profile.patient_id, "a": pair[compare_column].to_numpy(),
+                                                "b": pair[column].to_numpy()}))
                 pooled[column] = pooled_trend_agreement(pairs)
+                against_constants[column] = against_constant_profiles(
+                    pd.concat(joined, ignore_index=True) if joined else pd.DataFrame(columns=["patient", "a", "b"]))
             pd.DataFrame(agreement_rows).to_csv(built / "trend_agreement.csv", index=False)
 
         settings: dict[str, object] = {
@@ -168,7 +178,7 @@ def run_monitoring(
             "change_rule": {"ratio_margin_pp": rule.ratio_margin, "min_score_step": rule.min_score_step,
                             "uncertainty_z": rule.uncertainty_z},
         }
-        write_index(pages, unassigned, built, rule, settings, pooled, compare_column)
+        write_index(pages, unassigned, built, rule, settings, pooled, compare_column, against_constants)
         summary_numbers = {
             "patients": len(profiles),
             "dated_studies": int(sum(len(p.timeline) for p in profiles)),
@@ -177,9 +187,11 @@ def run_monitoring(
             "unassigned_studies": len(unassigned),
             "trend_agreement": {
                 column: {"accuracy": s.accuracy, "n_agree": s.n_agree, "n_transitions": s.n_transitions,
-                         "n_patients": s.n_patients, "mean_per_patient": s.mean_per_patient}
+                         "n_patients": s.n_patients, "mean_per_patient": s.mean_per_patient,
+                         **against_constants.get(column, {})}
                 for column, s in pooled.items()
             },
         }
         write_json(built / "monitor.json", {"settings": settings, "summary": summary_numbers})
-    return MonitoringSummary(out_dir=out_dir, profiles=profiles, unassigned=unassigned, pooled=pooled)
+    return MonitoringSummary(out_dir=out_dir, profiles=profiles, unassigned=unassigned, pooled=pooled,
+                             against_constants=against_constants)
