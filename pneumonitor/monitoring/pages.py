@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pneumonitor.monitoring.compare import describe_against_constant
 from pneumonitor.monitoring.profiles import PatientProfile
 from pneumonitor.monitoring.trend import ChangeRule, PooledTrendAgreement
 from pneumonitor.publishing import html_page, write_text
@@ -156,8 +157,6 @@ def write_index(
     """Write ``<out_dir>/index.html`` linking every patient page, with a one-line summary per patient; each pooled
     trend agreement beside the constant profiles (``against_constants``: reference column ->
     :func:`~pneumonitor.monitoring.compare.against_constant_profiles`)."""
-    from pneumonitor.monitoring.compare import describe_against_constant
-
     pooled, against_constants = pooled or {}, against_constants or {}
     header = ["patient", "studies", "first", "last", "latest score (0-8)", "latest ratio %", "latest change",
               "worse", "improved", *[f"agreement vs {c}" for c in pooled]]

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from pneumonitor.monitoring.compare import against_constant_profiles
 from pneumonitor.monitoring.plots import plot_overlay_strip, plot_profile
 from pneumonitor.monitoring.profiles import TIMELINE_COLUMNS, PatientProfile, build_profiles
 from pneumonitor.monitoring.pages import PatientPage, write_index, write_patient_report
@@ -33,7 +34,6 @@ from pneumonitor.monitoring.studies import (
     read_results,
     read_study_metadata,
 )
-from pneumonitor.monitoring.compare import against_constant_profiles
 from pneumonitor.monitoring.trend import ChangeRule, PooledTrendAgreement, pooled_trend_agreement
 from pneumonitor.publishing import atomic_folder, write_json
 
