@@ -1,12 +1,12 @@
-"""Patient-level bootstrap intervals and model-vs-baseline comparisons (``pneumonitor.evaluation.bootstrap``)."""
+"""Patient-level bootstrap intervals and model-vs-baseline comparisons (``pneumonitor.bootstrap``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pneumonitor.evaluation.bootstrap import (BEATS, MIN_UNITS, NOT_DISTINGUISHABLE, TOO_FEW, WORSE,
-                                              bootstrap_estimate, compare_to_baseline, percentile_interval)
+from pneumonitor.bootstrap import (BEATS, MIN_UNITS, NOT_DISTINGUISHABLE, TOO_FEW, WORSE, bootstrap_estimate,
+                                   compare_to_baseline, percentile_interval)
 
 
 def mae(columns):

@@ -11,7 +11,7 @@ PACKAGE = ROOT / "pneumonitor"
 
 # docs/layout.md, in order; a module may import from its own layer and the layers before it
 LAYERS = [
-    {"reading", "severity", "publishing", "results"},
+    {"reading", "severity", "publishing", "results", "bootstrap"},
     {"networks", "transforms", "monitoring"},
     {"datasets"},
     {"qc", "evaluation"},

@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from pneumonitor.evaluation.bootstrap import (Estimate, bootstrap_unit, cluster_bootstrap_indices, percentile_interval,
-                                              resample_indices)
+from pneumonitor.bootstrap import (Estimate, bootstrap_unit, cluster_bootstrap_indices, percentile_interval,
+                                   resample_indices)
 
 
 def _as_arrays(labels: Sequence[float], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ and calling the whole lung pneumonia (mask Dice, involvement). A number that doe
 CIs of the classification come from a patient-level (cluster) bootstrap when the reference has ``patient_id``s; so
 do those of the 0-8 score's r, MAE and bias, and ``baseline_comparisons``: each model number against its baseline,
 both recomputed on the same resamples, with the CI of their difference and whether it beats the baseline
-(:func:`~pneumonitor.evaluation.bootstrap.compare_to_baseline`).
+(:func:`~pneumonitor.bootstrap.compare_to_baseline`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pneumonitor.datasets.images import image_size, read_gray
-from pneumonitor.evaluation.bootstrap import bootstrap_estimate, compare_to_baseline
+from pneumonitor.bootstrap import bootstrap_estimate, compare_to_baseline
 from pneumonitor.evaluation.classification import (evaluate_classification, group_specificity_threshold, rank_auc,
                                                    roc_auc)
 from pneumonitor.evaluation.localization import HEATMAP_THRESHOLDS, heatmap_threshold_sweep

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pneumonitor.evaluation.bootstrap import Estimate
+from pneumonitor.bootstrap import Estimate
 from pneumonitor.evaluation.severity_agreement import N_SCORES
 from pneumonitor.publishing import atomic_path, html_page, save_figure, write_json, write_text
 

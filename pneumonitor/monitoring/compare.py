@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pneumonitor.bootstrap import compare_to_baseline
 from pneumonitor.monitoring.profiles import natural_key
 from pneumonitor.monitoring.studies import MonitoringInputError
 from pneumonitor.monitoring.trend import PooledTrendAgreement, pooled_trend_agreement, trend_agreement, trend_labels
@@ -98,10 +99,8 @@ def transitions(joined: pd.DataFrame) -> pd.DataFrame:
 def against_constant_profiles(joined: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """Trend agreement of profile A with B beside the trivial profiles on the same transitions: one that always rises
     (agrees wherever B rose) and one that never does; and A against the better of the two, both recomputed on the
-    same resamples of patients (:func:`~pneumonitor.evaluation.bootstrap.compare_to_baseline`), whose verdict says
+    same resamples of patients (:func:`~pneumonitor.bootstrap.compare_to_baseline`), whose verdict says
     whether A's trend beats a constant guess on these patients. Empty when there is no transition."""
-    from pneumonitor.evaluation.bootstrap import compare_to_baseline
-
     table = transitions(joined)
     if table.empty:
         return {}
