@@ -141,13 +141,14 @@ class Comparison:
 
 def compare_to_baseline(columns: Mapping[str, Sequence], model: Statistic, baseline: Statistic,
                         higher_is_better: bool, groups: Sequence | None = None, n_bootstrap: int = 1000,
-                        seed: int = 0, confidence: float = 0.95) -> Comparison:
+                        seed: int = 0, confidence: float = 0.95, supported: bool = True) -> Comparison:
     """``model(columns)`` against ``baseline(columns)`` with intervals of both and of their difference, from the
     same resamples (over patients when ``groups`` are given); the verdict reads the difference's interval
-    (``TOO_FEW``, and no intervals, below ``MIN_UNITS`` units)."""
+    (``TOO_FEW``, and no intervals, below ``MIN_UNITS`` units, or when the caller says the data cannot support one:
+    ``supported=False``, e.g. an AUC whose rarer class has fewer than ``MIN_UNITS`` images)."""
     arrays, n = _columns(columns)
     point_model, point_baseline = float(model(arrays)), float(baseline(arrays))
-    if resampled_units(n, groups) < MIN_UNITS:
+    if not supported or resampled_units(n, groups) < MIN_UNITS:
         nan = float("nan")
         return Comparison(n=n, bootstrap=bootstrap_unit(n, groups), higher_is_better=higher_is_better,
                           model=Estimate(point_model, nan, nan), baseline=Estimate(point_baseline, nan, nan),

@@ -341,6 +341,17 @@ def test_clinical_course_block():
     assert (icu["n"], icu["n_outcome"]) == (3, 2)
     assert icu["score_total"]["mean_with"] == 6.0 and icu["score_total"]["auc"] == 1.0
     assert block["died"]["n_outcome"] == 1
+    assert icu["score_vs_probability"]["verdict"] == "too few to tell"  # 3 images: no interval
+    # 12 patients whose score orders the ICU course and whose probability does not
+    pairs = [({"icu_at_exam": int(i < 6), "patient_id": f"p{i}", "image": f"{i}.png"},
+              {"score_total": 6.0 - (i % 6) * 0.1 if i < 6 else 2.0 + (i % 6) * 0.1, "ratio_total": 10.0,
+               "pneumonia_probability": 0.9 if i % 2 else 0.8}) for i in range(12)]
+    versus = clinical_course_metrics(SimpleNamespace(pairs=pairs), n_bootstrap=200)["icu_at_exam"]["score_vs_probability"]
+    assert versus["model"]["value"] == 1.0 and versus["baseline"]["value"] == pytest.approx(0.5)
+    assert versus["verdict"] == "beats" and versus["bootstrap"] == "patients (n=12)"
+    pairs[1][0]["icu_at_exam"] = pairs[2][0]["icu_at_exam"] = 0  # 4 in an ICU: too few events for an interval
+    few = clinical_course_metrics(SimpleNamespace(pairs=pairs), n_bootstrap=200)["icu_at_exam"]["score_vs_probability"]
+    assert few["verdict"] == "too few to tell"
 
 
 def test_high_specificity_operating_point_holds_each_source_and_is_saved(tmp_path: Path):

@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pneumonitor.datasets.images import image_size, read_gray
-from pneumonitor.bootstrap import bootstrap_estimate, compare_to_baseline
+from pneumonitor.bootstrap import MIN_UNITS, bootstrap_estimate, compare_to_baseline
 from pneumonitor.evaluation.classification import (evaluate_classification, group_specificity_threshold, rank_auc,
                                                    roc_auc)
 from pneumonitor.evaluation.localization import HEATMAP_THRESHOLDS, heatmap_threshold_sweep
@@ -263,7 +263,8 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             {"label": labels, "score": scores, "intensity": intensity},
             lambda c: _auc_or_nan(c["label"], c["score"]),
             lambda c: _auc_or_nan(c["label"], c["intensity"], best_direction=True),
-            higher_is_better=True, groups=groups, **resampling).to_dict()
+            higher_is_better=True, groups=groups, **resampling,
+            supported=min(sum(labels), len(labels) - sum(labels)) >= MIN_UNITS).to_dict()
     elif "classification" in tasks and cls:
         metrics["classification"] = {"skipped": "the reference holds a single class: no ROC"}
 
@@ -446,11 +447,13 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                     pred, ref = np.asarray(scores).T
                     block[f"score_{side}"] = agreement(pred, ref).to_dict()
             metrics["severity"] = block
-    if comparisons:
-        metrics["baseline_comparisons"] = comparisons
-    clinical = clinical_course_metrics(replace(matched, pairs=regated_pairs))
+    clinical = clinical_course_metrics(replace(matched, pairs=regated_pairs), **resampling)
     if clinical:
         metrics["clinical_course"] = clinical
+        comparisons.update({f"{outcome}_auc": entry["score_vs_probability"] for outcome, entry in clinical.items()
+                            if "score_vs_probability" in entry})
+    if comparisons:
+        metrics["baseline_comparisons"] = comparisons
     return Evaluation(name=name, metrics=metrics, per_image=per_image, severity_pairs=(pred_total, ref_total))
 
 
@@ -533,22 +536,33 @@ def sweep_scores(heatmap: np.ndarray | None, lung_labels: np.ndarray | None,
             for t in thresholds]
 
 
-def clinical_course_metrics(matched: MatchedSet) -> dict[str, Any]:
+def clinical_course_metrics(matched: MatchedSet, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Outputs against the clinical course (reference ``icu_at_exam``, ``died``): per outcome, n per group, the mean
-    ``score_total``/``ratio_total``/probability per group and the AUC of each for the outcome."""
+    ``score_total``/``ratio_total``/probability per group and the AUC of each for the outcome; and the score's AUC
+    against the probability's (``score_vs_probability``: does the severity score say more about the course than the
+    classifier alone?), resampled together over patients (:func:`~pneumonitor.bootstrap.compare_to_baseline`)."""
     block: dict[str, Any] = {}
     for outcome in ("icu_at_exam", "died"):
-        pairs = [(int(item[outcome]), row) for item, row in matched.pairs
-                 if item.get(outcome) in (0, 1) and _finite(row.get("score_total"))]
-        if not pairs:
+        kept = [(item, row) for item, row in matched.pairs
+                if item.get(outcome) in (0, 1) and _finite(row.get("score_total"))]
+        if not kept:
             continue
-        y = np.asarray([p[0] for p in pairs])
-        entry: dict[str, Any] = {"n": len(pairs), "n_outcome": int(y.sum())}
+        y = np.asarray([int(item[outcome]) for item, _ in kept])
+        entry: dict[str, Any] = {"n": len(kept), "n_outcome": int(y.sum())}
+        columns = {"outcome": y}
         for column in ("score_total", "ratio_total", "pneumonia_probability"):
-            values = np.asarray([float(row[column]) for _, row in pairs])
+            values = np.asarray([float(row[column]) for _, row in kept])
+            columns[column] = values
             entry[column] = {"mean_with": float(values[y == 1].mean()) if y.any() else None,
                              "mean_without": float(values[y == 0].mean()) if (1 - y).any() else None,
                              "auc": float(roc_auc(y, values)) if 0 < y.sum() < y.size else None}
+        if 0 < y.sum() < y.size:
+            entry["score_vs_probability"] = compare_to_baseline(
+                columns, lambda c: _auc_or_nan(c["outcome"], c["score_total"]),
+                lambda c: _auc_or_nan(c["outcome"], c["pneumonia_probability"]), higher_is_better=True,
+                groups=_groups([item.get("patient_id") for item, _ in kept], [item.get("image") for item, _ in kept]),
+                n_bootstrap=n_bootstrap, seed=seed,
+                supported=min(y.sum(), y.size - y.sum()) >= MIN_UNITS).to_dict()  # one death tells nothing
         block[outcome] = entry
     return block
 

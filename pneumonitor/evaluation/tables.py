@@ -206,6 +206,8 @@ COMPARISON_LABELS = {
     "pneumonia_dice": ("pneumonia-mask Dice", "calling the whole lung"),
     "involvement_right_mae": ("right-lung involvement MAE (%)", "predicting the reference mean"),
     "involvement_left_mae": ("left-lung involvement MAE (%)", "predicting the reference mean"),
+    "icu_at_exam_auc": ("0-8 score's AUC for being in an ICU on the exam day", "the probability's AUC"),
+    "died_auc": ("0-8 score's AUC for death", "the probability's AUC"),
 }
 
 
