@@ -67,16 +67,21 @@ def resample_indices(n: int, groups: Sequence | None, n_bootstrap: int, rng: np.
     (:func:`cluster_bootstrap_indices`), else over items."""
     if groups is None:
         return list(rng.integers(0, n, size=(n_bootstrap, n)))
+    _check_groups(n, groups)
+    return cluster_bootstrap_indices(groups, n_bootstrap, rng)
+
+
+def _check_groups(n: int, groups: Sequence) -> None:
     if len(groups) != n:
         raise ValueError(f"{len(groups)} patient ids for {n} items")
-    return cluster_bootstrap_indices(groups, n_bootstrap, rng)
 
 
 def resampled_units(n: int, groups: Sequence | None) -> int:
     """How many units a resample draws: patients when ``groups`` are given, else items."""
-    if groups is not None and len(groups) != n:
-        raise ValueError(f"{len(groups)} patient ids for {n} items")
-    return len(set(map(str, groups))) if groups is not None else n
+    if groups is None:
+        return n
+    _check_groups(n, groups)
+    return len(set(map(str, groups)))
 
 
 def bootstrap_unit(n: int, groups: Sequence | None) -> str:

@@ -17,8 +17,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from pneumonitor.bootstrap import (Estimate, bootstrap_unit, cluster_bootstrap_indices, percentile_interval,
-                                   resample_indices)
+from pneumonitor.bootstrap import Estimate, bootstrap_unit, percentile_interval, resample_indices
 
 
 def _as_arrays(labels: Sequence[float], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +171,7 @@ def rate_interval(
     confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the share of ``hits`` (e.g. a source's normals called positive), over patients
-    when ``groups`` (patient ids) are given (:func:`cluster_bootstrap_indices`), else over images."""
+    when ``groups`` (patient ids) are given (:func:`pneumonitor.bootstrap.resample_indices`), else over images."""
     hits = np.asarray(hits, dtype=np.float64).ravel()
     if hits.size == 0:
         return float("nan"), float("nan")
@@ -235,9 +234,7 @@ def evaluate_classification(
         boot_y, boot_s, boot_p = y[index], s[index], predicted[index]
         boot = {"auc": rank_auc(boot_y, boot_s), **rates(boot_y, boot_p)}  # vectorised: one call for all
     else:
-        if len(groups) != y.size:
-            raise ValueError(f"{len(groups)} patient ids for {y.size} images")
-        samples = cluster_bootstrap_indices(groups, n_bootstrap, rng)
+        samples = resample_indices(y.size, groups, n_bootstrap, rng)
         per_sample = [{"auc": rank_auc(y[i], s[i]), **rates(y[i], predicted[i])} for i in samples]
         boot = {name: np.asarray([float(row[name]) for row in per_sample]) for name in per_sample[0]}
 
@@ -266,7 +263,6 @@ __all__ = [
     "Estimate",
     "best_sensitivity",
     "binormal_auc_needed",
-    "cluster_bootstrap_indices",
     "evaluate_classification",
     "fewest_false_positives",
     "group_specificity_threshold",
