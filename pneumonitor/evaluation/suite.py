@@ -257,14 +257,10 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             if high:
                 metrics["classification"]["high_specificity"] = high
         intensity = [intensity_of(image) for image in images]
-        metrics.setdefault("baselines", {})["classification_auc_mean_intensity"] = _auc_or_nan(
-            labels, intensity, best_direction=True)
-        comparisons["classification_auc"] = compare_to_baseline(
-            {"label": labels, "score": scores, "intensity": intensity},
-            lambda c: _auc_or_nan(c["label"], c["score"]),
-            lambda c: _auc_or_nan(c["label"], c["intensity"], best_direction=True),
-            higher_is_better=True, groups=groups, **resampling,
-            supported=min(sum(labels), len(labels) - sum(labels)) >= MIN_UNITS).to_dict()
+        comparisons["classification_auc"] = _auc_comparison(labels, scores, intensity, groups, resampling,
+                                                            baseline_best_direction=True)
+        metrics.setdefault("baselines", {})["classification_auc_mean_intensity"] = \
+            comparisons["classification_auc"]["baseline"]["value"]
     elif "classification" in tasks and cls:
         metrics["classification"] = {"skipped": "the reference holds a single class: no ROC"}
 
@@ -288,7 +284,6 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
     heatmaps: list[np.ndarray | None] = []
     truths: list[list[list[float]]] = []
     dice_sweep: list[list[float]] = []
-    whole_lung_dice: list[float] = []
     dice_pairs: list[tuple[float, float, Any, str]] = []  # (mask Dice, whole-lung Dice, patient, image)
     reference_area_dice: list[float] = []  # the heatmap's placement at the reference's own area (a diagnostic)
     severity_sweep: list[tuple[float, list[int]]] = []  # (reference, score_total per threshold)
@@ -324,8 +319,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 labels, heat = maps.lung_labels, maps.heatmap
                 lungs = None if labels is None else labels > 0
                 if lungs is not None:  # baseline: the whole lung is pneumonia
-                    whole_lung_dice.append(overlap(lungs, reference_mask)[0])
-                    dice_pairs.append((dice, whole_lung_dice[-1], item.get("patient_id"), item["image"]))
+                    dice_pairs.append((dice, overlap(lungs, reference_mask)[0], item.get("patient_id"), item["image"]))
                 if heat is not None and lungs is not None and heat.shape == reference_mask.shape == lungs.shape:
                     dice_sweep.append([overlap((heat >= t) & lungs, reference_mask)[0] for t in DICE_SWEEP_THRESHOLDS])
                     right, left = labels == RIGHT_LUNG_VALUE, labels == LEFT_LUNG_VALUE
@@ -346,10 +340,9 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
         if scores:
             metrics[key] = {"dice": vars(mean_sd([s[0] for s in scores])),
                             "jaccard": vars(mean_sd([s[1] for s in scores]))}
-    if whole_lung_dice:
-        metrics.setdefault("baselines", {})["pneumonia_dice_whole_lung"] = vars(mean_sd(whole_lung_dice))
     if dice_pairs:
         dice, whole, patients, images = zip(*dice_pairs)
+        metrics.setdefault("baselines", {})["pneumonia_dice_whole_lung"] = vars(mean_sd(whole))
         comparisons["pneumonia_dice"] = compare_to_baseline(
             {"model": dice, "baseline": whole}, lambda c: float(np.mean(c["model"])),
             lambda c: float(np.mean(c["baseline"])), higher_is_better=True, groups=_groups(patients, images),
@@ -389,7 +382,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
         }
 
     # severity
-    pred_total, ref_total, severity_sources, severity_patients = [], [], [], []
+    pred_total, ref_total, severity_sources, severity_patients, severity_images = [], [], [], [], []
     if "severity" in tasks:
         for index, (item, row) in enumerate(regated_pairs):
             if _finite(item.get("severity")) and _finite(row.get("score_total")):
@@ -397,6 +390,7 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                 ref_total.append(float(item["severity"]))
                 severity_sources.append(item.get("source"))
                 severity_patients.append(item.get("patient_id"))
+                severity_images.append(row["image"])
                 per_image[index].update(severity_reference=float(item["severity"]), severity_predicted=row["score_total"])
         if pred_total:
             block: dict[str, Any] = {
@@ -406,18 +400,16 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
             }
             if len(set(severity_sources)) > 1:
                 block["by_source"] = agreement_by_source(pred_total, ref_total, severity_sources)
-            severity_images = [row["image"] for item, row in regated_pairs
-                               if _finite(item.get("severity")) and _finite(row.get("score_total"))]
             intensity = [intensity_of(image) for image in severity_images]
-            metrics.setdefault("baselines", {}).update({
-                "severity_mae_reference_mean": float(np.mean(np.abs(np.asarray(ref_total) - np.mean(ref_total)))),
-                "severity_r_mean_intensity": agreement(intensity, ref_total).pearson_r,
-            })
             columns = {"predicted": np.asarray(pred_total, dtype=float), "reference": np.asarray(ref_total),
                        "intensity": np.asarray(intensity, dtype=float)}
             groups = _groups(severity_patients, severity_images)
             comparisons["severity_mae"] = compare_to_baseline(
                 columns, _mae, _mae_of_reference_mean, higher_is_better=False, groups=groups, **resampling).to_dict()
+            metrics.setdefault("baselines", {}).update({
+                "severity_mae_reference_mean": comparisons["severity_mae"]["baseline"]["value"],
+                "severity_r_mean_intensity": agreement(intensity, ref_total).pearson_r,
+            })
             comparisons["severity_r"] = compare_to_baseline(
                 columns, lambda c: _pearson(c["predicted"], c["reference"]),
                 lambda c: abs(_pearson(c["intensity"], c["reference"])), higher_is_better=True, groups=groups,
@@ -432,17 +424,17 @@ def evaluate_matched(name: str, matched: MatchedSet, settings: EvaluationSetting
                           if _finite(item.get(f"severity_{side}")) and _finite(row.get(f"score_{side}"))]
                 if ratios:
                     pred, ref = np.asarray(ratios).T
-                    block[f"involvement_{side}"] = {"n": len(ratios), "mae_percent": float(np.mean(np.abs(pred - ref))),
-                                                    "agreement": agreement(pred, ref).to_dict()}
-                    metrics.setdefault("baselines", {}).update({
-                        f"involvement_{side}_mae_reference_mean": float(np.mean(np.abs(ref - ref.mean()))),
-                        f"involvement_{side}_mae_whole_lung": float(np.mean(np.abs(100.0 - ref))),
-                    })
-                    comparisons[f"involvement_{side}_mae"] = compare_to_baseline(
+                    compared = comparisons[f"involvement_{side}_mae"] = compare_to_baseline(
                         {"predicted": pred, "reference": ref}, _mae, _mae_of_reference_mean, higher_is_better=False,
                         groups=_groups([item.get("patient_id") for item, _ in involved],
                                        [item["image"] for item, _ in involved]),
                         **resampling).to_dict()
+                    block[f"involvement_{side}"] = {"n": len(ratios), "mae_percent": compared["model"]["value"],
+                                                    "agreement": agreement(pred, ref).to_dict()}
+                    metrics.setdefault("baselines", {}).update({
+                        f"involvement_{side}_mae_reference_mean": compared["baseline"]["value"],
+                        f"involvement_{side}_mae_whole_lung": float(np.mean(np.abs(100.0 - ref))),
+                    })
                 if scores:
                     pred, ref = np.asarray(scores).T
                     block[f"score_{side}"] = agreement(pred, ref).to_dict()
@@ -501,6 +493,21 @@ def _auc_or_nan(labels: Sequence[int], values: Sequence[float], best_direction: 
     return max(auc, 1.0 - auc) if best_direction and math.isfinite(auc) else auc
 
 
+def _auc_comparison(labels: Sequence[int], values: Sequence[float], baseline_values: Sequence[float],
+                    groups: list[str] | None, resampling: dict[str, int],
+                    baseline_best_direction: bool = False) -> dict[str, Any]:
+    """The AUC of ``values`` against that of ``baseline_values`` for the same labels, resampled together
+    (:func:`~pneumonitor.bootstrap.compare_to_baseline`); too few to tell when the rarer class has fewer than
+    ``MIN_UNITS`` images (one death says nothing about an AUC, however many survivors)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n_positive = int(labels.sum())
+    return compare_to_baseline(
+        {"label": labels, "model": values, "baseline": baseline_values}, lambda c: _auc_or_nan(c["label"], c["model"]),
+        lambda c: _auc_or_nan(c["label"], c["baseline"], best_direction=baseline_best_direction),
+        higher_is_better=True, groups=groups, supported=min(n_positive, labels.size - n_positive) >= MIN_UNITS,
+        **resampling).to_dict()
+
+
 class ResultMaps:
     """One analyzed image's heatmap (float in [0, 1]) and lung-label image (right lung = 255, left = 128, as
     ``pneumonitor analyze`` writes them), each read from its PNG at most once and only when asked for; None when
@@ -549,20 +556,17 @@ def clinical_course_metrics(matched: MatchedSet, n_bootstrap: int = 1000, seed: 
             continue
         y = np.asarray([int(item[outcome]) for item, _ in kept])
         entry: dict[str, Any] = {"n": len(kept), "n_outcome": int(y.sum())}
-        columns = {"outcome": y}
+        columns = {}
         for column in ("score_total", "ratio_total", "pneumonia_probability"):
-            values = np.asarray([float(row[column]) for _, row in kept])
-            columns[column] = values
+            values = columns[column] = np.asarray([float(row[column]) for _, row in kept])
             entry[column] = {"mean_with": float(values[y == 1].mean()) if y.any() else None,
                              "mean_without": float(values[y == 0].mean()) if (1 - y).any() else None,
                              "auc": float(roc_auc(y, values)) if 0 < y.sum() < y.size else None}
         if 0 < y.sum() < y.size:
-            entry["score_vs_probability"] = compare_to_baseline(
-                columns, lambda c: _auc_or_nan(c["outcome"], c["score_total"]),
-                lambda c: _auc_or_nan(c["outcome"], c["pneumonia_probability"]), higher_is_better=True,
-                groups=_groups([item.get("patient_id") for item, _ in kept], [item.get("image") for item, _ in kept]),
-                n_bootstrap=n_bootstrap, seed=seed,
-                supported=min(y.sum(), y.size - y.sum()) >= MIN_UNITS).to_dict()  # one death tells nothing
+            entry["score_vs_probability"] = _auc_comparison(
+                y, columns["score_total"], columns["pneumonia_probability"],
+                _groups([item.get("patient_id") for item, _ in kept], [item.get("image") for item, _ in kept]),
+                {"n_bootstrap": n_bootstrap, "seed": seed})
         block[outcome] = entry
     return block
 

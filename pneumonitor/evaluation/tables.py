@@ -119,10 +119,9 @@ def table_segmentation(metrics: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def _with_interval(value: Any, comparison: dict[str, Any] | None, key: str = "model", digits: int = 2) -> str:
-    """``value`` with the bootstrap interval of ``comparison[key]`` when the evaluation has it."""
-    block = (comparison or {}).get(key)
-    return Estimate(block["value"], block["low"], block["high"]).format(digits) if block else _number(value, digits)
+def _with_interval(value: Any, estimate: dict[str, Any] | None) -> str:
+    """``value`` with its bootstrap interval (an :class:`Estimate` as a dict) when the evaluation has one."""
+    return _estimate(estimate) if estimate else _number(value)
 
 
 def table_severity(metrics: Sequence[dict[str, Any]]) -> str:
@@ -138,9 +137,9 @@ def table_severity(metrics: Sequence[dict[str, Any]]) -> str:
         per_lung = " / ".join(_number(sev.get(f"involvement_{side}", {}).get("mae_percent"), 1) for side in ("right", "left"))
         p = total["p_value"]
         p_text = "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-        bias = _with_interval(total.get("bias"), {"model": total["bias_ci"]} if total.get("bias_ci") else None)
-        r = _with_interval(total["pearson_r"], compared.get("severity_r"))
-        mae = _with_interval(total["mae"], compared.get("severity_mae"))
+        bias = _with_interval(total.get("bias"), total.get("bias_ci"))
+        r = _with_interval(total["pearson_r"], compared.get("severity_r", {}).get("model"))
+        mae = _with_interval(total["mae"], compared.get("severity_mae", {}).get("model"))
         lines.append(f"| {block['name']} | {r} | {p_text} | {_number(total['r2'])} | {mae} | {bias} | {total['n']} | "
                      f"{per_lung} |")
     notes = [f"**{block['name']}: {block['unscored_at_threshold']['note']}.**" for block in metrics
@@ -219,8 +218,7 @@ def table_comparisons(metrics: Sequence[dict[str, Any]]) -> str:
     for block in metrics:
         for key, row in (block.get("baseline_comparisons") or {}).items():
             metric, baseline = COMPARISON_LABELS.get(key, (key, ""))
-            estimates = {name: Estimate(row[name]["value"], row[name]["low"], row[name]["high"]).format()
-                         for name in ("model", "baseline", "difference")}
+            estimates = {name: _estimate(row[name]) for name in ("model", "baseline", "difference")}
             lines.append(f"| {block['name']} | {metric} | {estimates['model']} | {baseline} | {estimates['baseline']} "
                          f"| {estimates['difference']} | {'higher' if row['higher_is_better'] else 'lower'} | "
                          f"**{row['verdict']}** | {row['n']} |")
