@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from pneumonitor.monitoring.compare import against_constant_profiles
+from pneumonitor.monitoring.compare import against_constant_profiles, compare_profiles
 from pneumonitor.monitoring.plots import plot_overlay_strip, plot_profile
 from pneumonitor.monitoring.profiles import TIMELINE_COLUMNS, PatientProfile, build_profiles
 from pneumonitor.monitoring.pages import PatientPage, write_index, write_patient_report
@@ -34,7 +34,7 @@ from pneumonitor.monitoring.studies import (
     read_results,
     read_study_metadata,
 )
-from pneumonitor.monitoring.trend import ChangeRule, PooledTrendAgreement, pooled_trend_agreement
+from pneumonitor.monitoring.trend import ChangeRule, PooledTrendAgreement
 from pneumonitor.publishing import atomic_folder, write_json
 
 
@@ -150,8 +150,7 @@ def run_monitoring(
         if reference_columns:
             agreement_rows = []
             for column in reference_columns:
-                pairs = []
-                joined = []
+                joined = [pd.DataFrame(columns=["patient", "a", "b"])]  # both profiles, patient by patient
                 for profile in profiles:
                     value, n_points = profile.agreement[column]
                     agreement_rows.append(
@@ -159,12 +158,11 @@ def run_monitoring(
                          "n_transitions": max(n_points - 1, 0), "agreement": value}
                     )
                     pair = profile.timeline[[compare_column, column]].apply(pd.to_numeric, errors="coerce").dropna()
-                    pairs.append((pair[compare_column].to_numpy(), pair[column].to_numpy()))
                     joined.append(pd.DataFrame({"patient": profile.patient_id, "a": pair[compare_column].to_numpy(),
                                                 "b": pair[column].to_numpy()}))
-                pooled[column] = pooled_trend_agreement(pairs)
-                against_constants[column] = against_constant_profiles(
-                    pd.concat(joined, ignore_index=True) if joined else pd.DataFrame(columns=["patient", "a", "b"]))
+                joined_profiles = pd.concat(joined, ignore_index=True)
+                _, pooled[column] = compare_profiles(joined_profiles)
+                against_constants[column] = against_constant_profiles(joined_profiles)
             pd.DataFrame(agreement_rows).to_csv(built / "trend_agreement.csv", index=False)
 
         settings: dict[str, object] = {
